@@ -1,0 +1,258 @@
+"""``ExperimentAnalyzer``: load many runs (local files, W&B) and compare them."""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import LogFormatError
+from .progress import progress
+from .records import ROW_FIELDS, ExperimentConfig, ExperimentLog
+from .storage import JOURNAL_SUFFIX, load_run
+from .text import fmt, format_duration, format_summary, table
+
+#: Metric names accepted by ``get_best_experiment`` and what they read.
+BEST_METRICS = {
+    "val_loss": "best_val_loss",
+    "train_loss": "best_train_loss",
+    "best_val_loss": "best_val_loss",
+    "best_train_loss": "best_train_loss",
+    "final_val_loss": "final_val_loss",
+    "final_train_loss": "final_train_loss",
+}
+_CONFIG_SKIP = {"experiment_name"}
+
+
+def run_files(log_dir: Path) -> list[Path]:
+    """One path per run in ``log_dir`` (its .json, or its .jsonl when never saved)."""
+    stems: dict[str, Path] = {}
+    for path in sorted(log_dir.glob(f"*{JOURNAL_SUFFIX}")):
+        if not path.name.startswith("."):
+            stems[path.stem] = path
+    for path in sorted(log_dir.glob("*.json")):
+        if not path.name.startswith("."):
+            stems[path.stem] = path
+    return sorted(stems.values())
+
+
+def write_csv(log: ExperimentLog, path: Path) -> Path:
+    """The guide's CSV: exactly its eight columns, in its order; NaN as ``nan``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(ROW_FIELDS)
+        for row in log.metrics_history:
+            writer.writerow(
+                ["" if (v := getattr(row, name)) is None else repr(float(v)) if isinstance(v, float) else v
+                 for name in ROW_FIELDS]
+            )
+    return path
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class ExperimentAnalyzer:
+    """Loads runs and compares them.
+
+    ``logs`` maps a key to each run: its experiment name, or, when several runs share a
+    name, the name for the latest and the run id (file stem) for each older one. Any method
+    taking a name also takes a run id.
+    """
+
+    def __init__(self, log_dir: str | Path = "experiment_logs") -> None:
+        self.log_dir = Path(log_dir)
+        self.logs: dict[str, ExperimentLog] = {}
+        self.problems: list[str] = []
+
+    # ------------------------------------------------------------------ loading
+    def load_all(self, *, quiet: bool = False) -> dict[str, ExperimentLog]:
+        """Load every run in ``log_dir``; unreadable files are reported and skipped."""
+        self.problems = []
+        if not self.log_dir.is_dir():
+            self.problems.append(f"{self.log_dir}: no such directory")
+            if not quiet:
+                print(f"warning: {self.problems[-1]}", file=sys.stderr)
+            return self.logs
+        files = run_files(self.log_dir)
+        loaded: list[ExperimentLog] = []
+        for path in progress(files, len(files), "Loading runs", enabled=None if not quiet else False):
+            try:
+                log, _ = load_run(path, on_problem=self.problems.append)
+            except (LogFormatError, OSError, ValueError, TypeError) as exc:
+                self.problems.append(f"skipped {path}: {exc}")
+                continue
+            loaded.append(log)
+        if not quiet:
+            for problem in self.problems:
+                print(f"warning: {problem}", file=sys.stderr)
+        for log in loaded:
+            self.add(log)
+        return self.logs
+
+    def add(self, log: ExperimentLog) -> str:
+        """Add a run (e.g. pulled from W&B); returns its key in ``logs``."""
+        runs = [v for v in self.logs.values() if v.run_id != log.run_id or not log.run_id]
+        runs.append(log)
+        self.logs = self._keyed(runs)
+        for key, value in self.logs.items():
+            if value is log:
+                return key
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _keyed(runs: list[ExperimentLog]) -> dict[str, ExperimentLog]:
+        by_name: dict[str, list[ExperimentLog]] = {}
+        for log in runs:
+            by_name.setdefault(log.experiment_name, []).append(log)
+        keyed: dict[str, ExperimentLog] = {}
+        for name, group in by_name.items():
+            group.sort(key=lambda r: (r.start_time or "", r.run_id))
+            for older in group[:-1]:
+                keyed[older.run_id or f"{name}#{id(older)}"] = older
+            keyed[name] = group[-1]
+        return dict(sorted(keyed.items(), key=lambda kv: (kv[1].start_time or "", kv[0])))
+
+    def get(self, name: str) -> ExperimentLog:
+        """A run by key, run id or experiment name (the latest of that name)."""
+        if name in self.logs:
+            return self.logs[name]
+        for log in self.logs.values():
+            if log.run_id == name:
+                return log
+        known = ", ".join(self.logs) or "none loaded (call load_all() first)"
+        raise KeyError(f"no experiment {name!r}; known: {known}")
+
+    def select(self, patterns: list[str] | None) -> dict[str, ExperimentLog]:
+        """Runs whose key, run id or name matches any glob pattern (all when none given)."""
+        if not patterns:
+            return dict(self.logs)
+        chosen: dict[str, ExperimentLog] = {}
+        for pattern in patterns:
+            hits = {
+                key: log
+                for key, log in self.logs.items()
+                if fnmatch.fnmatchcase(key, pattern)
+                or fnmatch.fnmatchcase(log.run_id, pattern)
+                or fnmatch.fnmatchcase(log.experiment_name, pattern)
+            }
+            if not hits:
+                raise KeyError(f"no experiment matches {pattern!r}")
+            chosen.update(hits)
+        return chosen
+
+    # ------------------------------------------------------------------ comparing
+    def differing_config_keys(self, logs: list[ExperimentLog]) -> list[str]:
+        """Config keys whose values are not the same across ``logs``."""
+        dicts = [log.config.to_dict() for log in logs]
+        keys: list[str] = []
+        for d in dicts:
+            keys += [k for k in d if k not in keys and k not in _CONFIG_SKIP]
+        if len(dicts) < 2:
+            return []
+        return [k for k in keys if len({repr(d.get(k)) for d in dicts}) > 1]
+
+    def comparison_rows(
+        self, names: list[str] | None = None, sort_by: str | None = None
+    ) -> tuple[list[str], list[list[Any]]]:
+        """Headers and rows of the comparison (used by the table and the CLI)."""
+        selected = self.select(names)
+        logs = list(selected.values())
+        config_keys = self.differing_config_keys(logs)
+        headers = ["experiment", "status", "iters", "steps", "tokens", *config_keys,
+                   "best_train", "best_val", "final_train", "final_val", "duration"]
+        rows = []
+        for key, log in selected.items():
+            history = log.metrics_history
+            cfg = log.config.to_dict()
+            status = "diverged" if log.diverged_at is not None else log.status
+            rows.append([
+                key, status,
+                history[-1].iteration + 1 if history else 0,
+                history[-1].gradient_step if history else 0,
+                log.tokens_seen,
+                *[cfg.get(k) for k in config_keys],
+                log.best_train_loss, log.best_val_loss,
+                log.final_train_loss, log.final_val_loss,
+                format_duration(log.duration_seconds),
+            ])
+        if sort_by:
+            if sort_by not in headers:
+                raise ValueError(f"sort: unknown column {sort_by!r}; expected one of {headers}")
+            col = headers.index(sort_by)
+
+            def sort_key(row: list[Any]) -> tuple[int, Any]:
+                value = row[col]
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    return (0, value) if math.isfinite(value) else (1, 0)
+                return (0 if value is not None else 1, str(value))
+
+            rows.sort(key=sort_key)
+        return headers, rows
+
+    def get_comparison_table(self, names: list[str] | None = None, sort_by: str | None = None) -> str:
+        """A text table of the runs; config columns only where runs differ."""
+        if not self.logs:
+            return "(no experiments loaded)"
+        headers, rows = self.comparison_rows(names, sort_by)
+        return table(headers, rows)
+
+    def print_summary(self, name: str) -> None:
+        print(format_summary(self.get(name)))
+
+    def get_best_experiment(self, metric: str = "val_loss") -> tuple[str, float]:
+        """``(key, value)`` of the run with the lowest ``metric``; diverged runs never win."""
+        field = BEST_METRICS.get(metric)
+        if field is None:
+            raise ValueError(
+                f"metric: unknown {metric!r}; expected one of {', '.join(BEST_METRICS)}"
+            )
+        best: tuple[str, float] | None = None
+        for key, log in self.logs.items():
+            if log.diverged_at is not None:
+                continue
+            value = _finite_or_none(getattr(log, field))
+            if value is not None and (best is None or value < best[1]):
+                best = (key, value)
+        if best is None:
+            raise ValueError(f"no loaded experiment has a finite {field}")
+        return best
+
+    def export_csv(self, name: str, path: str | Path | None = None) -> Path:
+        """Write a run's history as CSV with the guide's columns; returns the path."""
+        log = self.get(name)
+        target = Path(path) if path is not None else self.log_dir / f"{name}_metrics.csv"
+        return write_csv(log, target)
+
+    def load_wandb(self, path: str, **kwargs: Any) -> list[str]:
+        """Pull runs of a W&B project (``"entity/project"``); see ``wandb_pull.pull_runs``."""
+        from .wandb_pull import pull_runs
+
+        keys = []
+        for log in pull_runs(path, **kwargs):
+            keys.append(self.add(log))
+        return keys
+
+
+def print_experiment_summary(log_dir: str | Path = "experiment_logs") -> None:
+    """Load every run in ``log_dir``, print the comparison table and the best run."""
+    analyzer = ExperimentAnalyzer(log_dir=log_dir)
+    analyzer.load_all()
+    print(analyzer.get_comparison_table())
+    for metric in ("val_loss", "train_loss"):
+        try:
+            name, value = analyzer.get_best_experiment(metric)
+        except ValueError:
+            continue
+        print(f"Best by {metric}: {name} ({fmt(value, 6)})")
+        break
+
+
+__all__ = ["ExperimentAnalyzer", "ExperimentConfig", "print_experiment_summary", "write_csv"]

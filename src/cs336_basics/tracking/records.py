@@ -1,0 +1,335 @@
+"""The records of a run and the pure rules that change them.
+
+``ExperimentConfig`` holds hyperparameters (the guide's fields plus any others a user passes),
+``MetricsSnapshot`` one row of history, ``ExperimentLog`` a whole run. The functions at the
+end apply one logged record to a log; the tracker and the journal replay both use them, so a
+run recovered from its journal is the run the tracker held in memory.
+
+History rules (also in the README):
+
+- rows are kept in increasing ``iteration`` order, one row per iteration;
+- an eval at an iteration that has a row fills that row, otherwise it adds one;
+- a metrics row for an iteration at or before the last row (a restart from an older
+  checkpoint) *supersedes* the rows from that iteration on: they move, unchanged, to
+  ``ExperimentLog.superseded_history`` (saved in the JSON) and the new row takes their place.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .values import wrap_float
+
+FORMAT_VERSION = 1
+
+#: The guide's per-row fields, in the guide's (and the CSV's) column order.
+ROW_FIELDS = (
+    "iteration",
+    "gradient_step",
+    "wallclock_time",
+    "train_loss",
+    "val_loss",
+    "learning_rate",
+    "tokens_per_sec",
+    "iter_time_ms",
+)
+LOSS_FIELDS = ("train_loss", "val_loss")
+
+
+@dataclass
+class ExperimentConfig:
+    """Hyperparameters of one run.
+
+    Every field has a default. Keyword arguments the class does not name (``norm="post"``,
+    ``ffn_type="silu"``) are kept in ``extra``, readable as attributes, saved into the JSON
+    ``config`` object beside the named fields and loaded back.
+    """
+
+    experiment_name: str = "default_experiment"
+    vocab_size: int = 10000
+    context_length: int = 256
+    d_model: int = 512
+    num_heads: int = 16
+    d_ff: int = 1344
+    num_layers: int = 4
+    rope_theta: float = 10000.0
+    batch_size: int = 64
+    max_iters: int = 5000
+    max_learning_rate: float = 6e-4
+    min_learning_rate: float = 6e-5
+    warmup_iters: int = 200
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    seed: int = 42
+    device: str = "cpu"
+    optimizer_name: str = "AdamW"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, **kwargs: Any) -> None:
+        extra = dict(kwargs.pop("extra", None) or {})
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            if f.name in kwargs:
+                value = kwargs.pop(f.name)
+            else:
+                value = f.default
+            object.__setattr__(self, f.name, value)
+        extra.update(kwargs)
+        object.__setattr__(self, "extra", extra)
+        name = self.experiment_name
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(
+                f"experiment_name: expected a non-empty string, got {name!r}"
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: expose extra hyperparameters as attributes.
+        extra = self.__dict__.get("extra")
+        if extra is not None and name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat dict: the named fields in order, then the extra hyperparameters."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        for key, value in self.extra.items():
+            out.setdefault(key, value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        """Inverse of :meth:`to_dict`; unknown keys become extra hyperparameters."""
+        if not isinstance(data, dict):
+            raise TypeError(f"config: expected a JSON object, got {type(data).__name__}")
+        return cls(**{str(k): v for k, v in data.items()})
+
+    def differences(self, other: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
+        """Keys whose values differ, as ``{key: (self's, other's)}`` (experiment_name ignored)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        keys = [k for k in mine if k != "experiment_name"]
+        keys += [k for k in theirs if k not in mine]
+        return {
+            k: (mine.get(k), theirs.get(k))
+            for k in keys
+            if mine.get(k) != theirs.get(k)
+        }
+
+
+@dataclass
+class MetricsSnapshot:
+    """One row of history: the guide's eight fields plus optional extra metrics.
+
+    ``gradient_step`` is the 1-based optimizer step the iteration belongs to;
+    ``wallclock_time`` is seconds since the run started (downtime between a crash and a
+    resume is not counted). Losses are ``None`` when not measured at this iteration.
+    """
+
+    iteration: int
+    gradient_step: int
+    wallclock_time: float
+    train_loss: float | None = None
+    val_loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_sec: float | None = None
+    iter_time_ms: float | None = None
+    extra: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as a flat dict in column order; extra metrics follow the guide's fields."""
+        out = {name: getattr(self, name) for name in ROW_FIELDS}
+        if self.extra:
+            for key, value in self.extra.items():
+                out.setdefault(key, value)
+        return out
+
+    @property
+    def has_train_metrics(self) -> bool:
+        """True once ``log_metrics`` (not only ``log_eval``) filled this row."""
+        return not (
+            self.train_loss is None
+            and self.learning_rate is None
+            and self.tokens_per_sec is None
+            and self.iter_time_ms is None
+        )
+
+
+def _finite(values: Any) -> list[float]:
+    return [v for v in values if v is not None and not math.isnan(v)]
+
+
+@dataclass
+class ExperimentLog:
+    """A whole run: its config, history and summary (the guide's JSON document)."""
+
+    config: ExperimentConfig
+    start_time: str | None = None
+    end_time: str | None = None
+    duration_seconds: float | None = None
+    best_train_loss: float | None = None
+    best_val_loss: float | None = None
+    final_train_loss: float | None = None
+    final_val_loss: float | None = None
+    metrics_history: list[MetricsSnapshot] = field(default_factory=list)
+    notes: str = ""
+    run_id: str = ""
+    status: str = "running"  # running | finished | unfinished (the process died before finish)
+    superseded_history: list[MetricsSnapshot] = field(default_factory=list)
+    mirrors: dict[str, Any] = field(default_factory=dict)  # e.g. {"wandb": {"run_id": ...}}
+    source: str | None = field(default=None, compare=False)  # file it was loaded from
+
+    @property
+    def experiment_name(self) -> str:
+        return self.config.experiment_name
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    def column(self, name: str) -> list[Any]:
+        """One field (or extra metric) across the history, ``None`` where absent."""
+        if name in ROW_FIELDS:
+            return [getattr(row, name) for row in self.metrics_history]
+        return [(row.extra or {}).get(name) for row in self.metrics_history]
+
+    @property
+    def diverged_at(self) -> int | None:
+        """The first iteration whose train or val loss is NaN or infinite, if any."""
+        for row in self.metrics_history:
+            for name in LOSS_FIELDS:
+                value = getattr(row, name)
+                if value is not None and not math.isfinite(value):
+                    return row.iteration
+        for name in ("final_train_loss", "final_val_loss"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                last = self.metrics_history[-1].iteration if self.metrics_history else 0
+                return last
+        return None
+
+    @property
+    def tokens_seen(self) -> int | None:
+        """batch_size x context_length x gradient steps (None without history)."""
+        if not self.metrics_history:
+            return None
+        steps = self.metrics_history[-1].gradient_step
+        return int(self.config.batch_size) * int(self.config.context_length) * int(steps)
+
+    def compute_summary(
+        self, train_loss: float | None = None, val_loss: float | None = None
+    ) -> None:
+        """Fill best and final losses from the history (best ignores NaN).
+
+        An explicit final loss (``finish(train_loss=...)``) wins over the history's last value
+        and also counts towards the best.
+        """
+        for name, explicit in (("train_loss", train_loss), ("val_loss", val_loss)):
+            values = self.column(name)
+            present = [v for v in values if v is not None]
+            final = explicit if explicit is not None else (present[-1] if present else None)
+            candidates = _finite(present + ([explicit] if explicit is not None else []))
+            setattr(self, f"final_{name}", final)
+            setattr(self, f"best_{name}", min(candidates) if candidates else None)
+
+
+# ---------------------------------------------------------------------------------------
+# Applying records (shared by the live tracker and the journal replay).
+
+
+def _row_index(history: list[MetricsSnapshot], iteration: int) -> int:
+    return bisect.bisect_left(history, iteration, key=lambda r: r.iteration)
+
+
+def apply_metrics(log: ExperimentLog, row: MetricsSnapshot) -> int | None:
+    """Add a ``log_metrics`` row. Returns the superseded rows' first gradient step, if any.
+
+    Same iteration as the last row, which only an eval filled: the two merge. At or before
+    the last row otherwise: a rollback, see the module docstring.
+    """
+    history = log.metrics_history
+    if not history or row.iteration > history[-1].iteration:
+        history.append(row)
+        return None
+    last = history[-1]
+    if row.iteration == last.iteration and not last.has_train_metrics:
+        row.val_loss = last.val_loss if row.val_loss is None else row.val_loss
+        if last.extra:
+            row.extra = {**last.extra, **(row.extra or {})}
+        history[-1] = row
+        return None
+    cut = _row_index(history, row.iteration)
+    superseded = history[cut:]
+    del history[cut:]
+    log.superseded_history.extend(superseded)
+    history.append(row)
+    return superseded[0].gradient_step if superseded else None
+
+
+def apply_eval(
+    log: ExperimentLog,
+    iteration: int,
+    gradient_step: int,
+    wallclock_time: float,
+    val_loss: float | None,
+    train_loss: float | None,
+    extra: dict[str, Any] | None,
+) -> MetricsSnapshot:
+    """Record an evaluation at ``iteration``: fill that row, or add one in order."""
+    history = log.metrics_history
+    index = _row_index(history, iteration)
+    if index < len(history) and history[index].iteration == iteration:
+        row = history[index]
+        if val_loss is not None:
+            row.val_loss = val_loss
+        if train_loss is not None:
+            if row.train_loss is None:
+                row.train_loss = train_loss
+            else:
+                row.extra = {**(row.extra or {}), "eval_train_loss": train_loss}
+        if extra:
+            row.extra = {**(row.extra or {}), **extra}
+        return row
+    row = MetricsSnapshot(
+        iteration=iteration,
+        gradient_step=gradient_step,
+        wallclock_time=wallclock_time,
+        train_loss=train_loss,
+        val_loss=val_loss,
+        extra=dict(extra) if extra else None,
+    )
+    history.insert(index, row)
+    return row
+
+
+def apply_finish(
+    log: ExperimentLog,
+    end_time: str,
+    duration_seconds: float,
+    train_loss: float | None,
+    val_loss: float | None,
+    notes: str | None,
+) -> None:
+    """Close a run: end time, duration, summary, notes."""
+    log.end_time = end_time
+    log.duration_seconds = wrap_float(float(duration_seconds))
+    log.compute_summary(train_loss=train_loss, val_loss=val_loss)
+    if notes is not None:
+        log.notes = notes
+    log.status = "finished"
+
+
+def superseded_step(log: ExperimentLog, iteration: int) -> int | None:
+    """The gradient step of the first row a metrics row at ``iteration`` would supersede."""
+    history = log.metrics_history
+    if not history or iteration > history[-1].iteration:
+        return None
+    last = history[-1]
+    if iteration == last.iteration and not last.has_train_metrics:
+        return None
+    return history[_row_index(history, iteration)].gradient_step

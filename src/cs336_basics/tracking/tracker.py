@@ -1,0 +1,507 @@
+"""``ExperimentTracker``: what the training loop calls.
+
+On the training thread each ``log_metrics`` call validates its values, builds one
+``MetricsSnapshot``, applies it to the in-memory ``ExperimentLog`` and queues it for the
+journal writer thread and, if any, the sink dispatcher thread. Nothing on this path touches
+the disk or the network.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .codec import journal_header
+from .errors import LogFormatError
+from .records import (
+    ExperimentConfig,
+    ExperimentLog,
+    MetricsSnapshot,
+    apply_eval,
+    apply_finish,
+    apply_metrics,
+    superseded_step,
+)
+from .sinks import Sink, SinkDispatcher, make_sink
+from .storage import JOURNAL_SUFFIX, JournalWriter, claim_stem, load_run, now_iso, write_document
+from .text import format_summary
+from .values import is_device_tensor, optional_float, to_float, to_int, wrap_float
+
+SINKS_ENV = "CS336_SINKS"
+#: Convert accelerator tensors at least this often (seconds) and at every eval/finish.
+DEFERRED_MAX_AGE = 1.0
+_FLOAT_FIELDS = ("train_loss", "val_loss", "learning_rate", "tokens_per_sec", "iter_time_ms")
+
+_live: weakref.WeakSet[ExperimentTracker] = weakref.WeakSet()
+_atexit_registered = False
+_atexit_lock = threading.Lock()
+
+
+def _close_all_at_exit() -> None:
+    for tracker in list(_live):
+        try:
+            tracker.close()
+        except Exception:  # at interpreter exit nothing may raise
+            pass
+
+
+def _register(tracker: ExperimentTracker) -> None:
+    global _atexit_registered
+    with _atexit_lock:
+        if not _atexit_registered:
+            atexit.register(_close_all_at_exit)
+            _atexit_registered = True
+    _live.add(tracker)
+
+
+def process_rank() -> int:
+    """This process's rank under torch.distributed (RANK, else LOCAL_RANK, else 0)."""
+    for name in ("RANK", "LOCAL_RANK"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def _sinks_from(spec: Any) -> list[Sink]:
+    if spec is None:
+        names = [s for s in os.environ.get(SINKS_ENV, "").split(",") if s.strip()]
+        return [make_sink(name) for name in names]
+    if isinstance(spec, (str, Sink)):
+        spec = [spec]
+    if not isinstance(spec, Iterable):
+        raise TypeError(f"sinks: expected a list of names or Sink objects, got {spec!r:.60}")
+    return [make_sink(item) for item in spec]
+
+
+class ExperimentTracker:
+    """Tracks one training run: local JSON + journal, and optional sinks.
+
+    Args:
+        config: the run's ``ExperimentConfig``.
+        log_dir: directory of the run's files (created if missing).
+        sinks: sink names (``"wandb"``) or ``Sink`` objects; ``None`` reads ``CS336_SINKS``.
+        resume: a run to continue: the path of its ``.json``/``.jsonl`` or its
+            ``ExperimentLog`` (loaded from disk). History, gradient steps and wall-clock go on.
+        all_ranks: under torch.distributed only rank 0 tracks unless this is True.
+        flush_interval: seconds between journal writes (crash loses at most about this).
+        sink_queue_size: events the sink queue holds before sinks start missing events.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        log_dir: str | Path = "experiment_logs",
+        *,
+        sinks: Any = None,
+        resume: str | Path | ExperimentLog | None = None,
+        all_ranks: bool = False,
+        flush_interval: float = 0.25,
+        sink_queue_size: int = 100_000,
+    ) -> None:
+        if not isinstance(config, ExperimentConfig):
+            raise TypeError(
+                f"config: expected an ExperimentConfig, got {type(config).__name__}"
+            )
+        if not isinstance(flush_interval, (int, float)) or not 0 < flush_interval <= 1:
+            raise ValueError(
+                f"flush_interval: expected seconds in (0, 1], got {flush_interval!r}"
+            )
+        self.config = config
+        self.log_dir = Path(log_dir)
+        self.enabled = all_ranks or process_rank() == 0
+        self.flush_interval = float(flush_interval)
+        self._log = ExperimentLog(config=config)
+        self._resume = resume
+        self._sinks = _sinks_from(sinks) if self.enabled else []
+        self._sink_queue_size = sink_queue_size
+        self._dispatcher: SinkDispatcher | None = None
+        self._journal: JournalWriter | None = None
+        self._path: Path | None = None
+        self._steps_done = 0
+        self._t0 = 0.0
+        self._offset = 0.0
+        self._save_id = 0
+        self._dirty = True
+        self._started = False
+        self._finished = False
+        self._closed = False
+        self._deferred: list[MetricsSnapshot] = []
+        self._deferred_since = 0.0
+        if self.enabled:
+            _register(self)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def log(self) -> ExperimentLog:
+        """The run as it stands (accelerator values are converted first)."""
+        self._resolve_deferred()
+        return self._log
+
+    @property
+    def path(self) -> Path | None:
+        """The run's JSON document (known once started)."""
+        return self._path
+
+    @property
+    def run_id(self) -> str:
+        return self._log.run_id
+
+    @property
+    def gradient_step(self) -> int:
+        """Optimizer steps done so far (``increment_gradient_step`` calls)."""
+        return self._steps_done
+
+    @gradient_step.setter
+    def gradient_step(self, value: int) -> None:
+        self._steps_done = to_int("gradient_step", value)
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return list(self._sinks)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> ExperimentTracker:
+        """Open the run's files (or continue the resumed run) and start the sinks."""
+        if not self.enabled or self._started:
+            return self
+        if self._closed:
+            raise RuntimeError("start(): this tracker was closed; create a new one")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self._resume is not None:
+            self._continue(self._resume)
+        else:
+            when = datetime.now()
+            stem = claim_stem(self.log_dir, self.config.experiment_name, when)
+            self._log.start_time = when.isoformat()
+            self._log.run_id = stem
+            self._path = self.log_dir / f"{stem}.json"
+            self._log.source = str(self._path)
+            self._journal = JournalWriter(
+                self._path.with_suffix(JOURNAL_SUFFIX), self._header(None), self.flush_interval
+            )
+        self._t0 = time.perf_counter()
+        self._started = True
+        if self._sinks:
+            self._dispatcher = SinkDispatcher(self._sinks, self._sink_queue_size)
+            self._dispatcher.put("start", self._log)
+        return self
+
+    def _header(self, base: int | None) -> bytes:
+        return journal_header(self._log, base, os.getpid(), socket.gethostname())
+
+    def _continue(self, resume: str | Path | ExperimentLog) -> None:
+        if isinstance(resume, ExperimentLog):
+            if not resume.source:
+                raise ValueError(
+                    "resume: this ExperimentLog has no file (source is None); pass the path "
+                    "of its .json or .jsonl instead"
+                )
+            resume = resume.source
+        path = Path(resume)
+        if not path.exists() and not path.with_suffix(JOURNAL_SUFFIX).exists():
+            raise FileNotFoundError(f"resume: no experiment log at {path}")
+        try:
+            log, save_id = load_run(path)
+        except LogFormatError as exc:
+            raise ValueError(f"resume: {exc}") from None
+        self._path = path.with_suffix(".json")
+        self.log_dir = self._path.parent
+        log.config = self.config
+        log.status = "running"
+        log.end_time = None
+        log.source = str(self._path)
+        self._log = log
+        history = log.metrics_history
+        if history:
+            self._steps_done = history[-1].gradient_step
+            self._offset = history[-1].wallclock_time
+        if log.duration_seconds is not None:
+            self._offset = max(self._offset, log.duration_seconds)
+        self._save_id = save_id + 1
+        write_document(self._path, log, self._save_id)
+        self._journal = JournalWriter(
+            self._path.with_suffix(JOURNAL_SUFFIX), self._header(self._save_id),
+            self.flush_interval,
+        )
+        self._dirty = False
+
+    def elapsed(self) -> float:
+        """Seconds of training so far (the wall-clock axis)."""
+        return time.perf_counter() - self._t0 + self._offset
+
+    # ------------------------------------------------------------------ logging
+    def log_metrics(
+        self,
+        iteration: int,
+        train_loss: Any = None,
+        learning_rate: Any = None,
+        tokens_per_sec: Any = None,
+        iter_time_ms: Any = None,
+        *,
+        gradient_step: int | None = None,
+        val_loss: Any = None,
+        **extra: Any,
+    ) -> MetricsSnapshot | None:
+        """Record one training row. Values may be numbers or 0-d (device) tensors.
+
+        ``gradient_step`` defaults to the optimizer step this iteration belongs to
+        (``increment_gradient_step`` calls so far + 1). Extra keyword metrics are kept.
+        """
+        if not self.enabled:
+            return None
+        if not self._started:
+            self.start()
+        it = iteration if type(iteration) is int and iteration >= 0 else to_int(
+            "iteration", iteration
+        )
+        history = self._log.metrics_history
+        if history and it <= history[-1].iteration:
+            step = superseded_step(self._log, it)
+            if step is not None:
+                self._steps_done = step - 1
+        step = self._steps_done + 1 if gradient_step is None else to_int(
+            "gradient_step", gradient_step
+        )
+        row = MetricsSnapshot(
+            it,
+            step,
+            time.perf_counter() - self._t0 + self._offset,
+            optional_float("train_loss", train_loss, allow_device=True),
+            optional_float("val_loss", val_loss, allow_device=True),
+            optional_float("learning_rate", learning_rate, allow_device=True),
+            optional_float("tokens_per_sec", tokens_per_sec, allow_device=True),
+            optional_float("iter_time_ms", iter_time_ms, allow_device=True),
+            {k: to_float(k, v, allow_device=True) for k, v in extra.items()} if extra else None,
+        )
+        apply_metrics(self._log, row)
+        self._dirty = True
+        if self._deferred or self._has_device_values(row):
+            if not self._deferred:
+                self._deferred_since = time.perf_counter()
+            self._deferred.append(row)
+            if time.perf_counter() - self._deferred_since >= DEFERRED_MAX_AGE:
+                self._resolve_deferred()
+        else:
+            self._emit(row)
+        return row
+
+    @staticmethod
+    def _has_device_values(row: MetricsSnapshot) -> bool:
+        for name in _FLOAT_FIELDS:
+            value = getattr(row, name)
+            if value is not None and not isinstance(value, float):
+                return True
+        return bool(row.extra) and any(
+            not isinstance(v, float) for v in row.extra.values()  # type: ignore[union-attr]
+        )
+
+    def _emit(self, row: MetricsSnapshot) -> None:
+        assert self._journal is not None
+        self._journal.append(row)
+        if self._dispatcher is not None:
+            self._dispatcher.put("emit", row)
+
+    def _resolve_deferred(self) -> None:
+        """Convert queued accelerator tensors to floats with one host sync, then emit."""
+        if not self._deferred:
+            return
+        rows, self._deferred = self._deferred, []
+        slots: list[tuple[MetricsSnapshot, str | None, str]] = []
+        tensors: list[Any] = []
+        for row in rows:
+            for name in _FLOAT_FIELDS:
+                value = getattr(row, name)
+                if is_device_tensor(value):
+                    slots.append((row, None, name))
+                    tensors.append(value)
+            for key, value in (row.extra or {}).items():
+                if is_device_tensor(value):
+                    slots.append((row, key, key))
+                    tensors.append(value)
+        if tensors:
+            torch = sys.modules["torch"]
+            stacked = torch.stack([t.detach().reshape(()).float() for t in tensors])
+            for (row, key, name), value in zip(slots, stacked.cpu().tolist()):
+                if key is None:
+                    setattr(row, name, wrap_float(value))
+                else:
+                    row.extra[key] = wrap_float(value)  # type: ignore[index]
+        for row in rows:
+            self._emit(row)
+
+    def increment_gradient_step(self, n: int = 1) -> int:
+        """Count ``n`` optimizer steps; returns the total."""
+        self._steps_done += n if type(n) is int and n > 0 else to_int("n", n)
+        return self._steps_done
+
+    def log_eval(
+        self,
+        iteration: int,
+        train_loss: Any = None,
+        val_loss: Any = None,
+        **extra: Any,
+    ) -> MetricsSnapshot | None:
+        """Record validation results at ``iteration`` (fills that row, or adds one)."""
+        if not self.enabled:
+            return None
+        if not self._started:
+            self.start()
+        self._resolve_deferred()
+        it = to_int("iteration", iteration)
+        vl = optional_float("val_loss", val_loss)
+        tl = optional_float("train_loss", train_loss)
+        extras = {k: to_float(k, v) for k, v in extra.items()} or None
+        step = max(self._steps_done, 1)
+        now = self.elapsed()
+        row = apply_eval(self._log, it, step, now, vl, tl, extras)
+        self._dirty = True
+        assert self._journal is not None
+        self._journal.append({"k": "e", "i": it, "g": step, "w": now, "v": vl, "t": tl, "x": extras})
+        self._journal.wake()
+        if self._dispatcher is not None:
+            self._dispatcher.put("emit_eval", row)
+        return row
+
+    def set_notes(self, notes: str) -> None:
+        """Replace the run's notes (also done by ``finish(notes=...)``)."""
+        if not isinstance(notes, str):
+            raise TypeError(f"notes: expected a string, got {type(notes).__name__}")
+        self._log.notes = notes
+        self._dirty = True
+        if self._journal is not None:
+            self._journal.append({"k": "n", "notes": notes})
+
+    # ------------------------------------------------------------------ ending
+    def finish(
+        self,
+        train_loss: Any = None,
+        val_loss: Any = None,
+        notes: str | None = None,
+        *,
+        sink_timeout: float = 60.0,
+    ) -> ExperimentLog:
+        """End the run: summary (best/final/duration), sinks finished, JSON saved."""
+        if not self.enabled:
+            return self._log
+        if not self._started:
+            self.start()
+        if self._finished:
+            return self._log
+        if notes is not None and not isinstance(notes, str):
+            raise TypeError(f"notes: expected a string, got {type(notes).__name__}")
+        self._resolve_deferred()
+        tl = optional_float("train_loss", train_loss)
+        vl = optional_float("val_loss", val_loss)
+        end, duration = now_iso(), self.elapsed()
+        apply_finish(self._log, end, duration, tl, vl, notes)
+        assert self._journal is not None
+        self._journal.append(
+            {"k": "f", "end_time": end, "duration_seconds": duration, "train_loss": tl,
+             "val_loss": vl, "notes": notes}
+        )
+        self._journal.flush(sync=True)
+        self._finished = True
+        self._dirty = True
+        self._close_sinks(sink_timeout)
+        self.save()
+        return self._log
+
+    def _close_sinks(self, timeout: float) -> None:
+        dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is None:
+            return
+        if self._finished:
+            dispatcher.put("finish", self._log)
+        dispatcher.close(timeout)
+        for sink in self._sinks:
+            state = dict(sink.state())
+            if sink.name in dispatcher.failures():
+                state["status"] = "failed"
+                state["error"] = dispatcher.failures()[sink.name]
+            if dispatcher.dropped:
+                state["dropped_events"] = dispatcher.dropped
+            if state:
+                self._log.mirrors[sink.name] = state
+        self._dirty = True
+
+    def save(self, path: str | Path | None = None) -> Path | None:
+        """Write the JSON document atomically; returns its path.
+
+        Without ``path`` it (re)writes the run's own file and starts a fresh journal; after
+        ``finish()`` the journal is removed, the document being complete. With ``path`` it
+        writes a copy there and leaves the run's files alone.
+        """
+        if not self.enabled:
+            return None
+        if not self._started:
+            self.start()
+        self._resolve_deferred()
+        if path is not None:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_document(target, self._log, self._save_id)
+            return target
+        assert self._path is not None
+        if not self._dirty:
+            return self._path
+        self._save_id += 1
+        write_document(self._path, self._log, self._save_id)
+        self._dirty = False
+        if self._journal is not None:
+            if self._finished:
+                self._journal.close(delete=True)
+                self._journal = None
+            else:
+                self._journal.rotate(self._header(self._save_id))
+        return self._path
+
+    def flush(self) -> None:
+        """Journal on disk (fsynced) and every sink's queue drained and flushed."""
+        if not self.enabled or not self._started:
+            return
+        self._resolve_deferred()
+        if self._journal is not None:
+            self._journal.flush(sync=True)
+        if self._dispatcher is not None:
+            self._dispatcher.flush()
+
+    def close(self) -> None:
+        """Stop without finishing: the journal is kept, so the run can be resumed."""
+        if self._closed or not self.enabled:
+            return
+        self._closed = True
+        _live.discard(self)
+        if not self._started:
+            return
+        self._resolve_deferred()
+        self._close_sinks(timeout=10.0)
+        if self._journal is not None:
+            if self._log.mirrors:
+                self._journal.append({"k": "x", "mirrors": self._log.mirrors})
+            self._journal.close()
+            self._journal = None
+
+    def print_summary(self) -> None:
+        """Print the run's summary block."""
+        print(format_summary(self.log))
+
+    def __enter__(self) -> ExperimentTracker:
+        return self.start()
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is None and self._started and not self._finished:
+            self.finish()
+        self.close()

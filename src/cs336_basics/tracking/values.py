@@ -1,0 +1,127 @@
+"""Turning what a training loop passes as a metric into a float (pure functions).
+
+Accepted: ``int``, ``float``, numpy scalars, 0-d (or one-element) tensors, anything ``float()``
+takes except strings and bools. Rejected with ``TypeError`` naming the argument: strings,
+``None`` where a number is required, lists, multi-element arrays and tensors.
+
+Non-finite floats are returned as :class:`NonFinite`, a ``float`` subclass that behaves exactly
+like the float it wraps; the JSON encoder recognises it and writes a string marker, so finite
+values take the encoder's fast path and a diverged run still round-trips as NaN/inf.
+
+A tensor that lives on an accelerator is returned as is (see :func:`is_device_tensor`): reading
+it would force a host sync, so the tracker converts such values in batches.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class NonFinite(float):
+    """A NaN or +-inf value; a float in every respect, marked for the encoder."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
+NAN_MARKER = "NaN"
+POS_INF_MARKER = "Infinity"
+NEG_INF_MARKER = "-Infinity"
+MARKERS = {NAN_MARKER: math.nan, POS_INF_MARKER: math.inf, NEG_INF_MARKER: -math.inf}
+
+
+def marker_for(value: float) -> str:
+    """The JSON string marker for a non-finite float."""
+    if value != value:
+        return NAN_MARKER
+    return POS_INF_MARKER if value > 0 else NEG_INF_MARKER
+
+
+def from_marker(value: Any) -> Any:
+    """Undo :func:`marker_for`; any other value passes through unchanged."""
+    if type(value) is str and value in MARKERS:
+        return NonFinite(MARKERS[value])
+    return value
+
+
+def wrap_float(value: float) -> float:
+    """Return ``value`` as a plain float, or as :class:`NonFinite` when it is NaN or +-inf."""
+    if value - value == 0.0:
+        return value
+    return NonFinite(value)
+
+
+def is_device_tensor(value: Any) -> bool:
+    """True for a torch tensor that is not on the CPU (reading it would sync the device)."""
+    device = getattr(value, "device", None)
+    return (
+        device is not None
+        and type(value).__module__.startswith("torch")
+        and getattr(device, "type", "cpu") != "cpu"
+    )
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} of type {type(value).__name__}"
+
+
+def to_float(name: str, value: Any, *, allow_device: bool = False) -> Any:
+    """Validate one metric value and return it as a float.
+
+    ``name`` is the argument's name, used in the error message. With ``allow_device`` a
+    one-element accelerator tensor is returned unconverted (the caller converts it later).
+    """
+    kind = type(value)
+    if kind is float:
+        return value if value - value == 0.0 else NonFinite(value)
+    if kind is int:
+        return float(value)
+    if value is None:
+        raise TypeError(f"{name}: expected a number, got None")
+    if isinstance(value, (str, bytes, bool)) or kind in (list, tuple, dict, set):
+        raise TypeError(f"{name}: expected a number, got {_describe(value)}")
+    size = getattr(value, "size", None)
+    numel = getattr(value, "numel", None)
+    count = numel() if callable(numel) else size if isinstance(size, int) else 1
+    if count != 1:
+        raise TypeError(
+            f"{name}: expected a single number, got {_describe(value)} "
+            f"with {count} elements"
+        )
+    if allow_device and is_device_tensor(value):
+        return value
+    try:
+        result = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: expected a number, got {_describe(value)}") from exc
+    return wrap_float(result)
+
+
+def optional_float(name: str, value: Any, *, allow_device: bool = False) -> Any:
+    """Like :func:`to_float` but ``None`` means "not measured" and is kept."""
+    if value is None:
+        return None
+    return to_float(name, value, allow_device=allow_device)
+
+
+def to_int(name: str, value: Any) -> int:
+    """Validate an iteration or step number: a non-negative integer (numpy ints accepted)."""
+    if type(value) is int and value >= 0:
+        return value
+    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes, float)):
+        raise TypeError(f"{name}: expected a non-negative integer, got {_describe(value)}")
+    try:
+        index = value.__index__()
+    except (AttributeError, TypeError) as exc:
+        raise TypeError(
+            f"{name}: expected a non-negative integer, got {_describe(value)}"
+        ) from exc
+    if index < 0:
+        raise ValueError(f"{name}: expected a non-negative integer, got {index}")
+    return int(index)

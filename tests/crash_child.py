@@ -1,0 +1,33 @@
+"""Child process for the crash tests: trains a fake loop until it is killed."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
+
+mode, log_dir = sys.argv[1], sys.argv[2]
+tracker = ExperimentTracker(ExperimentConfig(experiment_name="crashy"), log_dir=log_dir)
+tracker.start()
+print(f"PATH {tracker.path}", flush=True)
+if mode == "train":
+    i = 0
+    while True:
+        tracker.log_metrics(iteration=i, train_loss=5.0 / (1 + i), learning_rate=1e-3,
+                            tokens_per_sec=1.0, iter_time_ms=1.0)
+        tracker.increment_gradient_step()
+        if (i + 1) % 200 == 0:
+            tracker.log_eval(iteration=i, val_loss=5.0 / (1 + i))
+        if i % 50 == 0:
+            print(f"ITER {i}", flush=True)
+        i += 1
+        time.sleep(0.0005)
+elif mode == "save":
+    for i in range(20_000):
+        tracker.log_metrics(iteration=i, train_loss=1.0, learning_rate=1e-3)
+    tracker.save()
+    print("SAVING", flush=True)
+    while True:
+        tracker.log_metrics(iteration=20_000, train_loss=1.0)  # same row re-logged: rollback
+        tracker.save()

@@ -1,0 +1,41 @@
+"""Small helpers shared by tests (simulated curves, no training framework needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
+
+
+def simulated_loss(i: int, lr: float = 1e-3) -> float:
+    return 2.0 + 3.0 * math.exp(-i * lr * 5) + 0.01 * math.sin(i)
+
+
+def run_simulated(
+    log_dir: Path,
+    name: str,
+    iters: int = 50,
+    eval_every: int = 10,
+    lr: float = 1e-3,
+    diverge_at: int | None = None,
+    finish: bool = True,
+    **config: object,
+) -> ExperimentTracker:
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name=name, max_learning_rate=lr, **config), log_dir=log_dir
+    )
+    tracker.start()
+    for i in range(iters):
+        loss = float("nan") if diverge_at is not None and i >= diverge_at else simulated_loss(i, lr)
+        tracker.log_metrics(
+            iteration=i, train_loss=loss, learning_rate=lr, tokens_per_sec=1000.0,
+            iter_time_ms=1.5,
+        )
+        tracker.increment_gradient_step()
+        if (i + 1) % eval_every == 0:
+            tracker.log_eval(iteration=i, train_loss=loss, val_loss=loss + 0.1)
+    if finish:
+        tracker.finish()
+        tracker.save()
+    return tracker
