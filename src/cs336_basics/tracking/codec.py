@@ -7,7 +7,8 @@ Two formats:
   ``superseded_history``, ``mirrors``). Strict JSON: NaN and +-inf are written as the strings
   ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and read back as floats.
 - the **journal**: one JSON object per line, appended while the run trains. ``k`` names the
-  record: ``h`` header, ``m`` a metrics row, ``e`` an eval, ``f`` finish, ``x`` mirror state.
+  record: ``h`` header, ``m`` a metrics row, ``e`` an eval, ``f`` finish, ``x`` mirror state,
+  ``n`` notes, ``c`` closed without finishing.
 """
 
 from __future__ import annotations

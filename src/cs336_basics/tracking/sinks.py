@@ -34,6 +34,14 @@ class Sink:
     """Base class of sinks; every method is a no-op here."""
 
     name = "sink"
+    #: Set by the tracker: call it (from any thread) with ``state()`` to have the mirror's
+    #: progress journaled, so a crashed run resumes its mirror where it stood.
+    on_state: Any = None
+
+    def bind(self, log: ExperimentLog) -> dict[str, Any]:
+        """Called on the training thread as the run starts (no I/O): pick ids, read
+        ``log.mirrors[self.name]`` from a resumed run. Returns the state to record."""
+        return self.state()
 
     def start(self, log: ExperimentLog) -> None:
         """The run began or resumed."""

@@ -296,6 +296,8 @@ def replay_journal(
                 log.mirrors.update(record.get("mirrors") or {})
             elif kind == "n":
                 log.notes = record.get("notes") or ""
+            elif kind == "c":
+                alive = False
         except (KeyError, TypeError, ValueError, LogFormatError) as exc:
             problems.append(f"{where}: bad {kind!r} record skipped ({exc})")
     if log is not None and log.status != "finished":

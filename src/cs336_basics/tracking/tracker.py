@@ -195,9 +195,21 @@ class ExperimentTracker:
         self._t0 = time.perf_counter()
         self._started = True
         if self._sinks:
+            for sink in self._sinks:
+                self._record_mirror(sink.name, sink.bind(self._log))
+                sink.on_state = lambda state, name=sink.name: self._record_mirror(name, state)
             self._dispatcher = SinkDispatcher(self._sinks, self._sink_queue_size)
             self._dispatcher.put("start", self._log)
         return self
+
+    def _record_mirror(self, name: str, state: dict[str, Any]) -> None:
+        """Keep a sink's state in the log and the journal (safe from the dispatcher thread)."""
+        if not state:
+            return
+        self._log.mirrors[name] = dict(state)
+        journal = self._journal
+        if journal is not None:
+            journal.append({"k": "x", "mirrors": {name: dict(state)}})
 
     def _header(self, base: int | None) -> bytes:
         return journal_header(self._log, base, os.getpid(), socket.gethostname())
@@ -426,15 +438,17 @@ class ExperimentTracker:
         if self._finished:
             dispatcher.put("finish", self._log)
         dispatcher.close(timeout)
+        failures = dispatcher.failures()
         for sink in self._sinks:
+            sink.on_state = None
             state = dict(sink.state())
-            if sink.name in dispatcher.failures():
+            if sink.name in failures:
                 state["status"] = "failed"
-                state["error"] = dispatcher.failures()[sink.name]
-            if dispatcher.dropped:
+                state["error"] = failures[sink.name]
+            elif dispatcher.dropped:
+                state["status"] = "incomplete"
                 state["dropped_events"] = dispatcher.dropped
-            if state:
-                self._log.mirrors[sink.name] = state
+            self._record_mirror(sink.name, state)
         self._dirty = True
 
     def save(self, path: str | Path | None = None) -> Path | None:
@@ -489,8 +503,7 @@ class ExperimentTracker:
         self._resolve_deferred()
         self._close_sinks(timeout=10.0)
         if self._journal is not None:
-            if self._log.mirrors:
-                self._journal.append({"k": "x", "mirrors": self._log.mirrors})
+            self._journal.append({"k": "c"})  # stopped on purpose: not a live run any more
             self._journal.close()
             self._journal = None
 

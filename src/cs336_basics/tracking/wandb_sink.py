@@ -1,0 +1,211 @@
+"""``WandbSink``: mirror a run to Weights & Biases from the dispatcher thread.
+
+Project: the ``project`` argument, else ``WANDB_PROJECT``, else ``cs336-basics``.
+Mode: the ``mode`` argument, else wandb's own ``WANDB_MODE`` (online, offline, disabled).
+Run name: the experiment name; config: the whole ``ExperimentConfig``; notes: the run's.
+
+When ``wandb.init`` fails online (not logged in, no network), the sink falls back to offline
+mode at once, says so once, and the run can be uploaded later with ``wandb sync``; if even
+that fails, the dispatcher switches the sink off with one warning. Either way training and
+the local files carry on, and ``cs336-exp push RUN`` uploads the local run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from .errors import missing_extra
+from .records import ExperimentLog, MetricsSnapshot
+from .sinks import Sink
+from .wandb_keys import METRIC_GLOBS, X_AXES, eval_payload, summary_payload, train_payload
+
+DEFAULT_PROJECT = "cs336-basics"
+_MODES = (None, "online", "offline", "disabled")
+_PROGRESS_EVERY_S = 0.5
+
+
+def new_run_id() -> str:
+    """A W&B-style run id: 8 characters of [a-z0-9]."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def import_wandb() -> Any:
+    try:
+        import wandb
+    except ImportError:
+        raise missing_extra("wandb", "wandb") from None
+    return wandb
+
+
+class WandbSink(Sink):
+    """Mirrors rows, evals and the summary of one run to a W&B run."""
+
+    name = "wandb"
+    failure_hint = (
+        "Upload the local run later with `cs336-exp push RUN` "
+        "(cs336_basics.tracking.wandb_push.push_run)."
+    )
+
+    def __init__(
+        self,
+        project: str | None = None,
+        entity: str | None = None,
+        mode: str | None = None,
+        *,
+        run_id: str | None = None,
+        tags: list[str] | None = None,
+        group: str | None = None,
+        dir: str | None = None,
+        init_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"mode: expected one of online, offline, disabled, got {mode!r}")
+        self._wandb = import_wandb()
+        self.project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+        self.entity = entity or os.environ.get("WANDB_ENTITY") or None
+        self.mode = mode
+        self.tags = tags
+        self.group = group
+        self.dir = dir
+        self.init_kwargs = dict(init_kwargs or {})
+        self.run: Any = None
+        self.run_id = run_id
+        self.url: str | None = None
+        self.mode_used: str | None = None
+        self.status = "pending"
+        self.rows = 0
+        self.evals = 0
+        self.through_iteration = -1
+        self.sync_dir: str | None = None
+        self.on_state: Callable[[dict[str, Any]], None] | None = None
+        self._backlog: list[MetricsSnapshot] = []
+        self._last_progress = 0.0
+
+    # ------------------------------------------------------------ training thread
+    def bind(self, log: ExperimentLog) -> dict[str, Any]:
+        """Choose the W&B run id before anything is sent (resumes the recorded one)."""
+        previous = log.mirrors.get(self.name) or {}
+        if self.run_id is None and previous.get("run_id") and previous.get("status") != "failed":
+            self.run_id = str(previous["run_id"])
+            self.rows = int(previous.get("rows") or 0)
+            self.evals = int(previous.get("evals") or 0)
+            self.through_iteration = int(previous.get("through_iteration", -1))
+            self._backlog = [r for r in log.metrics_history if r.iteration > self.through_iteration]
+        if self.run_id is None:
+            self.run_id = new_run_id()
+        return self.state()
+
+    # ------------------------------------------------------------ dispatcher thread
+    def _init(self, log: ExperimentLog, mode: str | None) -> Any:
+        kwargs: dict[str, Any] = {
+            "project": self.project,
+            "entity": self.entity,
+            "name": log.experiment_name,
+            "config": log.config.to_dict(),
+            "notes": log.notes or None,
+            "id": self.run_id,
+            "resume": "allow",
+            "reinit": "create_new",
+            "tags": self.tags,
+            "group": self.group,
+            "dir": self.dir,
+            **self.init_kwargs,
+        }
+        if mode is not None:
+            kwargs["mode"] = mode
+        return self._wandb.init(**kwargs)
+
+    def start(self, log: ExperimentLog) -> None:
+        if self.run_id is None:
+            self.bind(log)
+        requested = self.mode or os.environ.get("WANDB_MODE") or "online"
+        try:
+            self.run = self._init(log, self.mode)
+        except Exception as exc:
+            if requested in ("offline", "disabled", "dryrun"):
+                raise
+            warnings.warn(
+                f"cs336_basics: wandb.init failed ({type(exc).__name__}: {exc}); mirroring "
+                "offline instead. Upload later with `wandb sync` on the run's directory, "
+                "or `cs336-exp push RUN`.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.run = self._init(log, "offline")
+        run = self.run
+        for axis in X_AXES:
+            run.define_metric(axis)
+        for pattern in METRIC_GLOBS:
+            run.define_metric(pattern, step_metric="gradient_step")
+        self.url = getattr(run, "url", None)
+        settings = getattr(run, "settings", None)
+        self.mode_used = getattr(settings, "mode", None) or requested
+        self.sync_dir = str(getattr(settings, "sync_dir", "") or "") or None
+        self.status = "running"
+        backlog, self._backlog = self._backlog, []
+        for row in backlog:  # rows logged locally that the W&B run has not seen yet
+            self.emit(row)
+            if row.val_loss is not None:
+                self.emit_eval(row)
+        self._report()
+
+    def emit(self, row: MetricsSnapshot) -> None:
+        if not row.has_train_metrics:
+            return
+        self.run.log(train_payload(row))
+        self.rows += 1
+        self.through_iteration = max(self.through_iteration, row.iteration)
+        self._maybe_report()
+
+    def emit_eval(self, row: MetricsSnapshot) -> None:
+        if row.val_loss is None:
+            return
+        self.run.log(eval_payload(row))
+        self.evals += 1
+        self.through_iteration = max(self.through_iteration, row.iteration)
+        self._maybe_report()
+
+    def finish(self, log: ExperimentLog) -> None:
+        self.run.summary.update(summary_payload(log))
+        if log.notes:
+            self.run.notes = log.notes
+        self.run.finish()
+        self.status = "finished"
+
+    def close(self) -> None:
+        if self.run is not None and self.status == "running":
+            try:
+                self.run.finish(exit_code=1)
+            finally:
+                self.status = "unfinished"
+
+    def _maybe_report(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= _PROGRESS_EVERY_S:
+            self._last_progress = now
+            self._report()
+
+    def _report(self) -> None:
+        if self.on_state is not None:
+            self.on_state(self.state())
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "project": self.project,
+            "entity": self.entity,
+            "url": self.url,
+            "mode": self.mode_used or self.mode,
+            "status": self.status,
+            "rows": self.rows,
+            "evals": self.evals,
+            "through_iteration": self.through_iteration,
+            "sync_dir": self.sync_dir,
+        }
