@@ -1,0 +1,307 @@
+"""Train a small Transformer LM with experiment tracking (the project's main job).
+
+    python examples/training_together.py                      # ~1 min on a laptop CPU
+    python examples/training_together.py --sink wandb --wandb-project cs336
+    python examples/training_together.py --device cuda --d-model 512 --num-layers 4 ...
+    python examples/training_together.py --resume checkpoints/<run>.pt   # continue
+
+With no --train-data/--val-data it trains byte-level (vocab 256) on the English
+documentation text that ships with CPython, so it needs no download. Every optimizer step is
+a gradient step; losses stay on the device and the tracker reads them in batches, so logging
+does not stall a GPU. At the end it prints the summary and, with the ``plot`` extra, writes a
+loss-curve PNG beside the run's JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lm_model import TransformerLM, cosine_lr  # noqa: E402
+from prepare_text import TOKEN_DTYPE, builtin_corpus, write_token_files  # noqa: E402
+
+from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train a Transformer LM with experiment tracking.")
+    a = p.add_argument
+    a("--wandb-run-name", "--wandb_run_name", dest="wandb_run_name", default="tinylm_pydoc",
+      help="experiment name (also the W&B run name)")
+    a("--vocab-size", "--vocab_size", dest="vocab_size", type=int, default=256)
+    a("--context-length", "--context_length", dest="context_length", type=int, default=128)
+    a("--d-model", "--d_model", dest="d_model", type=int, default=128)
+    a("--num-heads", "--num_heads", dest="num_heads", type=int, default=4)
+    a("--d-ff", "--d_ff", dest="d_ff", type=int, default=352)
+    a("--num-layers", "--num_layers", dest="num_layers", type=int, default=3)
+    a("--rope-theta", "--rope_theta", dest="rope_theta", type=float, default=10000.0)
+    a("--tie-embeddings", action="store_true")
+    a("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)
+    a("--grad-accum", "--grad_accum", dest="grad_accum", type=int, default=1,
+      help="micro-batches per optimizer step")
+    a("--max-iters", "--max_iters", dest="max_iters", type=int, default=400,
+      help="optimizer steps")
+    a("--lr", type=float, default=3e-3)
+    a("--min-lr", "--min_lr", dest="min_lr", type=float, default=3e-4)
+    a("--warmup-iters", "--warmup_iters", dest="warmup_iters", type=int, default=40)
+    a("--weight-decay", "--weight_decay", dest="weight_decay", type=float, default=0.1)
+    a("--grad-clip", "--grad_clip", dest="grad_clip", type=float, default=1.0)
+    a("--beta1", type=float, default=0.9)
+    a("--beta2", type=float, default=0.95)
+    a("--eps", type=float, default=1e-8)
+    a("--seed", type=int, default=0)
+    a("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    a("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
+      help="bf16 autocast (default on CUDA) or fp32")
+    a("--log-interval", "--log_interval", dest="log_interval", type=int, default=10)
+    a("--eval-interval", "--eval_interval", dest="eval_interval", type=int, default=50)
+    a("--eval-iters", "--eval_iters", dest="eval_iters", type=int, default=20)
+    a("--train-data", type=Path, help="uint16 token file (np.memmap); see prepare_text.py")
+    a("--val-data", type=Path)
+    a("--data-dir", type=Path, default=Path("data/pydoc_topics"),
+      help="where the built-in corpus is tokenized to")
+    a("--log-dir", type=Path, default=Path("experiment_logs"))
+    a("--checkpoint-dir", type=Path, default=Path("checkpoints"))
+    a("--checkpoint-interval", type=int, default=200)
+    a("--resume", type=Path, help="a checkpoint written by this script")
+    a("--stop-at", type=int, help="stop (as if preempted) after this iteration; resume later")
+    a("--sink", action="append", default=[], choices=["wandb", "memory"],
+      help="mirror the run (repeatable)")
+    a("--wandb-project", default=None)
+    a("--wandb-entity", default=None)
+    a("--notes", default="")
+    a("--no-plot", action="store_true")
+    a("--quiet", action="store_true", help="no progress line")
+    args = p.parse_args(argv)
+    for name in ("batch_size", "max_iters", "grad_accum", "log_interval", "eval_interval"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
+    return args
+
+
+def pick_device(requested: str) -> str:
+    if requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device is available here")
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokens(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    if (args.train_data is None) != (args.val_data is None):
+        raise SystemExit("--train-data and --val-data go together")
+    if args.train_data is None:
+        train_path, val_path = args.data_dir / "train.bin", args.data_dir / "val.bin"
+        if not (train_path.exists() and val_path.exists()):
+            write_token_files(builtin_corpus(), args.data_dir)
+    else:
+        train_path, val_path = args.train_data, args.val_data
+    train = np.memmap(train_path, dtype=TOKEN_DTYPE, mode="r")
+    val = np.memmap(val_path, dtype=TOKEN_DTYPE, mode="r")
+    for name, data in (("train", train), ("val", val)):
+        if len(data) <= args.context_length + 1:
+            raise SystemExit(f"{name} data has {len(data)} tokens; need > context_length + 1")
+        top = int(data[: 1_000_000].max())
+        if top >= args.vocab_size:
+            raise SystemExit(f"{name} data has token id {top} >= --vocab-size {args.vocab_size}")
+    return train, val
+
+
+def get_batch(data: np.ndarray, batch: int, ctx: int, device: str, gen: np.random.Generator):
+    starts = gen.integers(0, len(data) - ctx - 1, size=batch)
+    x = np.stack([data[s : s + ctx] for s in starts]).astype(np.int64)
+    y = np.stack([data[s + 1 : s + 1 + ctx] for s in starts]).astype(np.int64)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    if device.startswith("cuda"):
+        return xt.pin_memory().to(device, non_blocking=True), yt.pin_memory().to(device, non_blocking=True)
+    return xt.to(device), yt.to(device)
+
+
+@torch.no_grad()
+def estimate_loss(model, data_sets, args, device, autocast, gen) -> dict[str, float]:
+    model.eval()
+    out = {}
+    for name, data in data_sets.items():
+        losses = torch.zeros(args.eval_iters, device=device)
+        for k in range(args.eval_iters):
+            x, y = get_batch(data, args.batch_size, args.context_length, device, gen)
+            with autocast():
+                logits = model(x)
+            losses[k] = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+        out[name] = losses.mean().item()
+    model.train()
+    return out
+
+
+def make_config(args: argparse.Namespace, device: str, dtype: str) -> ExperimentConfig:
+    return ExperimentConfig(
+        experiment_name=args.wandb_run_name,
+        vocab_size=args.vocab_size, context_length=args.context_length, d_model=args.d_model,
+        num_heads=args.num_heads, d_ff=args.d_ff, num_layers=args.num_layers,
+        rope_theta=args.rope_theta, batch_size=args.batch_size * args.grad_accum,
+        max_iters=args.max_iters, max_learning_rate=args.lr, min_learning_rate=args.min_lr,
+        warmup_iters=args.warmup_iters, weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
+        seed=args.seed, device=device, optimizer_name="AdamW",
+        micro_batch_size=args.batch_size, grad_accum=args.grad_accum, dtype=dtype,
+        tie_embeddings=args.tie_embeddings,
+        data=str(args.train_data or "builtin:pydoc_data.topics"),
+    )
+
+
+def make_sinks(args: argparse.Namespace) -> list:
+    sinks: list = []
+    for name in args.sink:
+        if name == "wandb":
+            from cs336_basics.tracking.wandb_sink import WandbSink
+
+            sinks.append(WandbSink(project=args.wandb_project, entity=args.wandb_entity))
+        else:
+            sinks.append(name)
+    return sinks
+
+
+def train(args: argparse.Namespace) -> ExperimentTracker:
+    device = pick_device(args.device)
+    dtype = args.dtype if args.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
+    torch.manual_seed(args.seed)
+    gen = np.random.default_rng(args.seed)
+    train_data, val_data = load_tokens(args)
+
+    model = TransformerLM(args.vocab_size, args.context_length, args.d_model, args.num_layers,
+                          args.num_heads, args.d_ff, args.rope_theta, args.tie_embeddings).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps,
+        weight_decay=args.weight_decay, fused=device.startswith("cuda"),
+    )
+    start_iter, run_path = 0, None
+    if args.resume:
+        ckpt = torch.load(args.resume, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_iter, run_path = ckpt["iteration"] + 1, ckpt["tracker_run"]
+        gen = np.random.default_rng([args.seed, start_iter])
+
+    def autocast():
+        if dtype == "bf16":
+            return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    tracker = ExperimentTracker(make_config(args, device, dtype), log_dir=args.log_dir,
+                                sinks=make_sinks(args), resume=run_path)
+    tracker.start()
+    tracker.gradient_step = start_iter
+    print(f"run {tracker.run_id}: {model.num_parameters() / 1e6:.2f}M parameters on {device} "
+          f"({dtype}), {len(train_data):,} training tokens; log {tracker.path}", flush=True)
+
+    tokens_per_step = args.batch_size * args.grad_accum * args.context_length
+    pending: list[torch.Tensor] = []
+    window_start, window_steps = time.perf_counter(), 0
+    last_eval = ""
+    live_progress = not args.quiet and sys.stderr.isatty()
+    losses = {"train": float("nan"), "val": float("nan")}
+    it = start_iter
+    for it in range(start_iter, args.max_iters):
+        lr = cosine_lr(it, args.lr, args.min_lr, args.warmup_iters, args.max_iters)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = torch.zeros((), device=device)
+        for _ in range(args.grad_accum):
+            x, y = get_batch(train_data, args.batch_size, args.context_length, device, gen)
+            with autocast():
+                logits = model(x)
+            loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+            (loss / args.grad_accum).backward()
+            step_loss += loss.detach() / args.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        pending.append(step_loss)
+        window_steps += 1
+
+        if (it + 1) % args.log_interval == 0 or it + 1 == args.max_iters:
+            # Wall time over the window: no per-step sync; the device queue is bounded, so
+            # over a window the host-side clock tracks the device's throughput.
+            elapsed = time.perf_counter() - window_start
+            iter_time = elapsed / window_steps
+            tracker.log_metrics(
+                iteration=it,
+                train_loss=torch.stack(pending).mean(),  # stays on the device: no sync here
+                learning_rate=lr,
+                tokens_per_sec=tokens_per_step / iter_time,
+                iter_time_ms=iter_time * 1000,
+                gradient_step=it + 1,
+                grad_norm=grad_norm.detach(),
+            )
+            pending.clear()
+            window_start, window_steps = time.perf_counter(), 0
+            if live_progress:
+                print(f"\riter {it + 1}/{args.max_iters} | {tokens_per_step / iter_time:,.0f} tok/s "
+                      f"| lr {lr:.2e}{last_eval}   ", end="", file=sys.stderr, flush=True)
+        tracker.increment_gradient_step()
+
+        if (it + 1) % args.eval_interval == 0 or it + 1 == args.max_iters:
+            losses = estimate_loss(model, {"train": train_data, "val": val_data}, args, device, autocast, gen)
+            tracker.log_eval(iteration=it, train_loss=losses["train"], val_loss=losses["val"])
+            last_eval = f" | val loss {losses['val']:.3f} (iter {it + 1})"
+            if not args.quiet and not live_progress:
+                print(f"iter {it + 1}/{args.max_iters}: train {losses['train']:.3f} "
+                      f"val {losses['val']:.3f}", flush=True)
+            window_start = time.perf_counter()  # keep eval time out of the step timing
+        if (it + 1) % args.checkpoint_interval == 0 or it + 1 == args.max_iters or it == args.stop_at:
+            save_checkpoint(args, model, optimizer, it, tracker)
+        if args.stop_at is not None and it >= args.stop_at:
+            break
+    if live_progress:
+        print(file=sys.stderr)
+    if args.stop_at is not None and it < args.max_iters - 1:
+        tracker.save()
+        tracker.close()
+        print(f"stopped after iteration {it}; resume with --resume {checkpoint_path(args)}")
+        return tracker
+    tracker.finish(train_loss=losses["train"], val_loss=losses["val"], notes=args.notes or None)
+    tracker.save()
+    tracker.print_summary()
+    if not args.no_plot:
+        write_plot(tracker)
+    return tracker
+
+
+def checkpoint_path(args: argparse.Namespace) -> Path:
+    return args.checkpoint_dir / f"{args.wandb_run_name}.pt"
+
+
+def save_checkpoint(args, model, optimizer, it: int, tracker: ExperimentTracker) -> None:
+    tracker.save()  # the run's JSON matches the checkpoint
+    path = checkpoint_path(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "iteration": it, "tracker_run": str(tracker.path), "args": vars(args)}, tmp)
+    tmp.replace(path)
+
+
+def write_plot(tracker: ExperimentTracker) -> None:
+    try:
+        from cs336_basics.tracking.plots import close, plot_runs
+    except ImportError:
+        return
+    assert tracker.path is not None
+    try:
+        for x in ("gradient_step", "wallclock"):
+            out = tracker.path.with_name(f"{tracker.path.stem}_{x}.png")
+            close(plot_runs([tracker.log], x=x, out=out))
+            print(f"loss curve: {out}")
+    except Exception as exc:  # matplotlib missing or broken: the run itself is saved
+        print(f"no plot written ({exc}); install the plot extra: pip install 'cs336-basics[plot]'")
+
+
+if __name__ == "__main__":
+    train(parse_args())

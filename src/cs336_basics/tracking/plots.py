@@ -1,0 +1,148 @@
+"""Loss-curve figures (matplotlib, Agg backend; the ``plot`` extra).
+
+``plot_runs`` overlays several runs against ``iteration``, ``gradient_step`` or ``wallclock``
+(wall-clock in seconds, minutes or hours by span). Long curves are thinned for drawing into
+bins that keep each bin's minimum and maximum, so loss spikes stay visible. The first
+non-finite loss of a diverged run is marked with an x and the word "diverged".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import missing_extra
+from .records import ExperimentLog
+
+X_AXES = {"iteration": "iteration", "gradient_step": "gradient_step",
+          "wallclock": "wallclock_time", "wallclock_time": "wallclock_time"}
+DEFAULT_MAX_POINTS = 2000
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise missing_extra("matplotlib", "plot") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def thin_min_max(xs: Sequence[float], ys: Sequence[float], max_points: int) -> tuple[list[float], list[float]]:
+    """At most about ``max_points`` points; each bin keeps its min and max (in x order)."""
+    n = len(xs)
+    if n <= max_points:
+        return list(xs), list(ys)
+    bins = max(1, max_points // 2)
+    out_x: list[float] = []
+    out_y: list[float] = []
+    for b in range(bins):
+        lo, hi = b * n // bins, (b + 1) * n // bins
+        if lo >= hi:
+            continue
+        segment = range(lo, hi)
+        i_min = min(segment, key=lambda i: ys[i])
+        i_max = max(segment, key=lambda i: ys[i])
+        for i in sorted({i_min, i_max}):
+            out_x.append(xs[i])
+            out_y.append(ys[i])
+    return out_x, out_y
+
+
+def curve(log: ExperimentLog, x: str, metric: str) -> tuple[list[float], list[float], float | None]:
+    """Finite (x, y) points of ``metric`` and the x of the first non-finite value, if any."""
+    xfield = X_AXES[x]
+    xs, ys = [], []
+    diverged_x = None
+    for row in log.metrics_history:
+        value = getattr(row, metric, None) if metric in type(row).__dataclass_fields__ else (row.extra or {}).get(metric)
+        if value is None:
+            continue
+        xv = float(getattr(row, xfield))
+        if not math.isfinite(value):
+            if diverged_x is None:
+                diverged_x = xv
+            continue
+        xs.append(xv)
+        ys.append(float(value))
+    return xs, ys, diverged_x
+
+
+def _time_unit(span_s: float) -> tuple[str, float]:
+    if span_s >= 3 * 3600:
+        return "hours", 3600.0
+    if span_s >= 180:
+        return "minutes", 60.0
+    return "seconds", 1.0
+
+
+def plot_runs(
+    logs: Iterable[ExperimentLog] | dict[str, ExperimentLog],
+    x: str = "gradient_step",
+    metrics: Sequence[str] = ("train_loss", "val_loss"),
+    *,
+    logy: bool = False,
+    out: str | Path | None = None,
+    max_points: int = DEFAULT_MAX_POINTS,
+    title: str | None = None,
+) -> Any:
+    """Draw the runs' curves in one figure; saves a PNG when ``out`` is given.
+
+    Returns the matplotlib ``Figure`` (its lines carry the plotted data, for notebooks and
+    tests).
+    """
+    if x not in X_AXES:
+        raise ValueError(f"x: expected one of iteration, gradient_step, wallclock, got {x!r}")
+    plt = _pyplot()
+    items = list(logs.items()) if isinstance(logs, dict) else [(log.experiment_name, log) for log in logs]
+    if not items:
+        raise ValueError("plot_runs: no runs to plot")
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    unit, scale = "seconds", 1.0
+    if X_AXES[x] == "wallclock_time":
+        span = max((log.metrics_history[-1].wallclock_time for _, log in items if log.metrics_history), default=0.0)
+        unit, scale = _time_unit(span)
+    styles = {"train_loss": "-", "val_loss": "--"}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (label, log) in enumerate(items):
+        color = colors[index % len(colors)]
+        for metric in metrics:
+            xs, ys, diverged_x = curve(log, x, metric)
+            if metric == "val_loss" or len(xs) <= max_points:
+                px, py = xs, ys
+            else:
+                px, py = thin_min_max(xs, ys, max_points)
+            px = [v / scale for v in px]
+            if px:
+                marker = "o" if metric == "val_loss" and len(px) < 60 else None
+                ax.plot(px, py, styles.get(metric, ":"), color=color, marker=marker,
+                        markersize=3, label=f"{label} {metric}", linewidth=1.2)
+            if diverged_x is not None:
+                y_mark = py[-1] if py else 0.0
+                ax.plot([diverged_x / scale], [y_mark], "x", color=color, markersize=10,
+                        markeredgewidth=2, label=f"{label} diverged")
+                ax.annotate("diverged", (diverged_x / scale, y_mark), textcoords="offset points",
+                            xytext=(4, 6), color=color, fontsize=8)
+    xlabel = {"iteration": "iteration", "gradient_step": "gradient step (optimizer steps)",
+              "wallclock_time": f"wall-clock time ({unit})"}[X_AXES[x]]
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss (nats/token)" + (", log scale" if logy else ""))
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(title or f"Loss vs {xlabel}")
+    fig.tight_layout()
+    if out is not None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig
+
+
+def close(fig: Any) -> None:
+    _pyplot().close(fig)
