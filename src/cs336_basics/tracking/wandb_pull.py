@@ -1,0 +1,277 @@
+"""Pull W&B runs back into ``ExperimentLog`` objects, so they compare with local runs.
+
+History comes from ``run.scan_history()`` (every row, every page), never the sampled
+``run.history()``. Keys map back through the inverse of the sink's table
+(:mod:`.wandb_keys`) first, then through :data:`KEY_ALIASES` for runs logged by other
+scripts; unmapped metrics are kept in each row's ``extra``. Rows replay through the same
+rules as a live run (an eval fills its iteration's row; a row at an earlier iteration
+supersedes the later ones), so a run mirrored by this project comes back equal to the
+local one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import WandbPullError
+from .progress import progress
+from .records import (
+    ExperimentConfig,
+    ExperimentLog,
+    MetricsSnapshot,
+    apply_eval,
+    apply_metrics,
+)
+from .storage import safe_name, write_document
+from .values import wrap_float
+from .wandb_keys import EXTRA_PREFIX, FIELD_TO_KEY, SUMMARY_FIELDS
+from .wandb_sink import import_wandb
+
+#: Local field -> W&B keys that may hold it, first match wins (the sink's key comes first).
+KEY_ALIASES: dict[str, tuple[str, ...]] = {
+    "iteration": ("iteration", "iter", "_step"),
+    "gradient_step": ("gradient_step", "global_step", "trainer/global_step", "step", "_step"),
+    "wallclock_time": ("wallclock_time", "_runtime"),
+    "train_loss": ("train/loss", "train_loss", "loss", "train/train_loss", "training_loss"),
+    "val_loss": ("val/loss", "val_loss", "eval/loss", "eval_loss", "valid/loss",
+                 "validation/loss", "validation_loss"),
+    "learning_rate": ("train/lr", "learning_rate", "lr", "train/learning_rate"),
+    "tokens_per_sec": ("perf/tokens_per_sec", "tokens_per_sec", "throughput"),
+    "iter_time_ms": ("perf/iter_time_ms", "iter_time_ms"),
+}
+#: Foreign config key -> ExperimentConfig field.
+CONFIG_ALIASES: dict[str, str] = {
+    "lr": "max_learning_rate",
+    "learning_rate": "max_learning_rate",
+    "max_lr": "max_learning_rate",
+    "min_lr": "min_learning_rate",
+    "wandb_run_name": "experiment_name",
+    "n_layers": "num_layers",
+    "n_heads": "num_heads",
+    "n_embd": "d_model",
+    "block_size": "context_length",
+    "warmup_steps": "warmup_iters",
+}
+_INTERNAL = ("_step", "_runtime", "_timestamp", "_wandb")
+_TRAIN_FIELDS = ("train_loss", "learning_rate", "tokens_per_sec", "iter_time_ms")
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("nan", "infinity", "inf", "-infinity", "-inf"):
+            return wrap_float(float(lowered.replace("infinity", "inf")))
+        return None
+    try:
+        return wrap_float(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def unwrap_config(raw: Mapping[str, Any], aliases: Mapping[str, str]) -> dict[str, Any]:
+    """W&B config -> ExperimentConfig kwargs: drop internals, unwrap ``{"value": ...}``."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key.startswith("_wandb"):
+            continue
+        if isinstance(value, dict) and "value" in value and set(value) <= {"value", "desc"}:
+            value = value["value"]
+        target = aliases.get(key, key)
+        if target in out and target != key:
+            out.setdefault(key, value)  # both present: keep the foreign key as extra
+            continue
+        out[target] = value
+    return out
+
+
+class RowMapper:
+    """Turns one W&B history row into (fields, extra) with the alias table."""
+
+    def __init__(self, aliases: Mapping[str, Iterable[str]] | None = None) -> None:
+        table = {k: tuple(v) for k, v in (aliases or KEY_ALIASES).items()}
+        self.aliases = table
+        self.claimed = {key for keys in table.values() for key in keys}
+
+    def map(self, item: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+        fields: dict[str, Any] = {}
+        for field, keys in self.aliases.items():
+            for key in keys:
+                if key in item and item[key] is not None:
+                    fields[field] = item[key]
+                    break
+        extra: dict[str, float] = {}
+        for key, value in item.items():
+            if key in self.claimed or key.startswith(_INTERNAL):
+                continue
+            number = _number(value)
+            if number is None:
+                continue  # media, tables, strings: not a curve
+            name = key[len(EXTRA_PREFIX):] if key.startswith(EXTRA_PREFIX) else key
+            extra[name] = number
+        return fields, extra
+
+
+def history_to_log(
+    log: ExperimentLog, rows: Iterable[Mapping[str, Any]], mapper: RowMapper
+) -> None:
+    """Replay W&B history rows into ``log`` with the live tracker's rules."""
+    fallback_iteration = 0
+    for item in rows:
+        fields, extra = mapper.map(item)
+        iteration = fields.get("iteration")
+        iteration = int(iteration) if _number(iteration) is not None else fallback_iteration
+        fallback_iteration = iteration + 1
+        step_value = _number(fields.get("gradient_step"))
+        step = int(step_value) if step_value is not None and math.isfinite(step_value) else iteration + 1
+        wall = _number(fields.get("wallclock_time"))
+        wall = float(wall) if wall is not None else 0.0
+        values = {name: _number(fields.get(name)) for name in (*_TRAIN_FIELDS, "val_loss")}
+        eval_train = extra.pop("eval_train_loss", None)
+        has_train = any(values[name] is not None for name in _TRAIN_FIELDS) or bool(extra)
+        if has_train:
+            apply_metrics(log, MetricsSnapshot(
+                iteration, step, wall, values["train_loss"], None, values["learning_rate"],
+                values["tokens_per_sec"], values["iter_time_ms"], extra or None,
+            ))
+        if values["val_loss"] is not None or eval_train is not None:
+            apply_eval(log, iteration, step, wall, values["val_loss"], None,
+                       {"eval_train_loss": eval_train} if eval_train is not None else None)
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def run_to_log(
+    run: Any,
+    *,
+    key_aliases: Mapping[str, Iterable[str]] | None = None,
+    config_aliases: Mapping[str, str] | None = None,
+    page_size: int = 1000,
+) -> ExperimentLog:
+    """Convert one ``wandb.apis.public.Run`` into an ``ExperimentLog`` (whole history)."""
+    config_raw = dict(run.config or {})
+    kwargs = unwrap_config(config_raw, CONFIG_ALIASES if config_aliases is None else config_aliases)
+    kwargs["experiment_name"] = run.name or kwargs.get("experiment_name") or run.id
+    config = ExperimentConfig(**kwargs)
+    state = str(getattr(run, "state", "") or "")
+    log = ExperimentLog(
+        config=config,
+        start_time=_iso(getattr(run, "created_at", None)),
+        notes=getattr(run, "notes", None) or "",
+        status="finished" if state == "finished" else "running" if state == "running" else "unfinished",
+    )
+    history_to_log(log, run.scan_history(page_size=page_size), RowMapper(key_aliases))
+    summary = dict(getattr(run, "summary", {}) or {})
+    log.compute_summary()
+    for name in SUMMARY_FIELDS:
+        value = _number(summary.get(name))
+        if value is not None:
+            setattr(log, name, value)
+    if log.duration_seconds is None:
+        runtime = _number(summary.get("_runtime"))
+        if runtime is None and log.metrics_history:
+            runtime = log.metrics_history[-1].wallclock_time
+        log.duration_seconds = runtime
+    if log.status == "finished":
+        log.end_time = _iso(getattr(run, "heartbeat_at", None)) or log.start_time
+    entity, project = getattr(run, "entity", None), getattr(run, "project", None)
+    log.run_id = f"wandb_{safe_name(str(entity or ''))}_{safe_name(str(project or ''))}_{run.id}"
+    log.mirrors["wandb"] = {
+        "run_id": run.id, "url": getattr(run, "url", None), "entity": entity,
+        "project": project, "state": state, "status": "pulled",
+        "through_iteration": log.metrics_history[-1].iteration if log.metrics_history else -1,
+    }
+    return log
+
+
+def _filters(run_ids, names, filters, state) -> dict[str, Any] | None:
+    clauses: list[dict[str, Any]] = []
+    if filters:
+        clauses.append(dict(filters))
+    if run_ids:
+        clauses.append({"name": {"$in": list(run_ids)}})
+    if names:
+        clauses.append({"display_name": {"$in": list(names)}})
+    if state:
+        clauses.append({"state": state})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _explain(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def pull_runs(
+    path: str,
+    *,
+    run_ids: Iterable[str] | None = None,
+    names: Iterable[str] | None = None,
+    filters: Mapping[str, Any] | None = None,
+    state: str | None = None,
+    api: Any = None,
+    timeout: int | None = None,
+    key_aliases: Mapping[str, Iterable[str]] | None = None,
+    config_aliases: Mapping[str, str] | None = None,
+    save_dir: str | Path | None = None,
+    show_progress: bool | None = None,
+    per_page: int = 50,
+) -> list[ExperimentLog]:
+    """Pull the runs of ``"entity/project"`` (or ``"project"`` with ``WANDB_ENTITY``).
+
+    ``run_ids``/``names``/``state``/``filters`` (a W&B filter dict) narrow the set. With
+    ``save_dir`` every pulled run is written there as a local JSON document
+    (``wandb_<entity>_<project>_<id>.json``); pulling again overwrites the same files. A run
+    that fails half-way raises :class:`WandbPullError` and nothing of it is saved.
+    """
+    if not isinstance(path, str) or not path.strip() or path.count("/") > 1:
+        raise ValueError(f"path: expected 'entity/project' or 'project', got {path!r}")
+    wandb = import_wandb()
+    try:
+        api = api or wandb.Api(timeout=timeout or int(os.environ.get("WANDB_HTTP_TIMEOUT", 20)))
+    except Exception as exc:
+        raise WandbPullError(f"connecting to W&B failed ({_explain(exc)}); check WANDB_API_KEY "
+                             "and WANDB_BASE_URL") from None
+    query = _filters(run_ids, names, filters, state)
+    try:
+        runs = api.runs(path, filters=query, per_page=per_page)
+        total = len(runs)
+    except Exception as exc:
+        raise WandbPullError(f"listing runs of {path!r} failed ({_explain(exc)})") from None
+    logs: list[ExperimentLog] = []
+    iterator = iter(runs)
+    for _ in progress(range(total), total, f"Pulling {path}", enabled=show_progress):
+        try:
+            run = next(iterator)
+        except StopIteration:
+            break
+        except Exception as exc:
+            raise WandbPullError(f"listing runs of {path!r} failed ({_explain(exc)})") from None
+        try:
+            log = run_to_log(run, key_aliases=key_aliases, config_aliases=config_aliases)
+        except Exception as exc:
+            raise WandbPullError(
+                f"reading run {getattr(run, 'id', '?')} of {path!r} failed ({_explain(exc)}); "
+                "nothing of it was saved"
+            ) from None
+        if save_dir is not None:
+            target = Path(save_dir) / f"{log.run_id}.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            log.source = str(target)
+            write_document(target, log, 1)
+        logs.append(log)
+    return logs
