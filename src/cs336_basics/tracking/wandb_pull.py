@@ -28,7 +28,8 @@ from .records import (
     apply_metrics,
 )
 from .storage import safe_name, write_document
-from .values import wrap_float
+from .codec import gc_paused
+from .values import NonFinite, wrap_float
 from .wandb_keys import EXTRA_PREFIX, FIELD_TO_KEY, SUMMARY_FIELDS
 from .wandb_sink import import_wandb
 
@@ -62,6 +63,11 @@ _TRAIN_FIELDS = ("train_loss", "learning_rate", "tokens_per_sec", "iter_time_ms"
 
 
 def _number(value: Any) -> float | None:
+    kind = type(value)
+    if kind is float:
+        return value if value - value == 0.0 else NonFinite(value)
+    if kind is int:
+        return float(value)
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -98,23 +104,44 @@ class RowMapper:
         table = {k: tuple(v) for k, v in (aliases or KEY_ALIASES).items()}
         self.aliases = table
         self.claimed = {key for keys in table.values() for key in keys}
+        self._plans: dict[tuple[str, ...], Any] = {}
+
+    def _plan(self, keys: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        present = set(keys)
+        fields = []
+        for field, aliases in self.aliases.items():
+            for key in aliases:
+                if key in present:
+                    fields.append((field, key))
+                    break
+        extra = [
+            (key, key[len(EXTRA_PREFIX):] if key.startswith(EXTRA_PREFIX) else key)
+            for key in keys
+            if key not in self.claimed and not key.startswith(_INTERNAL)
+        ]
+        return fields, extra
 
     def map(self, item: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+        keys = tuple(item)
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = self._plans[keys] = self._plan(keys)
+        field_plan, extra_plan = plan
         fields: dict[str, Any] = {}
-        for field, keys in self.aliases.items():
-            for key in keys:
-                if key in item and item[key] is not None:
-                    fields[field] = item[key]
-                    break
+        for field, key in field_plan:
+            value = item[key]
+            if value is not None:
+                fields[field] = value
+            else:  # a None under the preferred key: fall back to the next alias present
+                for alt in self.aliases[field]:
+                    if alt != key and item.get(alt) is not None:
+                        fields[field] = item[alt]
+                        break
         extra: dict[str, float] = {}
-        for key, value in item.items():
-            if key in self.claimed or key.startswith(_INTERNAL):
-                continue
-            number = _number(value)
-            if number is None:
-                continue  # media, tables, strings: not a curve
-            name = key[len(EXTRA_PREFIX):] if key.startswith(EXTRA_PREFIX) else key
-            extra[name] = number
+        for key, name in extra_plan:
+            number = _number(item[key])
+            if number is not None:  # media, tables, strings: not a curve
+                extra[name] = number
         return fields, extra
 
 
@@ -172,7 +199,8 @@ def run_to_log(
         notes=getattr(run, "notes", None) or "",
         status="finished" if state == "finished" else "running" if state == "running" else "unfinished",
     )
-    history_to_log(log, run.scan_history(page_size=page_size), RowMapper(key_aliases))
+    with gc_paused():
+        history_to_log(log, run.scan_history(page_size=page_size), RowMapper(key_aliases))
     summary = dict(getattr(run, "summary", {}) or {})
     log.compute_summary()
     for name in SUMMARY_FIELDS:
