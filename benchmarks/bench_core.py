@@ -75,11 +75,16 @@ def bench_naive(n: int, out: Path) -> dict[str, float]:
 def bench_tracker(n: int, log_dir: Path) -> dict[str, float]:
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="bench"), log_dir=log_dir)
     tracker.start()
-    log_metrics, log_eval, inc = tracker.log_metrics, tracker.log_eval, tracker.increment_gradient_step
+    log_metrics, log_eval, inc = (
+        tracker.log_metrics,
+        tracker.log_eval,
+        tracker.increment_gradient_step,
+    )
 
     def log(i: int) -> None:
-        log_metrics(iteration=i, train_loss=3.0, learning_rate=1e-3, tokens_per_sec=1e5,
-                    iter_time_ms=2.0)
+        log_metrics(
+            iteration=i, train_loss=3.0, learning_rate=1e-3, tokens_per_sec=1e5, iter_time_ms=2.0
+        )
         inc()
         if (i + 1) % 1000 == 0:
             log_eval(iteration=i, val_loss=3.1)
@@ -98,8 +103,14 @@ def bench_tracker(n: int, log_dir: Path) -> dict[str, float]:
         loads.append(time.perf_counter() - a)
         assert len(log_obj.metrics_history) == n
         del log_obj
-    return {"median_us": med, "p99_us": p99, "loop_s": total, "save_s": save,
-            "load_s": statistics.median(loads), "mb": size / 1e6}
+    return {
+        "median_us": med,
+        "p99_us": p99,
+        "loop_s": total,
+        "save_s": save,
+        "load_s": statistics.median(loads),
+        "mb": size / 1e6,
+    }
 
 
 BIG_CHILD = r"""
@@ -128,9 +139,15 @@ else:
 
 def bench_big(n: int, tmp: Path) -> dict[str, float]:
     path = tmp / "big.json"
-    save = float(subprocess.check_output([sys.executable, "-c", BIG_CHILD, str(n), str(path), "save"]))
-    load, mem = map(float, subprocess.check_output(
-        [sys.executable, "-c", BIG_CHILD, str(n), str(path), "load"]).split())
+    save = float(
+        subprocess.check_output([sys.executable, "-c", BIG_CHILD, str(n), str(path), "save"])
+    )
+    load, mem = map(
+        float,
+        subprocess.check_output(
+            [sys.executable, "-c", BIG_CHILD, str(n), str(path), "load"]
+        ).split(),
+    )
     return {"save_s": save, "load_s": load, "resident_mb": mem, "mb": path.stat().st_size / 1e6}
 
 
@@ -143,7 +160,10 @@ def main() -> None:
         tmp = Path(tmp_name)
         naive = bench_naive(args.rows, tmp / "naive.json")
         ours = bench_tracker(args.rows, tmp / "logs")
-        print(f"{args.rows} log_metrics calls (6 scalars, val_loss every 1000), python {sys.version.split()[0]}, {os.cpu_count()} cpus")
+        print(
+            f"{args.rows} log_metrics calls (6 scalars, val_loss every 1000), "
+            f"python {sys.version.split()[0]}, {os.cpu_count()} cpus"
+        )
         print(f"{'':28}{'tracker':>12}{'naive':>12}{'ratio':>9}  target")
         for key, label, target in [
             ("median_us", "log_metrics median (us)", "<= 2 us"),
@@ -154,12 +174,17 @@ def main() -> None:
         ]:
             ratio = naive[key] / ours[key] if ours[key] else float("inf")
             print(f"{label:28}{ours[key]:>12.4f}{naive[key]:>12.4f}{ratio:>8.1f}x  {target}")
-        print(f"file size: {ours['mb']:.1f} MB (tracker, journal on; the naive baseline has no journal)")
+        print(
+            f"file size: {ours['mb']:.1f} MB "
+            "(tracker, journal on; the naive baseline has no journal)"
+        )
         if args.big_rows:
             big = bench_big(args.big_rows, tmp)
-            print(f"\n{args.big_rows} rows: save {big['save_s']:.2f} s (target <= 1.5), "
-                  f"load {big['load_s']:.2f} s (target <= 2), resident history "
-                  f"{big['resident_mb']:.0f} MB (target <= 300), file {big['mb']:.0f} MB")
+            print(
+                f"\n{args.big_rows} rows: save {big['save_s']:.2f} s (target <= 1.5), "
+                f"load {big['load_s']:.2f} s (target <= 2), resident history "
+                f"{big['resident_mb']:.0f} MB (target <= 300), file {big['mb']:.0f} MB"
+            )
 
 
 if __name__ == "__main__":

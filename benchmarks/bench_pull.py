@@ -27,18 +27,41 @@ def main() -> None:
     args = parser.parse_args()
     tmp = tempfile.mkdtemp()
     fake = FakeWandb()
-    os.environ.update(WANDB_BASE_URL=fake.url, WANDB_API_KEY=API_KEY, WANDB_ENTITY="ent",
-                      WANDB_SILENT="true", WANDB_DIR=tmp, WANDB_CONFIG_DIR=tmp,
-                      WANDB_CACHE_DIR=tmp, WANDB_DATA_DIR=tmp)
+    os.environ.update(
+        WANDB_BASE_URL=fake.url,
+        WANDB_API_KEY=API_KEY,
+        WANDB_ENTITY="ent",
+        WANDB_SILENT="true",
+        WANDB_DIR=tmp,
+        WANDB_CONFIG_DIR=tmp,
+        WANDB_CACHE_DIR=tmp,
+        WANDB_DATA_DIR=tmp,
+    )
     rows = []
     for i in range(args.rows):
-        rows.append({"_step": len(rows), "_runtime": 0.1 * i, "iteration": i,
-                     "gradient_step": i + 1, "wallclock_time": 0.1 * i,
-                     "train/loss": 5.0 - 1e-5 * i, "train/lr": 1e-3,
-                     "perf/tokens_per_sec": 1e5, "perf/iter_time_ms": 2.0})
+        rows.append(
+            {
+                "_step": len(rows),
+                "_runtime": 0.1 * i,
+                "iteration": i,
+                "gradient_step": i + 1,
+                "wallclock_time": 0.1 * i,
+                "train/loss": 5.0 - 1e-5 * i,
+                "train/lr": 1e-3,
+                "perf/tokens_per_sec": 1e5,
+                "perf/iter_time_ms": 2.0,
+            }
+        )
         if (i + 1) % 1000 == 0:
-            rows.append({"_step": len(rows), "iteration": i, "gradient_step": i + 1,
-                         "wallclock_time": 0.1 * i, "val/loss": 5.1})
+            rows.append(
+                {
+                    "_step": len(rows),
+                    "iteration": i,
+                    "gradient_step": i + 1,
+                    "wallclock_time": 0.1 * i,
+                    "val/loss": 5.1,
+                }
+            )
     fake.add("proj", FakeRun(id="big", name="big", history=rows))
 
     import wandb
@@ -59,8 +82,10 @@ def main() -> None:
     assert n == len(rows) and len(log.metrics_history) == args.rows
     s, p = statistics.median(scan), statistics.median(pull)
     print(f"{args.rows} rows ({len(rows)} W&B history rows), page size {args.page_size}")
-    print(f"scan_history alone: {s:.2f} s; run_to_log (scan + conversion): {p:.2f} s; "
-          f"conversion adds {100 * (p - s) / s:.1f}% (target <= 20%)")
+    print(
+        f"scan_history alone: {s:.2f} s; run_to_log (scan + conversion): {p:.2f} s; "
+        f"conversion adds {100 * (p - s) / s:.1f}% (target <= 20%)"
+    )
 
 
 if __name__ == "__main__":

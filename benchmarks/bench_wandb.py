@@ -18,11 +18,20 @@ import time
 from pathlib import Path
 
 tmp = tempfile.mkdtemp(prefix="bench-wandb-")
-os.environ.update({
-    "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
-    "WANDB_DISABLE_GIT": "true", "WANDB_DISABLE_CODE": "true", "WANDB_X_DISABLE_STATS": "true",
-    "WANDB_DIR": tmp, "WANDB_CONFIG_DIR": tmp, "WANDB_CACHE_DIR": tmp, "WANDB_DATA_DIR": tmp,
-})
+os.environ.update(
+    {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off",
+        "WANDB_DISABLE_GIT": "true",
+        "WANDB_DISABLE_CODE": "true",
+        "WANDB_X_DISABLE_STATS": "true",
+        "WANDB_DIR": tmp,
+        "WANDB_CONFIG_DIR": tmp,
+        "WANDB_CACHE_DIR": tmp,
+        "WANDB_DATA_DIR": tmp,
+    }
+)
 
 import wandb  # noqa: E402
 
@@ -45,8 +54,12 @@ def timed(fn, n):
 
 def count_history(sync_dir: str) -> int:
     path = next(Path(sync_dir).glob("run-*.wandb"))
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.count('"type":"history"')
 
 
@@ -56,21 +69,37 @@ def main() -> None:
     n = parser.parse_args().rows
 
     run = wandb.init(project="bench", name="direct", reinit="create_new")
-    direct = timed(lambda i: run.log({"iteration": i, "gradient_step": i + 1,
-                                      "wallclock_time": 0.1 * i, "train/loss": 3.0,
-                                      "train/lr": 1e-3, "perf/tokens_per_sec": 1e5,
-                                      "perf/iter_time_ms": 2.0}), n)
+    direct = timed(
+        lambda i: run.log(
+            {
+                "iteration": i,
+                "gradient_step": i + 1,
+                "wallclock_time": 0.1 * i,
+                "train/loss": 3.0,
+                "train/lr": 1e-3,
+                "perf/tokens_per_sec": 1e5,
+                "perf/iter_time_ms": 2.0,
+            }
+        ),
+        n,
+    )
     run.finish()
 
     with tempfile.TemporaryDirectory() as log_dir:
-        tracker = ExperimentTracker(ExperimentConfig(experiment_name="bench"), log_dir=log_dir,
-                                    sinks=["wandb"])
+        tracker = ExperimentTracker(
+            ExperimentConfig(experiment_name="bench"), log_dir=log_dir, sinks=["wandb"]
+        )
         tracker.start()
         log_metrics, inc = tracker.log_metrics, tracker.increment_gradient_step
 
         def step(i: int) -> None:
-            log_metrics(iteration=i, train_loss=3.0, learning_rate=1e-3, tokens_per_sec=1e5,
-                        iter_time_ms=2.0)
+            log_metrics(
+                iteration=i,
+                train_loss=3.0,
+                learning_rate=1e-3,
+                tokens_per_sec=1e5,
+                iter_time_ms=2.0,
+            )
             inc()
 
         ours = timed(step, n)
@@ -82,13 +111,19 @@ def main() -> None:
     rows = count_history(state["sync_dir"])
     print(f"{n} rows, wandb {wandb.__version__} offline, python {sys.version.split()[0]}")
     print(f"{'':34}{'tracker+sink':>14}{'run.log':>12}{'ratio':>9}")
-    print(f"{'training-thread median (us)':34}{ours[0]:>14.2f}{direct[0]:>12.2f}"
-          f"{direct[0] / ours[0]:>8.1f}x   target <= 5 us, >= 20x")
-    print(f"{'training-thread p99 (us)':34}{ours[1]:>14.2f}{direct[1]:>12.2f}"
-          f"{direct[1] / ours[1]:>8.1f}x")
+    print(
+        f"{'training-thread median (us)':34}{ours[0]:>14.2f}{direct[0]:>12.2f}"
+        f"{direct[0] / ours[0]:>8.1f}x   target <= 5 us, >= 20x"
+    )
+    print(
+        f"{'training-thread p99 (us)':34}{ours[1]:>14.2f}{direct[1]:>12.2f}"
+        f"{direct[1] / ours[1]:>8.1f}x"
+    )
     print(f"{'loop total (s)':34}{ours[2]:>14.3f}{direct[2]:>12.3f}")
-    print(f"finish() waited {drain:.2f} s for the mirror to drain; "
-          f"W&B history rows: {rows} of {n} ({'all' if rows == n else 'MISSING ROWS'})")
+    print(
+        f"finish() waited {drain:.2f} s for the mirror to drain; "
+        f"W&B history rows: {rows} of {n} ({'all' if rows == n else 'MISSING ROWS'})"
+    )
 
 
 if __name__ == "__main__":

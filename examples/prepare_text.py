@@ -45,8 +45,10 @@ def main() -> None:
     args = parser.parse_args()
     text = args.input.read_text(encoding="utf-8") if args.input else builtin_corpus()
     train, val = write_token_files(text, args.out_dir, args.val_fraction)
-    print(f"wrote {train} ({train.stat().st_size // 2} tokens) and {val} "
-          f"({val.stat().st_size // 2} tokens)")
+    print(
+        f"wrote {train} ({train.stat().st_size // 2} tokens) and {val} "
+        f"({val.stat().st_size // 2} tokens)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,13 @@ from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker  # n
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train a Transformer LM with experiment tracking.")
     a = p.add_argument
-    a("--wandb-run-name", "--wandb_run_name", dest="wandb_run_name", default="tinylm_pydoc",
-      help="experiment name (also the W&B run name)")
+    a(
+        "--wandb-run-name",
+        "--wandb_run_name",
+        dest="wandb_run_name",
+        default="tinylm_pydoc",
+        help="experiment name (also the W&B run name)",
+    )
     a("--vocab-size", "--vocab_size", dest="vocab_size", type=int, default=256)
     a("--context-length", "--context_length", dest="context_length", type=int, default=128)
     a("--d-model", "--d_model", dest="d_model", type=int, default=128)
@@ -44,10 +49,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--rope-theta", "--rope_theta", dest="rope_theta", type=float, default=10000.0)
     a("--tie-embeddings", action="store_true")
     a("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)
-    a("--grad-accum", "--grad_accum", dest="grad_accum", type=int, default=1,
-      help="micro-batches per optimizer step")
-    a("--max-iters", "--max_iters", dest="max_iters", type=int, default=400,
-      help="optimizer steps")
+    a(
+        "--grad-accum",
+        "--grad_accum",
+        dest="grad_accum",
+        type=int,
+        default=1,
+        help="micro-batches per optimizer step",
+    )
+    a("--max-iters", "--max_iters", dest="max_iters", type=int, default=400, help="optimizer steps")
     a("--lr", type=float, default=3e-3)
     a("--min-lr", "--min_lr", dest="min_lr", type=float, default=3e-4)
     a("--warmup-iters", "--warmup_iters", dest="warmup_iters", type=int, default=40)
@@ -58,22 +68,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--eps", type=float, default=1e-8)
     a("--seed", type=int, default=0)
     a("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
-    a("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
-      help="bf16 autocast (default on CUDA) or fp32")
+    a(
+        "--dtype",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="bf16 autocast (default on CUDA) or fp32",
+    )
     a("--log-interval", "--log_interval", dest="log_interval", type=int, default=10)
     a("--eval-interval", "--eval_interval", dest="eval_interval", type=int, default=50)
     a("--eval-iters", "--eval_iters", dest="eval_iters", type=int, default=20)
     a("--train-data", type=Path, help="uint16 token file (np.memmap); see prepare_text.py")
     a("--val-data", type=Path)
-    a("--data-dir", type=Path, default=Path("data/pydoc_topics"),
-      help="where the built-in corpus is tokenized to")
+    a(
+        "--data-dir",
+        type=Path,
+        default=Path("data/pydoc_topics"),
+        help="where the built-in corpus is tokenized to",
+    )
     a("--log-dir", type=Path, default=Path("experiment_logs"))
     a("--checkpoint-dir", type=Path, default=Path("checkpoints"))
     a("--checkpoint-interval", type=int, default=200)
     a("--resume", type=Path, help="a checkpoint written by this script")
     a("--stop-at", type=int, help="stop (as if preempted) after this iteration; resume later")
-    a("--sink", action="append", default=[], choices=["wandb", "memory"],
-      help="mirror the run (repeatable)")
+    a(
+        "--sink",
+        action="append",
+        default=[],
+        choices=["wandb", "memory"],
+        help="mirror the run (repeatable)",
+    )
     a("--wandb-project", default=None)
     a("--wandb-entity", default=None)
     a("--notes", default="")
@@ -82,7 +105,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     for name in ("batch_size", "max_iters", "grad_accum", "log_interval", "eval_interval"):
         if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
+            p.error(
+                f"--{name.replace('_', '-')}: expected a positive integer, "
+                f"got {getattr(args, name)}"
+            )
     return args
 
 
@@ -108,7 +134,7 @@ def load_tokens(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     for name, data in (("train", train), ("val", val)):
         if len(data) <= args.context_length + 1:
             raise SystemExit(f"{name} data has {len(data)} tokens; need > context_length + 1")
-        top = int(data[: 1_000_000].max())
+        top = int(data[:1_000_000].max())
         if top >= args.vocab_size:
             raise SystemExit(f"{name} data has token id {top} >= --vocab-size {args.vocab_size}")
     return train, val
@@ -120,7 +146,9 @@ def get_batch(data: np.ndarray, batch: int, ctx: int, device: str, gen: np.rando
     y = np.stack([data[s + 1 : s + 1 + ctx] for s in starts]).astype(np.int64)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     if device.startswith("cuda"):
-        return xt.pin_memory().to(device, non_blocking=True), yt.pin_memory().to(device, non_blocking=True)
+        return xt.pin_memory().to(device, non_blocking=True), yt.pin_memory().to(
+            device, non_blocking=True
+        )
     return xt.to(device), yt.to(device)
 
 
@@ -134,7 +162,9 @@ def estimate_loss(model, data_sets, args, device, autocast, gen) -> dict[str, fl
             x, y = get_batch(data, args.batch_size, args.context_length, device, gen)
             with autocast():
                 logits = model(x)
-            losses[k] = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+            losses[k] = torch.nn.functional.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), y.view(-1)
+            )
         out[name] = losses.mean().item()
     model.train()
     return out
@@ -143,14 +173,29 @@ def estimate_loss(model, data_sets, args, device, autocast, gen) -> dict[str, fl
 def make_config(args: argparse.Namespace, device: str, dtype: str) -> ExperimentConfig:
     return ExperimentConfig(
         experiment_name=args.wandb_run_name,
-        vocab_size=args.vocab_size, context_length=args.context_length, d_model=args.d_model,
-        num_heads=args.num_heads, d_ff=args.d_ff, num_layers=args.num_layers,
-        rope_theta=args.rope_theta, batch_size=args.batch_size * args.grad_accum,
-        max_iters=args.max_iters, max_learning_rate=args.lr, min_learning_rate=args.min_lr,
-        warmup_iters=args.warmup_iters, weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
-        seed=args.seed, device=device, optimizer_name="AdamW",
-        micro_batch_size=args.batch_size, grad_accum=args.grad_accum, dtype=dtype,
+        vocab_size=args.vocab_size,
+        context_length=args.context_length,
+        d_model=args.d_model,
+        num_heads=args.num_heads,
+        d_ff=args.d_ff,
+        num_layers=args.num_layers,
+        rope_theta=args.rope_theta,
+        batch_size=args.batch_size * args.grad_accum,
+        max_iters=args.max_iters,
+        max_learning_rate=args.lr,
+        min_learning_rate=args.min_lr,
+        warmup_iters=args.warmup_iters,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        beta1=args.beta1,
+        beta2=args.beta2,
+        eps=args.eps,
+        seed=args.seed,
+        device=device,
+        optimizer_name="AdamW",
+        micro_batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        dtype=dtype,
         tie_embeddings=args.tie_embeddings,
         data=str(args.train_data or "builtin:pydoc_data.topics"),
     )
@@ -170,16 +215,30 @@ def make_sinks(args: argparse.Namespace) -> list:
 
 def train(args: argparse.Namespace) -> ExperimentTracker:
     device = pick_device(args.device)
-    dtype = args.dtype if args.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
+    dtype = (
+        args.dtype if args.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
+    )
     torch.manual_seed(args.seed)
     gen = np.random.default_rng(args.seed)
     train_data, val_data = load_tokens(args)
 
-    model = TransformerLM(args.vocab_size, args.context_length, args.d_model, args.num_layers,
-                          args.num_heads, args.d_ff, args.rope_theta, args.tie_embeddings).to(device)
+    model = TransformerLM(
+        args.vocab_size,
+        args.context_length,
+        args.d_model,
+        args.num_layers,
+        args.num_heads,
+        args.d_ff,
+        args.rope_theta,
+        args.tie_embeddings,
+    ).to(device)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps,
-        weight_decay=args.weight_decay, fused=device.startswith("cuda"),
+        model.parameters(),
+        lr=args.lr,
+        betas=(args.beta1, args.beta2),
+        eps=args.eps,
+        weight_decay=args.weight_decay,
+        fused=device.startswith("cuda"),
     )
     start_iter, run_path = 0, None
     if args.resume:
@@ -194,12 +253,19 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
             return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    tracker = ExperimentTracker(make_config(args, device, dtype), log_dir=args.log_dir,
-                                sinks=make_sinks(args), resume=run_path)
+    tracker = ExperimentTracker(
+        make_config(args, device, dtype),
+        log_dir=args.log_dir,
+        sinks=make_sinks(args),
+        resume=run_path,
+    )
     tracker.start()
     tracker.gradient_step = start_iter
-    print(f"run {tracker.run_id}: {model.num_parameters() / 1e6:.2f}M parameters on {device} "
-          f"({dtype}), {len(train_data):,} training tokens; log {tracker.path}", flush=True)
+    print(
+        f"run {tracker.run_id}: {model.num_parameters() / 1e6:.2f}M parameters on {device} "
+        f"({dtype}), {len(train_data):,} training tokens; log {tracker.path}",
+        flush=True,
+    )
 
     tokens_per_step = args.batch_size * args.grad_accum * args.context_length
     pending: list[torch.Tensor] = []
@@ -217,7 +283,9 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
             x, y = get_batch(train_data, args.batch_size, args.context_length, device, gen)
             with autocast():
                 logits = model(x)
-            loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), y.view(-1)
+            )
             (loss / args.grad_accum).backward()
             step_loss += loss.detach() / args.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -243,19 +311,33 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
             pending.clear()
             window_start, window_steps = time.perf_counter(), 0
             if live_progress:
-                print(f"\riter {it + 1}/{args.max_iters} | {tokens_per_step / iter_time:,.0f} tok/s "
-                      f"| lr {lr:.2e}{last_eval}   ", end="", file=sys.stderr, flush=True)
+                print(
+                    f"\riter {it + 1}/{args.max_iters} | {tokens_per_step / iter_time:,.0f} tok/s "
+                    f"| lr {lr:.2e}{last_eval}   ",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
         tracker.increment_gradient_step()
 
         if (it + 1) % args.eval_interval == 0 or it + 1 == args.max_iters:
-            losses = estimate_loss(model, {"train": train_data, "val": val_data}, args, device, autocast, gen)
+            losses = estimate_loss(
+                model, {"train": train_data, "val": val_data}, args, device, autocast, gen
+            )
             tracker.log_eval(iteration=it, train_loss=losses["train"], val_loss=losses["val"])
             last_eval = f" | val loss {losses['val']:.3f} (iter {it + 1})"
             if not args.quiet and not live_progress:
-                print(f"iter {it + 1}/{args.max_iters}: train {losses['train']:.3f} "
-                      f"val {losses['val']:.3f}", flush=True)
+                print(
+                    f"iter {it + 1}/{args.max_iters}: train {losses['train']:.3f} "
+                    f"val {losses['val']:.3f}",
+                    flush=True,
+                )
             window_start = time.perf_counter()  # keep eval time out of the step timing
-        if (it + 1) % args.checkpoint_interval == 0 or it + 1 == args.max_iters or it == args.stop_at:
+        if (
+            (it + 1) % args.checkpoint_interval == 0
+            or it + 1 == args.max_iters
+            or it == args.stop_at
+        ):
             save_checkpoint(args, model, optimizer, it, tracker)
         if args.stop_at is not None and it >= args.stop_at:
             break
@@ -283,8 +365,16 @@ def save_checkpoint(args, model, optimizer, it: int, tracker: ExperimentTracker)
     path = checkpoint_path(args)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "iteration": it, "tracker_run": str(tracker.path), "args": vars(args)}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "iteration": it,
+            "tracker_run": str(tracker.path),
+            "args": vars(args),
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 

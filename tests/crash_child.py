@@ -14,8 +14,13 @@ print(f"PATH {tracker.path}", flush=True)
 if mode == "train":
     i = 0
     while True:
-        tracker.log_metrics(iteration=i, train_loss=5.0 / (1 + i), learning_rate=1e-3,
-                            tokens_per_sec=1.0, iter_time_ms=1.0)
+        tracker.log_metrics(
+            iteration=i,
+            train_loss=5.0 / (1 + i),
+            learning_rate=1e-3,
+            tokens_per_sec=1.0,
+            iter_time_ms=1.0,
+        )
         tracker.increment_gradient_step()
         if (i + 1) % 200 == 0:
             tracker.log_eval(iteration=i, val_loss=5.0 / (1 + i))

@@ -72,14 +72,27 @@ class FakeWandb:
     # ----------------------------------------------------------------------------
     def _node(self, run: FakeRun) -> dict[str, Any]:
         return {
-            "id": base64.b64encode(f"Run:{run.id}".encode()).decode(), "name": run.id,
-            "displayName": run.name, "state": run.state, "projectId": 1, "tags": [],
-            "sweepName": None, "group": None, "jobType": None, "commit": None,
-            "readOnly": False, "createdAt": run.created_at, "heartbeatAt": run.heartbeat_at,
-            "description": run.notes, "notes": run.notes, "historyLineCount": len(run.history),
+            "id": base64.b64encode(f"Run:{run.id}".encode()).decode(),
+            "name": run.id,
+            "displayName": run.name,
+            "state": run.state,
+            "projectId": 1,
+            "tags": [],
+            "sweepName": None,
+            "group": None,
+            "jobType": None,
+            "commit": None,
+            "readOnly": False,
+            "createdAt": run.created_at,
+            "heartbeatAt": run.heartbeat_at,
+            "description": run.notes,
+            "notes": run.notes,
+            "historyLineCount": len(run.history),
             "user": {"name": "u", "username": "u"},
-            "config": json.dumps({k: {"value": v, "desc": None} for k, v in run.config.items()}
-                                 | {"_wandb": {"value": {"cli_version": "0.31.0"}}}),
+            "config": json.dumps(
+                {k: {"value": v, "desc": None} for k, v in run.config.items()}
+                | {"_wandb": {"value": {"cli_version": "0.31.0"}}}
+            ),
             "summaryMetrics": json.dumps(run.summary),
             "systemMetrics": "{}",
             "historyKeys": self._keys(run),
@@ -96,9 +109,18 @@ class FakeWandb:
 
     def answer(self, op: str, v: dict[str, Any]) -> dict[str, Any]:
         if op == "Viewer":
-            return {"data": {"viewer": {"id": "v", "entity": self.entity, "username": "u",
-                                        "email": "u@example.com", "flags": "{}",
-                                        "teams": {"edges": []}}}}
+            return {
+                "data": {
+                    "viewer": {
+                        "id": "v",
+                        "entity": self.entity,
+                        "username": "u",
+                        "email": "u@example.com",
+                        "flags": "{}",
+                        "teams": {"edges": []},
+                    }
+                }
+            }
         project = v.get("project")
         if project not in self.projects:
             return {"data": {"project": None}}
@@ -107,13 +129,25 @@ class FakeWandb:
             runs = [r for r in self.projects[project] if _matches(r, flt)]
             start = int(v.get("cursor") or 0)
             page = runs[start : start + int(v["perPage"])]
-            edges = [{"node": self._node(r), "cursor": str(start + i + 1)}
-                     for i, r in enumerate(page)]
-            return {"data": {"project": {
-                "internalId": "p1", "runCount": len(runs), "readOnly": False,
-                "runs": {"edges": edges, "pageInfo": {
-                    "endCursor": edges[-1]["cursor"] if edges else None,
-                    "hasNextPage": start + len(page) < len(runs)}}}}}
+            edges = [
+                {"node": self._node(r), "cursor": str(start + i + 1)} for i, r in enumerate(page)
+            ]
+            return {
+                "data": {
+                    "project": {
+                        "internalId": "p1",
+                        "runCount": len(runs),
+                        "readOnly": False,
+                        "runs": {
+                            "edges": edges,
+                            "pageInfo": {
+                                "endCursor": edges[-1]["cursor"] if edges else None,
+                                "hasNextPage": start + len(page) < len(runs),
+                            },
+                        },
+                    }
+                }
+            }
         run = self._find(project, v.get("name") or v.get("runName") or v.get("run"))
         if run is None:
             return {"data": {"project": {"run": None}}}
@@ -122,8 +156,11 @@ class FakeWandb:
         if op == "RunHistoryKeys":
             return {"data": {"project": {"run": {"historyKeys": self._keys(run)}}}}
         if op == "RunParquetHistory":
-            return {"data": {"project": {"run": {"parquetHistory": {
-                "parquetUrls": [], "liveData": []}}}}}
+            return {
+                "data": {
+                    "project": {"run": {"parquetHistory": {"parquetUrls": [], "liveData": []}}}
+                }
+            }
         if op == "HistoryPage":
             if run.fail_history:
                 return {"errors": [{"message": "history backend exploded"}], "data": None}

@@ -29,7 +29,10 @@ def run_simulated(
     for i in range(iters):
         loss = float("nan") if diverge_at is not None and i >= diverge_at else simulated_loss(i, lr)
         tracker.log_metrics(
-            iteration=i, train_loss=loss, learning_rate=lr, tokens_per_sec=1000.0,
+            iteration=i,
+            train_loss=loss,
+            learning_rate=lr,
+            tokens_per_sec=1000.0,
             iter_time_ms=1.5,
         )
         tracker.increment_gradient_step()

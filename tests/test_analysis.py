@@ -8,8 +8,16 @@ from helpers import run_simulated
 
 from cs336_basics.experiment_analysis import ExperimentAnalyzer, print_experiment_summary
 
-GUIDE_COLUMNS = ["iteration", "gradient_step", "wallclock_time", "train_loss", "val_loss",
-                 "learning_rate", "tokens_per_sec", "iter_time_ms"]
+GUIDE_COLUMNS = [
+    "iteration",
+    "gradient_step",
+    "wallclock_time",
+    "train_loss",
+    "val_loss",
+    "learning_rate",
+    "tokens_per_sec",
+    "iter_time_ms",
+]
 
 
 def test_compare_best_and_export(tmp_path, capsys):
@@ -24,8 +32,12 @@ def test_compare_best_and_export(tmp_path, capsys):
     assert "diverged" in table
     best, value = analyzer.get_best_experiment("val_loss")
     assert best == "lr_3e-03"
-    assert value == pytest.approx(min(analyzer.logs["lr_3e-03"].column("val_loss") or [0],
-                                      key=lambda v: v if v is not None else math.inf))
+    assert value == pytest.approx(
+        min(
+            analyzer.logs["lr_3e-03"].column("val_loss") or [0],
+            key=lambda v: v if v is not None else math.inf,
+        )
+    )
     out = analyzer.export_csv("lr_1e-03", tmp_path / "out" / "lr.csv")
     with open(out) as handle:
         rows = list(csv.reader(handle))

@@ -20,7 +20,8 @@ HERE = Path(__file__).resolve().parent
 def _spawn(mode: str, log_dir: Path) -> tuple[subprocess.Popen, list[tuple[float, str]]]:
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "crash_child.py"), mode, str(log_dir)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     lines: list[tuple[float, str]] = []
 
@@ -54,8 +55,11 @@ def test_sigkill_during_training_loses_at_most_one_second(tmp_path, seed):
     killed_at = time.monotonic()
     proc.wait()
     # Every iteration the child had reported at least 1 s before the kill must be on disk.
-    safe = [int(line.split()[1]) for t, line in lines
-            if line.startswith("ITER") and t <= killed_at - 1.0]
+    safe = [
+        int(line.split()[1])
+        for t, line in lines
+        if line.startswith("ITER") and t <= killed_at - 1.0
+    ]
     assert safe, "child reported too little before the kill"
     log = load_experiment_log(path)
     assert log.status == "unfinished"

@@ -31,11 +31,16 @@ def tensors_are_on_device(monkeypatch):
 
 def test_device_tensors_are_deferred_then_resolved_together(tmp_path, tensors_are_on_device):
     sink = InMemorySink()
-    tracker = ExperimentTracker(ExperimentConfig(experiment_name="dev"), log_dir=tmp_path,
-                                sinks=[sink])
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="dev"), log_dir=tmp_path, sinks=[sink]
+    )
     for i in range(5):
-        tracker.log_metrics(iteration=i, train_loss=torch.tensor(2.0 - 0.1 * i),
-                            learning_rate=1e-3, grad_norm=torch.tensor(float(i)))
+        tracker.log_metrics(
+            iteration=i,
+            train_loss=torch.tensor(2.0 - 0.1 * i),
+            learning_rate=1e-3,
+            grad_norm=torch.tensor(float(i)),
+        )
         tracker.increment_gradient_step()
     raw = tracker._log.metrics_history[0].train_loss
     assert isinstance(raw, torch.Tensor)  # not read yet: no sync per call
@@ -52,8 +57,9 @@ def test_device_tensors_are_deferred_then_resolved_together(tmp_path, tensors_ar
     assert load_experiment_log(tracker.path).metrics_history[4].val_loss == 1.5
 
 
-def test_deferred_values_reach_the_journal_within_a_second(tmp_path, tensors_are_on_device,
-                                                           monkeypatch):
+def test_deferred_values_reach_the_journal_within_a_second(
+    tmp_path, tensors_are_on_device, monkeypatch
+):
     monkeypatch.setattr(tracker_mod, "DEFERRED_MAX_AGE", 0.2)
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="age"), log_dir=tmp_path)
     tracker.log_metrics(iteration=0, train_loss=torch.tensor(1.0))

@@ -56,10 +56,28 @@ def test_every_guide_block_runs_verbatim(tmp_path, monkeypatch, capsys):
     assert len(blocks) >= 15, "the guide changed shape; update this test"
     monkeypatch.chdir(tmp_path)
     args = SimpleNamespace(
-        wandb_run_name="integration_run", vocab_size=256, context_length=64, d_model=64,
-        num_heads=4, d_ff=128, num_layers=2, rope_theta=10000.0, batch_size=8, max_iters=40,
-        lr=1e-3, min_lr=1e-4, warmup_iters=5, weight_decay=0.1, grad_clip=1.0, beta1=0.9,
-        beta2=0.95, eps=1e-8, seed=0, device="cpu", log_interval=10, eval_interval=20,
+        wandb_run_name="integration_run",
+        vocab_size=256,
+        context_length=64,
+        d_model=64,
+        num_heads=4,
+        d_ff=128,
+        num_layers=2,
+        rope_theta=10000.0,
+        batch_size=8,
+        max_iters=40,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_iters=5,
+        weight_decay=0.1,
+        grad_clip=1.0,
+        beta1=0.9,
+        beta2=0.95,
+        eps=1e-8,
+        seed=0,
+        device="cpu",
+        log_interval=10,
+        eval_interval=20,
     )
     ns: dict[str, object] = {
         "__name__": "guide",
@@ -107,8 +125,14 @@ def test_every_guide_block_runs_verbatim(tmp_path, monkeypatch, capsys):
     # The ablation pattern never calls finish()/save(): those runs live in their journals.
     logs = sorted(p.name for p in Path("experiment_logs").glob("*.json*"))
     names = " ".join(logs)
-    for expected in ("my_experiment", "integration_run", "lr_1e-04_bs_32", "lr_1e-03_bs_128",
-                     "ablation_d_model_256", "quick_baseline"):
+    for expected in (
+        "my_experiment",
+        "integration_run",
+        "lr_1e-04_bs_32",
+        "lr_1e-03_bs_128",
+        "ablation_d_model_256",
+        "quick_baseline",
+    ):
         assert expected in names, expected
     assert {"my_experiment.csv", "integration_run.csv"} <= set(os.listdir("results"))
     from cs336_basics.experiment_analysis import ExperimentAnalyzer

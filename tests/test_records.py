@@ -12,15 +12,50 @@ from cs336_basics.experiment_log import (
 from cs336_basics.tracking.storage import safe_name
 
 GUIDE_FIELDS = [
-    "experiment_name", "vocab_size", "context_length", "d_model", "num_heads", "d_ff",
-    "num_layers", "rope_theta", "batch_size", "max_iters", "max_learning_rate",
-    "min_learning_rate", "warmup_iters", "weight_decay", "grad_clip", "beta1", "beta2", "eps",
-    "seed", "device", "optimizer_name",
+    "experiment_name",
+    "vocab_size",
+    "context_length",
+    "d_model",
+    "num_heads",
+    "d_ff",
+    "num_layers",
+    "rope_theta",
+    "batch_size",
+    "max_iters",
+    "max_learning_rate",
+    "min_learning_rate",
+    "warmup_iters",
+    "weight_decay",
+    "grad_clip",
+    "beta1",
+    "beta2",
+    "eps",
+    "seed",
+    "device",
+    "optimizer_name",
 ]
-TOP_KEYS = ["config", "start_time", "end_time", "duration_seconds", "best_train_loss",
-            "best_val_loss", "final_train_loss", "final_val_loss", "metrics_history", "notes"]
-ROW_KEYS = ["iteration", "gradient_step", "wallclock_time", "train_loss", "val_loss",
-            "learning_rate", "tokens_per_sec", "iter_time_ms"]
+TOP_KEYS = [
+    "config",
+    "start_time",
+    "end_time",
+    "duration_seconds",
+    "best_train_loss",
+    "best_val_loss",
+    "final_train_loss",
+    "final_val_loss",
+    "metrics_history",
+    "notes",
+]
+ROW_KEYS = [
+    "iteration",
+    "gradient_step",
+    "wallclock_time",
+    "train_loss",
+    "val_loss",
+    "learning_rate",
+    "tokens_per_sec",
+    "iter_time_ms",
+]
 
 
 def test_config_has_every_guide_field_with_a_default():
@@ -51,8 +86,13 @@ def test_document_has_the_guides_keys_and_types(tmp_path):
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="doc"), log_dir=tmp_path)
     tracker.start()
     for i in range(3):
-        tracker.log_metrics(iteration=i, train_loss=4.0 - i, learning_rate=1e-3,
-                            tokens_per_sec=10.0, iter_time_ms=2.0)
+        tracker.log_metrics(
+            iteration=i,
+            train_loss=4.0 - i,
+            learning_rate=1e-3,
+            tokens_per_sec=10.0,
+            iter_time_ms=2.0,
+        )
         tracker.increment_gradient_step()
     tracker.log_eval(iteration=2, train_loss=2.0, val_loss=2.5)
     tracker.finish(notes="n")
@@ -130,8 +170,12 @@ def test_tracker_starts_on_first_log_without_start(tmp_path):
 
 def test_non_finite_values_round_trip_as_strict_json(tmp_path):
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="div"), log_dir=tmp_path)
-    tracker.log_metrics(iteration=0, train_loss=float("nan"), learning_rate=float("inf"),
-                        tokens_per_sec=-float("inf"))
+    tracker.log_metrics(
+        iteration=0,
+        train_loss=float("nan"),
+        learning_rate=float("inf"),
+        tokens_per_sec=-float("inf"),
+    )
     tracker.finish()
     text = tracker.path.read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
@@ -206,8 +250,9 @@ def test_non_rank_zero_is_a_no_op(tmp_path, monkeypatch):
     tracker.finish()
     assert tracker.save() is None
     assert list(tmp_path.iterdir()) == []
-    forced = ExperimentTracker(ExperimentConfig(experiment_name="r1"), log_dir=tmp_path,
-                               all_ranks=True)
+    forced = ExperimentTracker(
+        ExperimentConfig(experiment_name="r1"), log_dir=tmp_path, all_ranks=True
+    )
     forced.log_metrics(iteration=0, train_loss=1.0)
     forced.finish()
     assert forced.path.exists()

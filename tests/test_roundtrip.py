@@ -15,8 +15,7 @@ values = st.one_of(
     st.sampled_from([1e308, -1e308, 5e-324, 1e-300, 0.0, -0.0]),
     st.integers(min_value=-(2**53), max_value=2**53),
 )
-rows = st.lists(st.tuples(values, values, values, values, st.booleans()), min_size=1,
-                max_size=20)
+rows = st.lists(st.tuples(values, values, values, values, st.booleans()), min_size=1, max_size=20)
 
 
 def same(a, b):
@@ -25,16 +24,22 @@ def same(a, b):
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=rows, extra=st.floats(allow_nan=True))
 def test_log_json_load_csv_round_trip(tmp_path_factory, data, extra):
     log_dir = tmp_path_factory.mktemp("rt")
-    tracker = ExperimentTracker(ExperimentConfig(experiment_name="rt", knob=extra),
-                                log_dir=log_dir)
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="rt", knob=extra), log_dir=log_dir)
     for i, (loss, lr, tps, ms, do_eval) in enumerate(data):
-        tracker.log_metrics(iteration=i, train_loss=loss, learning_rate=lr,
-                            tokens_per_sec=tps, iter_time_ms=ms, grad_norm=1.5)
+        tracker.log_metrics(
+            iteration=i,
+            train_loss=loss,
+            learning_rate=lr,
+            tokens_per_sec=tps,
+            iter_time_ms=ms,
+            grad_norm=1.5,
+        )
         tracker.increment_gradient_step()
         if do_eval:
             tracker.log_eval(iteration=i, val_loss=loss)
@@ -43,9 +48,17 @@ def test_log_json_load_csv_round_trip(tmp_path_factory, data, extra):
     original = tracker.log
     loaded = load_experiment_log(tracker.path)
     assert len(loaded.metrics_history) == len(original.metrics_history)
-    for a, b in zip(original.metrics_history, loaded.metrics_history):
-        for name in ("iteration", "gradient_step", "wallclock_time", "train_loss",
-                     "val_loss", "learning_rate", "tokens_per_sec", "iter_time_ms"):
+    for a, b in zip(original.metrics_history, loaded.metrics_history, strict=True):
+        for name in (
+            "iteration",
+            "gradient_step",
+            "wallclock_time",
+            "train_loss",
+            "val_loss",
+            "learning_rate",
+            "tokens_per_sec",
+            "iter_time_ms",
+        ):
             assert same(getattr(a, name), getattr(b, name)), name
         assert b.extra == {"grad_norm": 1.5}
     for name in ("best_train_loss", "best_val_loss", "final_train_loss", "final_val_loss"):
@@ -57,7 +70,7 @@ def test_log_json_load_csv_round_trip(tmp_path_factory, data, extra):
     out = analyzer.export_csv("rt", log_dir / "rt.csv")
     with open(out) as handle:
         table = list(csv.DictReader(handle))
-    for row, snap in zip(table, loaded.metrics_history):
+    for row, snap in zip(table, loaded.metrics_history, strict=True):
         for name, text in row.items():
             expected = getattr(snap, name)
             got = None if text == "" else float(text)

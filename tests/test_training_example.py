@@ -17,9 +17,27 @@ import wandb_records as wr  # noqa: E402
 from cs336_basics.experiment_log import load_experiment_log  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "training_together.py"
-SMALL = ["--d-model", "32", "--num-layers", "1", "--num-heads", "2", "--d-ff", "64",
-         "--context-length", "32", "--batch-size", "8", "--eval-iters", "2", "--warmup-iters", "3",
-         "--log-interval", "1", "--no-plot"]
+SMALL = [
+    "--d-model",
+    "32",
+    "--num-layers",
+    "1",
+    "--num-heads",
+    "2",
+    "--d-ff",
+    "64",
+    "--context-length",
+    "32",
+    "--batch-size",
+    "8",
+    "--eval-iters",
+    "2",
+    "--warmup-iters",
+    "3",
+    "--log-interval",
+    "1",
+    "--no-plot",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +45,23 @@ pytestmark = pytest.mark.slow
 def run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--log-dir", str(tmp_path / "logs"),
-         "--checkpoint-dir", str(tmp_path / "ckpt"), "--data-dir", str(tmp_path / "data"),
-         *SMALL, *args],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--log-dir",
+            str(tmp_path / "logs"),
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+            "--data-dir",
+            str(tmp_path / "data"),
+            *SMALL,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -76,7 +107,7 @@ def test_sink_wandb_mirrors_the_same_rows(tmp_path):
     history = wr.history(state["sync_dir"])
     train_rows = [r for r in history if "train/loss" in r]
     assert [r["iteration"] for r in train_rows] == [r.iteration for r in log.metrics_history]
-    for got, row in zip(train_rows, log.metrics_history):
+    for got, row in zip(train_rows, log.metrics_history, strict=True):
         assert float(got["train/loss"]) == row.train_loss
         assert float(got["train/lr"]) == row.learning_rate
     assert [float(r["val/loss"]) for r in history if "val/loss" in r] == [

@@ -26,8 +26,15 @@ def server(monkeypatch):
 def rows(n, nan_at=None):
     out = []
     for i in range(n):
-        row = {"_step": i, "_runtime": 0.5 * i, "iteration": i, "gradient_step": i + 1,
-               "wallclock_time": 0.5 * i, "train/loss": 5.0 - 0.001 * i, "train/lr": 1e-3}
+        row = {
+            "_step": i,
+            "_runtime": 0.5 * i,
+            "iteration": i,
+            "gradient_step": i + 1,
+            "wallclock_time": 0.5 * i,
+            "train/loss": 5.0 - 0.001 * i,
+            "train/lr": 1e-3,
+        }
         if i == nan_at:
             row["train/loss"] = float("nan")
         out.append(row)
@@ -48,8 +55,14 @@ def test_runs_and_history_are_paginated(server):
 
 
 def test_config_unwrapped_aliases_and_unknown_keys_kept(server):
-    server.add("proj", FakeRun(id="r1", name="foreign", config={
-        "lr": 3e-4, "min_lr": 3e-5, "batch_size": 32, "norm": "post", "d_model": 256}))
+    server.add(
+        "proj",
+        FakeRun(
+            id="r1",
+            name="foreign",
+            config={"lr": 3e-4, "min_lr": 3e-5, "batch_size": 32, "norm": "post", "d_model": 256},
+        ),
+    )
     log = pull_runs("proj")[0]
     assert log.config.max_learning_rate == 3e-4 and log.config.min_learning_rate == 3e-5
     assert log.config.batch_size == 32 and log.config.d_model == 256
@@ -61,8 +74,15 @@ def test_config_unwrapped_aliases_and_unknown_keys_kept(server):
 def test_nan_infinity_and_summary(server):
     history = rows(10, nan_at=7)
     history[3]["train/lr"] = float("inf")
-    server.add("proj", FakeRun(id="r1", name="div", history=history,
-                               summary={"best_val_loss": float("nan"), "_runtime": 12.5}))
+    server.add(
+        "proj",
+        FakeRun(
+            id="r1",
+            name="div",
+            history=history,
+            summary={"best_val_loss": float("nan"), "_runtime": 12.5},
+        ),
+    )
     log = pull_runs("ent/proj")[0]
     assert math.isnan(log.metrics_history[7].train_loss)
     assert log.metrics_history[3].learning_rate == math.inf
@@ -85,16 +105,19 @@ def test_foreign_key_names_and_missing_keys(server):
     server.add("proj", FakeRun(id="r1", name="nanogpt", history=history))
     log = pull_runs("ent/proj")[0]
     got = [(r.iteration, r.train_loss, r.val_loss, r.learning_rate) for r in log.metrics_history]
-    assert got == [(0, 4.0, None, 1e-3), (1, 3.5, None, None), (2, None, 3.6, None),
-                   (3, 3.0, None, None)]
+    assert got == [
+        (0, 4.0, None, 1e-3),
+        (1, 3.5, None, None),
+        (2, None, 3.6, None),
+        (3, 3.0, None, None),
+    ]
     assert log.metrics_history[0].extra == {"grad_norm": 2.0}
     assert log.metrics_history[3].extra == {"epoch": 1.0}  # strings are not curves
     assert [r.wallclock_time for r in log.metrics_history] == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_user_alias_table_overrides(server):
-    server.add("proj", FakeRun(id="r1", name="custom",
-                               history=[{"_step": 0, "my/objective": 2.0}]))
+    server.add("proj", FakeRun(id="r1", name="custom", history=[{"_step": 0, "my/objective": 2.0}]))
     log = pull_runs("ent/proj", key_aliases={"train_loss": ("my/objective",)})[0]
     assert log.metrics_history[0].train_loss == 2.0
 
@@ -109,9 +132,15 @@ def test_filters_by_id_name_and_state(server):
     server.add("proj", FakeRun(id="a", name="one", history=rows(2)))
     server.add("proj", FakeRun(id="b", name="two", history=rows(2), state="crashed"))
     server.add("proj", FakeRun(id="c", name="three", history=rows(2)))
-    assert [log.experiment_name for log in pull_runs("ent/proj", run_ids=["b", "c"])] == ["two", "three"]
+    assert [log.experiment_name for log in pull_runs("ent/proj", run_ids=["b", "c"])] == [
+        "two",
+        "three",
+    ]
     assert [log.experiment_name for log in pull_runs("ent/proj", names=["one"])] == ["one"]
-    assert [log.experiment_name for log in pull_runs("ent/proj", state="finished")] == ["one", "three"]
+    assert [log.experiment_name for log in pull_runs("ent/proj", state="finished")] == [
+        "one",
+        "three",
+    ]
 
 
 def test_save_then_pull_again_updates_the_same_files(server, tmp_path):
@@ -132,8 +161,14 @@ def test_load_wandb_mixes_with_local_runs(server, tmp_path):
         local.log_metrics(iteration=i, train_loss=4.0 - i * 0.5)
     local.log_eval(iteration=4, val_loss=2.5)
     local.finish()
-    server.add("proj", FakeRun(id="a", name="cloud_run",
-                               history=rows(5) + [{"_step": 5, "iteration": 4, "val/loss": 1.5}]))
+    server.add(
+        "proj",
+        FakeRun(
+            id="a",
+            name="cloud_run",
+            history=rows(5) + [{"_step": 5, "iteration": 4, "val/loss": 1.5}],
+        ),
+    )
     analyzer = ExperimentAnalyzer(tmp_path)
     analyzer.load_all()
     keys = analyzer.load_wandb("ent/proj")
@@ -180,8 +215,14 @@ def test_round_trip_local_to_wandb_to_local(server, tmp_path):
     tracker = ExperimentTracker(config, log_dir=tmp_path / "local", sinks=["wandb"])
     for i in range(40):
         loss = float("nan") if i == 33 else 5.0 / (1 + i)
-        tracker.log_metrics(iteration=i, train_loss=loss, learning_rate=1e-3 * (1 + i % 3),
-                            tokens_per_sec=900.0 + i, iter_time_ms=3.25, grad_norm=0.1 * i)
+        tracker.log_metrics(
+            iteration=i,
+            train_loss=loss,
+            learning_rate=1e-3 * (1 + i % 3),
+            tokens_per_sec=900.0 + i,
+            iter_time_ms=3.25,
+            grad_norm=0.1 * i,
+        )
         tracker.increment_gradient_step()
         if (i + 1) % 10 == 0:
             tracker.log_eval(iteration=i, train_loss=loss, val_loss=6.0 / (1 + i))
@@ -190,14 +231,22 @@ def test_round_trip_local_to_wandb_to_local(server, tmp_path):
     sync_dir = original.mirrors["wandb"]["sync_dir"]
     items = [r["history"]["item"] for r in wr.records(sync_dir) if r.get("type") == "history"]
     summary = wr.summary(sync_dir)
-    server.add("proj", FakeRun(id=original.mirrors["wandb"]["run_id"], name="roundtrip",
-                               config=config.to_dict(), summary=summary, history=items,
-                               notes="round trip"))
+    server.add(
+        "proj",
+        FakeRun(
+            id=original.mirrors["wandb"]["run_id"],
+            name="roundtrip",
+            config=config.to_dict(),
+            summary=summary,
+            history=items,
+            notes="round trip",
+        ),
+    )
     pulled = pull_runs("ent/proj")[0]
 
     assert pulled.config == original.config
     assert len(pulled.metrics_history) == len(original.metrics_history) == 41
-    for a, b in zip(original.metrics_history, pulled.metrics_history):
+    for a, b in zip(original.metrics_history, pulled.metrics_history, strict=True):
         da, db = a.to_dict(), b.to_dict()
         assert da.keys() == db.keys()
         for key in da:
@@ -206,8 +255,42 @@ def test_round_trip_local_to_wandb_to_local(server, tmp_path):
                 assert math.isnan(y), key
             else:
                 assert x == y, (a.iteration, key, x, y)
-    for name in ("best_train_loss", "best_val_loss", "final_train_loss", "final_val_loss",
-                 "duration_seconds"):
+    for name in (
+        "best_train_loss",
+        "best_val_loss",
+        "final_train_loss",
+        "final_val_loss",
+        "duration_seconds",
+    ):
         assert getattr(pulled, name) == getattr(original, name), name
     assert pulled.notes == "round trip"
     assert pulled.mirrors["wandb"]["run_id"] == original.mirrors["wandb"]["run_id"]
+
+
+def test_cli_pull_saves_runs_into_the_log_dir(server, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    server.add("proj", FakeRun(id="a", name="cloud", history=rows(6)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "cs336_basics",
+        "pull",
+        "ent/proj",
+        "--log-dir",
+        str(tmp_path),
+        "--json",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["rows"] == 6
+    proc = subprocess.run(
+        [sys.executable, "-m", "cs336_basics", "pull", "ent/missing", "--log-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "'ent/missing'" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -29,8 +29,14 @@ def same(a, b):
 def train(tracker, start, stop, eval_every=5, nan_at=None):
     for i in range(start, stop):
         loss = float("nan") if i == nan_at else 5.0 / (1 + i)
-        tracker.log_metrics(iteration=i, train_loss=loss, learning_rate=1e-3 * (i + 1),
-                            tokens_per_sec=1000.0 + i, iter_time_ms=2.5, grad_norm=0.5 + i)
+        tracker.log_metrics(
+            iteration=i,
+            train_loss=loss,
+            learning_rate=1e-3 * (i + 1),
+            tokens_per_sec=1000.0 + i,
+            iter_time_ms=2.5,
+            grad_norm=0.5 + i,
+        )
         tracker.increment_gradient_step()
         if (i + 1) % eval_every == 0:
             tracker.log_eval(iteration=i, val_loss=6.0 / (1 + i))
@@ -48,22 +54,27 @@ def test_wandb_run_matches_local_json_row_by_row(tmp_path):
     train_rows = [r for r in rows if "train/loss" in r]
     eval_rows = [r for r in rows if "val/loss" in r]
     assert len(train_rows) == 20 and len(eval_rows) == 4
-    for got, row in zip(train_rows, local.metrics_history):
+    for got, row in zip(train_rows, local.metrics_history, strict=True):
         assert got["iteration"] == row.iteration and got["gradient_step"] == row.gradient_step
         assert same(got["wallclock_time"], row.wallclock_time)
         for field in ("train_loss", "learning_rate", "tokens_per_sec", "iter_time_ms"):
             assert same(got[FIELD_TO_KEY[field]], getattr(row, field)), field
         assert same(got["extra/grad_norm"], row.extra["grad_norm"])
     evals = [r for r in local.metrics_history if r.val_loss is not None]
-    for got, row in zip(eval_rows, evals):
+    for got, row in zip(eval_rows, evals, strict=True):
         assert got["iteration"] == row.iteration and same(got["val/loss"], row.val_loss)
     run = wr.run_record(state["sync_dir"])
     assert run["display_name"] == "mirror" and run["notes"] == "mirrored run"
     config_seen = {k: v for k, v in run["config"]["update"].items() if k != "_wandb"}
     assert config_seen == {k: v for k, v in config.to_dict().items()}
     summary = wr.summary(state["sync_dir"])
-    for name in ("best_train_loss", "best_val_loss", "final_train_loss", "final_val_loss",
-                 "duration_seconds"):
+    for name in (
+        "best_train_loss",
+        "best_val_loss",
+        "final_train_loss",
+        "final_val_loss",
+        "duration_seconds",
+    ):
         assert same(summary[name], getattr(local, name)), name
     metrics = [r["metric"] for r in wr.records(state["sync_dir"]) if r.get("type") == "metric"]
     assert {m.get("name") for m in metrics} >= {"iteration", "gradient_step", "wallclock_time"}
@@ -97,8 +108,11 @@ def test_init_failure_keeps_training_and_local_log(tmp_path, monkeypatch):
         raise wandb.errors.CommError("network is down")
 
     monkeypatch.setattr(wandb, "init", broken_init)
-    tracker = ExperimentTracker(ExperimentConfig(experiment_name="noinit"), log_dir=tmp_path,
-                                sinks=[WandbSink(mode="offline")])
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="noinit"),
+        log_dir=tmp_path,
+        sinks=[WandbSink(mode="offline")],
+    )
     with pytest.warns(RuntimeWarning, match="network is down.*push"):
         train(tracker, 0, 10)
         tracker.finish()
@@ -119,8 +133,11 @@ def test_online_init_failure_falls_back_to_offline(tmp_path, monkeypatch):
         return real_init(**kwargs)
 
     monkeypatch.setattr(wandb, "init", init)
-    tracker = ExperimentTracker(ExperimentConfig(experiment_name="fallback"), log_dir=tmp_path,
-                                sinks=[WandbSink(mode="online")])
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="fallback"),
+        log_dir=tmp_path,
+        sinks=[WandbSink(mode="online")],
+    )
     with pytest.warns(RuntimeWarning, match="mirroring offline"):
         train(tracker, 0, 6)
         tracker.finish()
@@ -142,8 +159,9 @@ def test_log_failure_mid_run_is_contained(tmp_path, monkeypatch):
         return real_log(self, data, *args, **kwargs)
 
     monkeypatch.setattr(Run, "log", flaky_log)
-    tracker = ExperimentTracker(ExperimentConfig(experiment_name="flaky"), log_dir=tmp_path,
-                                sinks=["wandb"])
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="flaky"), log_dir=tmp_path, sinks=["wandb"]
+    )
     with pytest.warns(RuntimeWarning, match="sidecar died"):
         train(tracker, 0, 30)
         tracker.finish()
@@ -167,8 +185,9 @@ class HangingSink(Sink):
 
 def test_hanging_sink_never_blocks_training(tmp_path):
     sink = HangingSink()
-    tracker = ExperimentTracker(ExperimentConfig(experiment_name="hang"), log_dir=tmp_path,
-                                sinks=[sink], sink_queue_size=50)
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="hang"), log_dir=tmp_path, sinks=[sink], sink_queue_size=50
+    )
     start = time.perf_counter()
     with pytest.warns(RuntimeWarning, match="queue is full"):
         train(tracker, 0, 500)
@@ -183,8 +202,9 @@ def test_hanging_sink_never_blocks_training(tmp_path):
 
 def test_in_memory_sink_and_flush(tmp_path):
     sink = InMemorySink()
-    with ExperimentTracker(ExperimentConfig(experiment_name="mem"), log_dir=tmp_path,
-                           sinks=[sink]) as tracker:
+    with ExperimentTracker(
+        ExperimentConfig(experiment_name="mem"), log_dir=tmp_path, sinks=[sink]
+    ) as tracker:
         train(tracker, 0, 12)
         tracker.flush()
         assert len(sink.rows) == 12 and len(sink.evals) == 2 and sink.flushes >= 1
@@ -216,8 +236,13 @@ def test_resume_after_crash_backfills_rows_wandb_missed(tmp_path):
     first.close()
     log = load_experiment_log(first.path)
     # Pretend the mirror had only seen iterations 0..2 when the process died.
-    log.mirrors["wandb"] = {"run_id": "bkfill01", "status": "running", "rows": 3, "evals": 0,
-                            "through_iteration": 2}
+    log.mirrors["wandb"] = {
+        "run_id": "bkfill01",
+        "status": "running",
+        "rows": 3,
+        "evals": 0,
+        "through_iteration": 2,
+    }
     sink = WandbSink()
     assert sink.bind(log)["run_id"] == "bkfill01"
     sink.start(log)
@@ -228,8 +253,9 @@ def test_resume_after_crash_backfills_rows_wandb_missed(tmp_path):
 
 
 def test_push_uploads_whole_history_once(tmp_path):
-    tracker = ExperimentTracker(ExperimentConfig(experiment_name="offline_trained"),
-                                log_dir=tmp_path)
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="offline_trained"), log_dir=tmp_path
+    )
     train(tracker, 0, 25)
     tracker.finish()
     first = push_run(tracker.path)
@@ -242,13 +268,27 @@ def test_push_uploads_whole_history_once(tmp_path):
 
 
 def test_push_a_crashed_run(tmp_path):
-    tracker = ExperimentTracker(ExperimentConfig(experiment_name="crashed_push"),
-                                log_dir=tmp_path)
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="crashed_push"), log_dir=tmp_path)
     train(tracker, 0, 8)
     tracker.close()
-    result = push_run(tracker.path.with_suffix(".jsonl") if not tracker.path.exists()
-                      else tracker.path)
+    result = push_run(
+        tracker.path.with_suffix(".jsonl") if not tracker.path.exists() else tracker.path
+    )
     assert result["pushed"]
     rows = wr.history(result["sync_dir"])
     assert [r["iteration"] for r in rows if "train/loss" in r] == list(range(8))
     assert load_experiment_log(tracker.path).status == "unfinished"
+
+
+def test_cli_push_twice(tmp_path):
+    import subprocess
+
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="cli_push"), log_dir=tmp_path)
+    train(tracker, 0, 5)
+    tracker.finish()
+    cmd = [sys.executable, "-m", "cs336_basics", "push", "cli_push", "--log-dir", str(tmp_path)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "pushed 5 rows" in first.stdout
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and "already on W&B" in second.stdout

@@ -23,7 +23,9 @@ def records(sync_dir: str | Path, timeout: float = 20.0) -> list[dict[str, Any]]
     while True:
         out = subprocess.run(
             [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         recs = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
         if any(r.get("type") == "exit" for r in recs) or time.monotonic() > deadline:

@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     analyzer.load_all()
     print(analyzer.get_comparison_table(sort_by="best_val"))
     name, value = analyzer.get_best_experiment("val_loss")
-    print(f"\nBest experiment: {name} with val loss {value:.4f} "
-          "(the diverged lr=1e-2 run is never picked)")
+    print(
+        f"\nBest experiment: {name} with val loss {value:.4f} "
+        "(the diverged lr=1e-2 run is never picked)"
+    )
     csv_path = analyzer.export_csv(name, args.log_dir / f"{name}_metrics.csv")
     print(f"Exported its curve to {csv_path}")
     return 0

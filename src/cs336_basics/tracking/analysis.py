@@ -47,8 +47,14 @@ def write_csv(log: ExperimentLog, path: Path) -> Path:
         writer.writerow(ROW_FIELDS)
         for row in log.metrics_history:
             writer.writerow(
-                ["" if (v := getattr(row, name)) is None else repr(float(v)) if isinstance(v, float) else v
-                 for name in ROW_FIELDS]
+                [
+                    ""
+                    if (v := getattr(row, name)) is None
+                    else repr(float(v))
+                    if isinstance(v, float)
+                    else v
+                    for name in ROW_FIELDS
+                ]
             )
     return path
 
@@ -83,7 +89,9 @@ class ExperimentAnalyzer:
             return self.logs
         files = run_files(self.log_dir)
         loaded: list[ExperimentLog] = []
-        for path in progress(files, len(files), "Loading runs", enabled=None if not quiet else False):
+        for path in progress(
+            files, len(files), "Loading runs", enabled=None if not quiet else False
+        ):
             try:
                 log, _ = load_run(path, on_problem=self.problems.append)
             except (LogFormatError, OSError, ValueError, TypeError) as exc:
@@ -166,23 +174,39 @@ class ExperimentAnalyzer:
         selected = self.select(names)
         logs = list(selected.values())
         config_keys = self.differing_config_keys(logs)
-        headers = ["experiment", "status", "iters", "steps", "tokens", *config_keys,
-                   "best_train", "best_val", "final_train", "final_val", "duration"]
+        headers = [
+            "experiment",
+            "status",
+            "iters",
+            "steps",
+            "tokens",
+            *config_keys,
+            "best_train",
+            "best_val",
+            "final_train",
+            "final_val",
+            "duration",
+        ]
         rows = []
         for key, log in selected.items():
             history = log.metrics_history
             cfg = log.config.to_dict()
             status = "diverged" if log.diverged_at is not None else log.status
-            rows.append([
-                key, status,
-                history[-1].iteration + 1 if history else 0,
-                history[-1].gradient_step if history else 0,
-                log.tokens_seen,
-                *[cfg.get(k) for k in config_keys],
-                log.best_train_loss, log.best_val_loss,
-                log.final_train_loss, log.final_val_loss,
-                format_duration(log.duration_seconds),
-            ])
+            rows.append(
+                [
+                    key,
+                    status,
+                    history[-1].iteration + 1 if history else 0,
+                    history[-1].gradient_step if history else 0,
+                    log.tokens_seen,
+                    *[cfg.get(k) for k in config_keys],
+                    log.best_train_loss,
+                    log.best_val_loss,
+                    log.final_train_loss,
+                    log.final_val_loss,
+                    format_duration(log.duration_seconds),
+                ]
+            )
         if sort_by:
             if sort_by not in headers:
                 raise ValueError(f"sort: unknown column {sort_by!r}; expected one of {headers}")
@@ -197,7 +221,9 @@ class ExperimentAnalyzer:
             rows.sort(key=sort_key)
         return headers, rows
 
-    def get_comparison_table(self, names: list[str] | None = None, sort_by: str | None = None) -> str:
+    def get_comparison_table(
+        self, names: list[str] | None = None, sort_by: str | None = None
+    ) -> str:
         """A text table of the runs; config columns only where runs differ."""
         if not self.logs:
             return "(no experiments loaded)"

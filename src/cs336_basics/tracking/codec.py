@@ -149,7 +149,7 @@ def gc_paused():
 def _fast_rows(rows: list[Any]) -> list[MetricsSnapshot] | None:
     """Rows exactly as this package writes them, built positionally; None otherwise."""
     keys, make = _OUR_KEYS, MetricsSnapshot
-    out = []
+    out: list[MetricsSnapshot] = []
     append = out.append
     for row in rows:
         if type(row) is not dict or tuple(row) != keys:
@@ -181,9 +181,7 @@ def document_to_log(doc: Any, source: str, fix_markers: bool = True) -> Experime
         raise LogFormatError(f"{source}: expected a JSON object, got {type(doc).__name__}")
     missing = [k for k in ("config", "metrics_history") if k not in doc]
     if missing:
-        raise LogFormatError(
-            f"{source}: not an experiment log (missing {', '.join(missing)})"
-        )
+        raise LogFormatError(f"{source}: not an experiment log (missing {', '.join(missing)})")
     try:
         config = ExperimentConfig.from_dict(unmark(doc["config"]))
     except (TypeError, ValueError) as exc:

@@ -16,8 +16,12 @@ from typing import Any
 from .errors import missing_extra
 from .records import ExperimentLog
 
-X_AXES = {"iteration": "iteration", "gradient_step": "gradient_step",
-          "wallclock": "wallclock_time", "wallclock_time": "wallclock_time"}
+X_AXES = {
+    "iteration": "iteration",
+    "gradient_step": "gradient_step",
+    "wallclock": "wallclock_time",
+    "wallclock_time": "wallclock_time",
+}
 DEFAULT_MAX_POINTS = 2000
 
 
@@ -32,7 +36,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def thin_min_max(xs: Sequence[float], ys: Sequence[float], max_points: int) -> tuple[list[float], list[float]]:
+def thin_min_max(
+    xs: Sequence[float], ys: Sequence[float], max_points: int
+) -> tuple[list[float], list[float]]:
     """At most about ``max_points`` points; each bin keeps its min and max (in x order)."""
     n = len(xs)
     if n <= max_points:
@@ -59,7 +65,11 @@ def curve(log: ExperimentLog, x: str, metric: str) -> tuple[list[float], list[fl
     xs, ys = [], []
     diverged_x = None
     for row in log.metrics_history:
-        value = getattr(row, metric, None) if metric in type(row).__dataclass_fields__ else (row.extra or {}).get(metric)
+        value = (
+            getattr(row, metric, None)
+            if metric in type(row).__dataclass_fields__
+            else (row.extra or {}).get(metric)
+        )
         if value is None:
             continue
         xv = float(getattr(row, xfield))
@@ -98,18 +108,26 @@ def plot_runs(
     if x not in X_AXES:
         raise ValueError(f"x: expected one of iteration, gradient_step, wallclock, got {x!r}")
     plt = _pyplot()
-    items = list(logs.items()) if isinstance(logs, dict) else [(log.experiment_name, log) for log in logs]
+    items = (
+        list(logs.items())
+        if isinstance(logs, dict)
+        else [(log.experiment_name, log) for log in logs]
+    )
     if not items:
         raise ValueError("plot_runs: no runs to plot")
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
     unit, scale = "seconds", 1.0
     if X_AXES[x] == "wallclock_time":
-        span = max((log.metrics_history[-1].wallclock_time for _, log in items if log.metrics_history), default=0.0)
+        span = max(
+            (log.metrics_history[-1].wallclock_time for _, log in items if log.metrics_history),
+            default=0.0,
+        )
         unit, scale = _time_unit(span)
     styles = {"train_loss": "-", "val_loss": "--"}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, (label, log) in enumerate(items):
         color = colors[index % len(colors)]
+        first_bad: tuple[float, float] | None = None
         for metric in metrics:
             xs, ys, diverged_x = curve(log, x, metric)
             if metric == "val_loss" or len(xs) <= max_points:
@@ -119,16 +137,41 @@ def plot_runs(
             px = [v / scale for v in px]
             if px:
                 marker = "o" if metric == "val_loss" and len(px) < 60 else None
-                ax.plot(px, py, styles.get(metric, ":"), color=color, marker=marker,
-                        markersize=3, label=f"{label} {metric}", linewidth=1.2)
-            if diverged_x is not None:
-                y_mark = py[-1] if py else 0.0
-                ax.plot([diverged_x / scale], [y_mark], "x", color=color, markersize=10,
-                        markeredgewidth=2, label=f"{label} diverged")
-                ax.annotate("diverged", (diverged_x / scale, y_mark), textcoords="offset points",
-                            xytext=(4, 6), color=color, fontsize=8)
-    xlabel = {"iteration": "iteration", "gradient_step": "gradient step (optimizer steps)",
-              "wallclock_time": f"wall-clock time ({unit})"}[X_AXES[x]]
+                ax.plot(
+                    px,
+                    py,
+                    styles.get(metric, ":"),
+                    color=color,
+                    marker=marker,
+                    markersize=3,
+                    label=f"{label} {metric}",
+                    linewidth=1.2,
+                )
+            if diverged_x is not None and (first_bad is None or diverged_x / scale < first_bad[0]):
+                first_bad = (diverged_x / scale, py[-1] if py else 0.0)
+        if first_bad is not None:  # one mark per run, where its loss first went NaN/inf
+            ax.plot(
+                [first_bad[0]],
+                [first_bad[1]],
+                "x",
+                color=color,
+                markersize=10,
+                markeredgewidth=2,
+                label=f"{label} diverged",
+            )
+            ax.annotate(
+                "diverged",
+                first_bad,
+                textcoords="offset points",
+                xytext=(4, 6),
+                color=color,
+                fontsize=8,
+            )
+    xlabel = {
+        "iteration": "iteration",
+        "gradient_step": "gradient step (optimizer steps)",
+        "wallclock_time": f"wall-clock time ({unit})",
+    }[X_AXES[x]]
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss (nats/token)" + (", log scale" if logy else ""))
     if logy:

@@ -10,7 +10,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def progress(items: Iterable[T], total: int | None, label: str, enabled: bool | None = None) -> Iterator[T]:
+def progress(
+    items: Iterable[T], total: int | None, label: str, enabled: bool | None = None
+) -> Iterator[T]:
     """Yield ``items``, redrawing ``label i/total`` at most 10 times a second."""
     stream = sys.stderr
     show = stream.isatty() if enabled is None else enabled

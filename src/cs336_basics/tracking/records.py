@@ -85,9 +85,7 @@ class ExperimentConfig:
         object.__setattr__(self, "extra", extra)
         name = self.experiment_name
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(
-                f"experiment_name: expected a non-empty string, got {name!r}"
-            )
+            raise ValueError(f"experiment_name: expected a non-empty string, got {name!r}")
 
     def __getattr__(self, name: str) -> Any:
         # Only called when normal lookup fails: expose extra hyperparameters as attributes.
@@ -115,11 +113,7 @@ class ExperimentConfig:
         mine, theirs = self.to_dict(), other.to_dict()
         keys = [k for k in mine if k != "experiment_name"]
         keys += [k for k in theirs if k not in mine]
-        return {
-            k: (mine.get(k), theirs.get(k))
-            for k in keys
-            if mine.get(k) != theirs.get(k)
-        }
+        return {k: (mine.get(k), theirs.get(k)) for k in keys if mine.get(k) != theirs.get(k)}
 
 
 @dataclass

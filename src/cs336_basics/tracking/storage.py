@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from .codec import unmark, decode_log, encode_log, journal_row, rows_from_dicts
+from .codec import decode_log, encode_log, journal_row, rows_from_dicts, unmark
 from .errors import LogFormatError
 from .records import (
     ExperimentConfig,

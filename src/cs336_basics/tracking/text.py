@@ -18,7 +18,7 @@ def fmt(value: Any, digits: int = 4) -> str:
             return "nan"
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
-        if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e6):
+        if value != 0 and (abs(value) < 0.1 or abs(value) >= 1e6):
             return f"{value:.{digits}g}"
         return f"{value:.{digits}f}" if abs(value) < 100 else f"{value:.1f}"
     return str(value)
@@ -29,10 +29,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[fmt(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
-        widths = [max(w, len(c)) for w, c in zip(widths, row)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
-    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join([line, rule, *body])
 
 

@@ -112,13 +112,9 @@ class ExperimentTracker:
         sink_queue_size: int = 100_000,
     ) -> None:
         if not isinstance(config, ExperimentConfig):
-            raise TypeError(
-                f"config: expected an ExperimentConfig, got {type(config).__name__}"
-            )
+            raise TypeError(f"config: expected an ExperimentConfig, got {type(config).__name__}")
         if not isinstance(flush_interval, (int, float)) or not 0 < flush_interval <= 1:
-            raise ValueError(
-                f"flush_interval: expected seconds in (0, 1], got {flush_interval!r}"
-            )
+            raise ValueError(f"flush_interval: expected seconds in (0, 1], got {flush_interval!r}")
         self.config = config
         self.log_dir = Path(log_dir)
         self.enabled = all_ranks or process_rank() == 0
@@ -245,7 +241,8 @@ class ExperimentTracker:
         self._save_id = save_id + 1
         write_document(self._path, log, self._save_id)
         self._journal = JournalWriter(
-            self._path.with_suffix(JOURNAL_SUFFIX), self._header(self._save_id),
+            self._path.with_suffix(JOURNAL_SUFFIX),
+            self._header(self._save_id),
             self.flush_interval,
         )
         self._dirty = False
@@ -276,16 +273,20 @@ class ExperimentTracker:
             return None
         if not self._started:
             self.start()
-        it = iteration if type(iteration) is int and iteration >= 0 else to_int(
-            "iteration", iteration
+        it = (
+            iteration
+            if type(iteration) is int and iteration >= 0
+            else to_int("iteration", iteration)
         )
         history = self._log.metrics_history
         if history and it <= history[-1].iteration:
             step = superseded_step(self._log, it)
             if step is not None:
                 self._steps_done = step - 1
-        step = self._steps_done + 1 if gradient_step is None else to_int(
-            "gradient_step", gradient_step
+        step = (
+            self._steps_done + 1
+            if gradient_step is None
+            else to_int("gradient_step", gradient_step)
         )
         row = MetricsSnapshot(
             it,
@@ -316,9 +317,8 @@ class ExperimentTracker:
             value = getattr(row, name)
             if value is not None and not isinstance(value, float):
                 return True
-        return bool(row.extra) and any(
-            not isinstance(v, float) for v in row.extra.values()  # type: ignore[union-attr]
-        )
+        extra = row.extra
+        return extra is not None and any(not isinstance(v, float) for v in extra.values())
 
     def _emit(self, row: MetricsSnapshot) -> None:
         assert self._journal is not None
@@ -346,11 +346,14 @@ class ExperimentTracker:
         if tensors:
             torch = sys.modules["torch"]
             stacked = torch.stack([t.detach().reshape(()).float() for t in tensors])
-            for (row, key, name), value in zip(slots, stacked.cpu().tolist()):
-                if key is None:
-                    setattr(row, name, wrap_float(value))
+            for (target, extra_key, field_name), value in zip(
+                slots, stacked.cpu().tolist(), strict=True
+            ):
+                if extra_key is None:
+                    setattr(target, field_name, wrap_float(value))
                 else:
-                    row.extra[key] = wrap_float(value)  # type: ignore[index]
+                    assert target.extra is not None  # the key was found in it above
+                    target.extra[extra_key] = wrap_float(value)
         for row in rows:
             self._emit(row)
 
@@ -381,7 +384,9 @@ class ExperimentTracker:
         row = apply_eval(self._log, it, step, now, vl, tl, extras)
         self._dirty = True
         assert self._journal is not None
-        self._journal.append({"k": "e", "i": it, "g": step, "w": now, "v": vl, "t": tl, "x": extras})
+        self._journal.append(
+            {"k": "e", "i": it, "g": step, "w": now, "v": vl, "t": tl, "x": extras}
+        )
         self._journal.wake()
         if self._dispatcher is not None:
             self._dispatcher.put("emit_eval", row)
@@ -421,8 +426,14 @@ class ExperimentTracker:
         apply_finish(self._log, end, duration, tl, vl, notes)
         assert self._journal is not None
         self._journal.append(
-            {"k": "f", "end_time": end, "duration_seconds": duration, "train_loss": tl,
-             "val_loss": vl, "notes": notes}
+            {
+                "k": "f",
+                "end_time": end,
+                "duration_seconds": duration,
+                "train_loss": tl,
+                "val_loss": vl,
+                "notes": notes,
+            }
         )
         self._journal.flush(sync=True)
         self._finished = True

@@ -91,8 +91,7 @@ def to_float(name: str, value: Any, *, allow_device: bool = False) -> Any:
     count = numel() if callable(numel) else size if isinstance(size, int) else 1
     if count != 1:
         raise TypeError(
-            f"{name}: expected a single number, got {_describe(value)} "
-            f"with {count} elements"
+            f"{name}: expected a single number, got {_describe(value)} with {count} elements"
         )
     if allow_device and is_device_tensor(value):
         return value
@@ -119,9 +118,7 @@ def to_int(name: str, value: Any) -> int:
     try:
         index = value.__index__()
     except (AttributeError, TypeError) as exc:
-        raise TypeError(
-            f"{name}: expected a non-negative integer, got {_describe(value)}"
-        ) from exc
+        raise TypeError(f"{name}: expected a non-negative integer, got {_describe(value)}") from exc
     if index < 0:
         raise ValueError(f"{name}: expected a non-negative integer, got {index}")
     return int(index)

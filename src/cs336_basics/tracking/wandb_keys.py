@@ -82,9 +82,7 @@ def eval_payload(row: MetricsSnapshot) -> dict[str, Any]:
 def summary_payload(log: ExperimentLog) -> dict[str, Any]:
     """The W&B summary of a finished run."""
     return {
-        name: float(value)
-        for name in SUMMARY_FIELDS
-        if (value := getattr(log, name)) is not None
+        name: float(value) for name in SUMMARY_FIELDS if (value := getattr(log, name)) is not None
     }
 
 

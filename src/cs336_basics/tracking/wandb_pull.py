@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .codec import gc_paused
 from .errors import WandbPullError
 from .progress import progress
 from .records import (
@@ -28,9 +29,8 @@ from .records import (
     apply_metrics,
 )
 from .storage import safe_name, write_document
-from .codec import gc_paused
 from .values import NonFinite, wrap_float
-from .wandb_keys import EXTRA_PREFIX, FIELD_TO_KEY, SUMMARY_FIELDS
+from .wandb_keys import EXTRA_PREFIX, SUMMARY_FIELDS
 from .wandb_sink import import_wandb
 
 #: Local field -> W&B keys that may hold it, first match wins (the sink's key comes first).
@@ -39,8 +39,15 @@ KEY_ALIASES: dict[str, tuple[str, ...]] = {
     "gradient_step": ("gradient_step", "global_step", "trainer/global_step", "step", "_step"),
     "wallclock_time": ("wallclock_time", "_runtime"),
     "train_loss": ("train/loss", "train_loss", "loss", "train/train_loss", "training_loss"),
-    "val_loss": ("val/loss", "val_loss", "eval/loss", "eval_loss", "valid/loss",
-                 "validation/loss", "validation_loss"),
+    "val_loss": (
+        "val/loss",
+        "val_loss",
+        "eval/loss",
+        "eval_loss",
+        "valid/loss",
+        "validation/loss",
+        "validation_loss",
+    ),
     "learning_rate": ("train/lr", "learning_rate", "lr", "train/learning_rate"),
     "tokens_per_sec": ("perf/tokens_per_sec", "tokens_per_sec", "throughput"),
     "iter_time_ms": ("perf/iter_time_ms", "iter_time_ms"),
@@ -115,7 +122,7 @@ class RowMapper:
                     fields.append((field, key))
                     break
         extra = [
-            (key, key[len(EXTRA_PREFIX):] if key.startswith(EXTRA_PREFIX) else key)
+            (key, key[len(EXTRA_PREFIX) :] if key.startswith(EXTRA_PREFIX) else key)
             for key in keys
             if key not in self.claimed and not key.startswith(_INTERNAL)
         ]
@@ -152,24 +159,48 @@ def history_to_log(
     fallback_iteration = 0
     for item in rows:
         fields, extra = mapper.map(item)
-        iteration = fields.get("iteration")
-        iteration = int(iteration) if _number(iteration) is not None else fallback_iteration
+        it_value = _number(fields.get("iteration"))
+        if it_value is not None and math.isfinite(it_value):
+            iteration = int(it_value)
+        else:
+            iteration = fallback_iteration
         fallback_iteration = iteration + 1
         step_value = _number(fields.get("gradient_step"))
-        step = int(step_value) if step_value is not None and math.isfinite(step_value) else iteration + 1
+        step = (
+            int(step_value)
+            if step_value is not None and math.isfinite(step_value)
+            else iteration + 1
+        )
         wall = _number(fields.get("wallclock_time"))
         wall = float(wall) if wall is not None else 0.0
         values = {name: _number(fields.get(name)) for name in (*_TRAIN_FIELDS, "val_loss")}
         eval_train = extra.pop("eval_train_loss", None)
         has_train = any(values[name] is not None for name in _TRAIN_FIELDS) or bool(extra)
         if has_train:
-            apply_metrics(log, MetricsSnapshot(
-                iteration, step, wall, values["train_loss"], None, values["learning_rate"],
-                values["tokens_per_sec"], values["iter_time_ms"], extra or None,
-            ))
+            apply_metrics(
+                log,
+                MetricsSnapshot(
+                    iteration,
+                    step,
+                    wall,
+                    values["train_loss"],
+                    None,
+                    values["learning_rate"],
+                    values["tokens_per_sec"],
+                    values["iter_time_ms"],
+                    extra or None,
+                ),
+            )
         if values["val_loss"] is not None or eval_train is not None:
-            apply_eval(log, iteration, step, wall, values["val_loss"], None,
-                       {"eval_train_loss": eval_train} if eval_train is not None else None)
+            apply_eval(
+                log,
+                iteration,
+                step,
+                wall,
+                values["val_loss"],
+                None,
+                {"eval_train_loss": eval_train} if eval_train is not None else None,
+            )
 
 
 def _iso(value: Any) -> str | None:
@@ -197,7 +228,11 @@ def run_to_log(
         config=config,
         start_time=_iso(getattr(run, "created_at", None)),
         notes=getattr(run, "notes", None) or "",
-        status="finished" if state == "finished" else "running" if state == "running" else "unfinished",
+        status="finished"
+        if state == "finished"
+        else "running"
+        if state == "running"
+        else "unfinished",
     )
     with gc_paused():
         history_to_log(log, run.scan_history(page_size=page_size), RowMapper(key_aliases))
@@ -217,8 +252,12 @@ def run_to_log(
     entity, project = getattr(run, "entity", None), getattr(run, "project", None)
     log.run_id = f"wandb_{safe_name(str(entity or ''))}_{safe_name(str(project or ''))}_{run.id}"
     log.mirrors["wandb"] = {
-        "run_id": run.id, "url": getattr(run, "url", None), "entity": entity,
-        "project": project, "state": state, "status": "pulled",
+        "run_id": run.id,
+        "url": getattr(run, "url", None),
+        "entity": entity,
+        "project": project,
+        "state": state,
+        "status": "pulled",
         "through_iteration": log.metrics_history[-1].iteration if log.metrics_history else -1,
     }
     return log
@@ -272,8 +311,9 @@ def pull_runs(
     try:
         api = api or wandb.Api(timeout=timeout or int(os.environ.get("WANDB_HTTP_TIMEOUT", 20)))
     except Exception as exc:
-        raise WandbPullError(f"connecting to W&B failed ({_explain(exc)}); check WANDB_API_KEY "
-                             "and WANDB_BASE_URL") from None
+        raise WandbPullError(
+            f"connecting to W&B failed ({_explain(exc)}); check WANDB_API_KEY and WANDB_BASE_URL"
+        ) from None
     query = _filters(run_ids, names, filters, state)
     try:
         runs = api.runs(path, filters=query, per_page=per_page)

@@ -48,8 +48,11 @@ def push_run(
     if mirror_is_complete(log) and not force:
         return dict(log.mirrors["wandb"], pushed=False)
     previous = log.mirrors.get("wandb") or {}
-    sink = WandbSink(project=project or previous.get("project"),
-                     entity=entity or previous.get("entity"), mode=mode)
+    sink = WandbSink(
+        project=project or previous.get("project"),
+        entity=entity or previous.get("entity"),
+        mode=mode,
+    )
     sink.bind(ExperimentLog(config=log.config))  # a fresh W&B run id
     sink.start(log)
     try:
