@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import per_call
+
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker, load_experiment_log
 
 
@@ -35,21 +37,6 @@ class NaiveRow:
     learning_rate: float
     tokens_per_sec: float
     iter_time_ms: float
-
-
-def per_call(fn, n: int) -> tuple[float, float, float]:
-    """(median us, p99 us, total s) of n calls of fn(i), each timed alone."""
-    clock = time.perf_counter_ns
-    samples = [0] * n
-    gc.collect()
-    t0 = time.perf_counter()
-    for i in range(n):
-        a = clock()
-        fn(i)
-        samples[i] = clock() - a
-    total = time.perf_counter() - t0
-    samples.sort()
-    return samples[n // 2] / 1000, samples[int(n * 0.99)] / 1000, total
 
 
 def bench_naive(n: int, out: Path) -> dict[str, float]:

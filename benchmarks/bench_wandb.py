@@ -9,13 +9,14 @@ It also checks that the mirrored W&B run holds every row after ``finish()``.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import wandb_records  # noqa: E402  (the tests' reader of wandb's offline log)
 
 tmp = tempfile.mkdtemp(prefix="bench-wandb-")
 os.environ.update(
@@ -34,33 +35,9 @@ os.environ.update(
 )
 
 import wandb  # noqa: E402
+from timing import per_call  # noqa: E402
 
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker  # noqa: E402
-
-
-def timed(fn, n):
-    clock = time.perf_counter_ns
-    samples = [0] * n
-    gc.collect()
-    t0 = time.perf_counter()
-    for i in range(n):
-        a = clock()
-        fn(i)
-        samples[i] = clock() - a
-    total = time.perf_counter() - t0
-    samples.sort()
-    return samples[n // 2] / 1000, samples[int(n * 0.99)] / 1000, total
-
-
-def count_history(sync_dir: str) -> int:
-    path = next(Path(sync_dir).glob("run-*.wandb"))
-    out = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.count('"type":"history"')
 
 
 def main() -> None:
@@ -69,7 +46,7 @@ def main() -> None:
     n = parser.parse_args().rows
 
     run = wandb.init(project="bench", name="direct", reinit="create_new")
-    direct = timed(
+    direct = per_call(
         lambda i: run.log(
             {
                 "iteration": i,
@@ -102,13 +79,13 @@ def main() -> None:
             )
             inc()
 
-        ours = timed(step, n)
+        ours = per_call(step, n)
         a = time.perf_counter()
         tracker.finish()
         drain = time.perf_counter() - a
         state = tracker.log.mirrors["wandb"]
     wandb.teardown()
-    rows = count_history(state["sync_dir"])
+    rows = len(wandb_records.history(state["sync_dir"]))
     print(f"{n} rows, wandb {wandb.__version__} offline, python {sys.version.split()[0]}")
     print(f"{'':34}{'tracker+sink':>14}{'run.log':>12}{'ratio':>9}")
     print(
