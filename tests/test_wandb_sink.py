@@ -292,3 +292,23 @@ def test_cli_push_twice(tmp_path):
     assert "pushed 5 rows" in first.stdout
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0 and "already on W&B" in second.stdout
+
+
+def test_disabled_mode_is_not_recorded_as_a_mirror(tmp_path):
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="disabled"),
+        log_dir=tmp_path,
+        sinks=[WandbSink(mode="disabled")],
+    )
+    train(tracker, 0, 4)
+    tracker.finish()
+    state = load_experiment_log(tracker.path).mirrors["wandb"]
+    assert state["status"] == "disabled" and state["sync_dir"] is None
+    pushed = push_run(tracker.path)  # so a later push really uploads it
+    assert pushed["pushed"] is True
+    assert [r["iteration"] for r in wr.history(pushed["sync_dir"]) if "train/loss" in r] == [
+        0,
+        1,
+        2,
+        3,
+    ]

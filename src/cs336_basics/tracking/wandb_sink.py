@@ -149,6 +149,8 @@ class WandbSink(Sink):
         self.mode_used = getattr(settings, "mode", None) or requested
         self.sync_dir = str(getattr(settings, "sync_dir", "") or "") or None
         self.status = "running"
+        if self.mode_used == "disabled":
+            self.sync_dir = None  # a disabled run records nothing anywhere
         backlog, self._backlog = self._backlog, []
         for row in backlog:  # rows logged locally that the W&B run has not seen yet
             self.emit(row)
@@ -177,7 +179,8 @@ class WandbSink(Sink):
         if log.notes:
             self.run.notes = log.notes
         self.run.finish()
-        self.status = "finished"
+        # A disabled run went nowhere: never let `push` mistake it for a complete mirror.
+        self.status = "disabled" if self.mode_used == "disabled" else "finished"
 
     def close(self) -> None:
         if self.run is not None and self.status == "running":
