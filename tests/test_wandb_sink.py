@@ -312,3 +312,31 @@ def test_disabled_mode_is_not_recorded_as_a_mirror(tmp_path):
         2,
         3,
     ]
+
+
+def test_hanging_wandb_log_never_blocks_training(tmp_path, monkeypatch):
+    from wandb.sdk.wandb_run import Run
+
+    release = threading.Event()
+    real_log = Run.log
+
+    def hanging_log(self, data, *args, **kwargs):
+        release.wait(30)
+        return real_log(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "log", hanging_log)
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="wb_hang"), log_dir=tmp_path, sinks=["wandb"]
+    )
+    start = time.perf_counter()
+    train(tracker, 0, 200)
+    assert time.perf_counter() - start < 2.0  # the training thread never waited on W&B
+    with pytest.warns(RuntimeWarning, match="did not finish within 1.0 s"):
+        log = tracker.finish(sink_timeout=1.0)
+    release.set()
+    for thread in threading.enumerate():  # let the abandoned mirror finish before wandb exits
+        if thread.name == "cs336-sinks":
+            thread.join(30)
+    local = load_experiment_log(tracker.path)
+    assert len(local.metrics_history) == 200 and local.status == "finished"
+    assert log.mirrors["wandb"]["status"] != "finished"  # so `push` will upload it
