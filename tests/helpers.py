@@ -7,6 +7,19 @@ from pathlib import Path
 
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
 
+#: The guide's per-row fields and CSV columns, in its order: written out here, not taken
+#: from the library, so a renamed or reordered field fails the tests.
+GUIDE_COLUMNS = [
+    "iteration",
+    "gradient_step",
+    "wallclock_time",
+    "train_loss",
+    "val_loss",
+    "learning_rate",
+    "tokens_per_sec",
+    "iter_time_ms",
+]
+
 
 def simulated_loss(i: int, lr: float = 1e-3) -> float:
     return 2.0 + 3.0 * math.exp(-i * lr * 5) + 0.01 * math.sin(i)

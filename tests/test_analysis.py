@@ -4,20 +4,9 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import run_simulated
+from helpers import GUIDE_COLUMNS, run_simulated
 
 from cs336_basics.experiment_analysis import ExperimentAnalyzer, print_experiment_summary
-
-GUIDE_COLUMNS = [
-    "iteration",
-    "gradient_step",
-    "wallclock_time",
-    "train_loss",
-    "val_loss",
-    "learning_rate",
-    "tokens_per_sec",
-    "iter_time_ms",
-]
 
 
 def test_compare_best_and_export(tmp_path, capsys):

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import GUIDE_COLUMNS
 
 from cs336_basics.experiment_log import (
     ExperimentConfig,
@@ -45,16 +46,6 @@ TOP_KEYS = [
     "final_val_loss",
     "metrics_history",
     "notes",
-]
-ROW_KEYS = [
-    "iteration",
-    "gradient_step",
-    "wallclock_time",
-    "train_loss",
-    "val_loss",
-    "learning_rate",
-    "tokens_per_sec",
-    "iter_time_ms",
 ]
 
 
@@ -110,7 +101,7 @@ def test_document_has_the_guides_keys_and_types(tmp_path):
     rows = doc["metrics_history"]
     assert len(rows) == 3
     for row in rows:
-        for key in ROW_KEYS:
+        for key in GUIDE_COLUMNS:
             assert key in row, key
         assert isinstance(row["iteration"], int) and isinstance(row["gradient_step"], int)
     assert rows[0]["gradient_step"] == 1  # the guide's example: iteration 0 -> step 1

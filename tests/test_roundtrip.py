@@ -3,6 +3,7 @@
 import csv
 import math
 
+from helpers import GUIDE_COLUMNS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,16 +50,7 @@ def test_log_json_load_csv_round_trip(tmp_path_factory, data, extra):
     loaded = load_experiment_log(tracker.path)
     assert len(loaded.metrics_history) == len(original.metrics_history)
     for a, b in zip(original.metrics_history, loaded.metrics_history, strict=True):
-        for name in (
-            "iteration",
-            "gradient_step",
-            "wallclock_time",
-            "train_loss",
-            "val_loss",
-            "learning_rate",
-            "tokens_per_sec",
-            "iter_time_ms",
-        ):
+        for name in GUIDE_COLUMNS:
             assert same(getattr(a, name), getattr(b, name)), name
         assert b.extra == {"grad_norm": 1.5}
     for name in ("best_train_loss", "best_val_loss", "final_train_loss", "final_val_loss"):

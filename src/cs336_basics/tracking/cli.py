@@ -1,4 +1,4 @@
-"""``cs336-exp``: list, compare, plot, export, report, pull and push runs from the shell.
+"""cs336-exp: list, compare, plot, export, report, pull and push experiment runs.
 
 Every command takes ``--log-dir`` (default ``experiment_logs``). A user mistake prints one
 line on stderr and exits with 2; listing commands take ``--json`` for scripts.

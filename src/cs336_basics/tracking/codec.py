@@ -42,7 +42,7 @@ _FLOAT_ROW_FIELDS = ROW_FIELDS[2:]
 _MARKER_BYTES = tuple(f'"{m}"'.encode() for m in MARKERS)
 
 
-def _default(value: Any) -> Any:
+def encode_default(value: Any) -> Any:
     """orjson's fallback: non-finite floats, paths, numpy scalars, sets."""
     if isinstance(value, float):
         return marker_for(value)
@@ -63,7 +63,7 @@ def _default(value: Any) -> Any:
 def dumps(value: Any) -> bytes:
     """Strict JSON bytes for any record of this package."""
     try:
-        return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(value, default=encode_default, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError as exc:
         raise TypeError(str(exc)) from exc
 
@@ -242,7 +242,3 @@ def journal_header(log: ExperimentLog, base_save_id: int | None, pid: int, host:
 
 def journal_row(row: MetricsSnapshot) -> bytes:
     return b'{"k":"m","r":' + dumps(row) + b"}\n"
-
-
-def journal_record(record: dict[str, Any]) -> bytes:
-    return dumps(record) + b"\n"

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from .codec import decode_log, encode_log, journal_row, rows_from_dicts, unmark
+from .codec import decode_log, dumps, encode_log, journal_row, rows_from_dicts, unmark
 from .errors import LogFormatError
 from .records import (
     ExperimentConfig,
@@ -142,7 +142,7 @@ class JournalWriter:
                 if type(record) is MetricsSnapshot:
                     chunks.append(journal_row(record))
                 else:
-                    chunks.append(orjson.dumps(record, default=_encode_default) + b"\n")
+                    chunks.append(dumps(record) + b"\n")
             if chunks:
                 self._handle.write(b"".join(chunks))
                 self._handle.flush()
@@ -191,12 +191,6 @@ class JournalWriter:
         if delete:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-
-
-def _encode_default(value: Any) -> Any:
-    from .codec import _default
-
-    return _default(value)
 
 
 # ---------------------------------------------------------------------------------------

@@ -84,14 +84,3 @@ def summary_payload(log: ExperimentLog) -> dict[str, Any]:
     return {
         name: float(value) for name in SUMMARY_FIELDS if (value := getattr(log, name)) is not None
     }
-
-
-def wandb_payloads(log: ExperimentLog) -> list[dict[str, Any]]:
-    """Every W&B row a finished local run maps to, in order (train row, then its eval)."""
-    out = []
-    for row in log.metrics_history:
-        if row.has_train_metrics:
-            out.append(train_payload(row))
-        if row.val_loss is not None:
-            out.append(eval_payload(row))
-    return out
