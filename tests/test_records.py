@@ -268,3 +268,15 @@ def test_save_is_atomic_and_keeps_previous_file_on_failure(tmp_path, monkeypatch
     assert tracker.path.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     tracker.close()
+
+
+@pytest.mark.parametrize("end", ["finish", "close"])
+def test_logging_after_the_run_ended_says_how_to_continue(tmp_path, end):
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="ended"), log_dir=tmp_path)
+    tracker.log_metrics(iteration=0, train_loss=1.0)
+    getattr(tracker, end)()
+    with pytest.raises(RuntimeError, match=r"log_metrics\(\).*resume="):
+        tracker.log_metrics(iteration=1, train_loss=1.0)
+    with pytest.raises(RuntimeError, match=r"log_eval\(\).*resume="):
+        tracker.log_eval(iteration=1, val_loss=1.0)
+    assert len(load_experiment_log(tracker.path).metrics_history) == 1

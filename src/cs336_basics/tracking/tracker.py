@@ -271,8 +271,8 @@ class ExperimentTracker:
         """
         if not self.enabled:
             return None
-        if not self._started:
-            self.start()
+        if self._journal is None:  # not started yet, or already finished/closed
+            self._open_for_logging("log_metrics")
         it = (
             iteration
             if type(iteration) is int and iteration >= 0
@@ -372,8 +372,8 @@ class ExperimentTracker:
         """Record validation results at ``iteration`` (fills that row, or adds one)."""
         if not self.enabled:
             return None
-        if not self._started:
-            self.start()
+        if self._journal is None:
+            self._open_for_logging("log_eval")
         self._resolve_deferred()
         it = to_int("iteration", iteration)
         vl = optional_float("val_loss", val_loss)
@@ -391,6 +391,19 @@ class ExperimentTracker:
         if self._dispatcher is not None:
             self._dispatcher.put("emit_eval", row)
         return row
+
+    def _open_for_logging(self, what: str) -> None:
+        if self._finished:
+            raise RuntimeError(
+                f"{what}(): run {self.run_id} is already finished; to continue it, create "
+                f"ExperimentTracker(config, resume={str(self._path)!r})"
+            )
+        if self._closed:
+            raise RuntimeError(
+                f"{what}(): this tracker was closed; to continue the run, create "
+                f"ExperimentTracker(config, resume={str(self._path)!r})"
+            )
+        self.start()
 
     def set_notes(self, notes: str) -> None:
         """Replace the run's notes (also done by ``finish(notes=...)``)."""
