@@ -15,7 +15,7 @@ from typing import Any
 
 from .analysis import ExperimentAnalyzer
 from .errors import TrackingError
-from .records import ROW_FIELDS, ExperimentLog
+from .records import ROW_FIELDS, SUMMARY_FIELDS, ExperimentLog
 from .storage import JOURNAL_SUFFIX, load_run
 from .text import fmt, format_summary, table
 
@@ -113,15 +113,7 @@ def cmd_show(args: argparse.Namespace) -> None:
                 "config": log.config.to_dict(),
                 "summary": {
                     k: _json_value(getattr(log, k))
-                    for k in (
-                        "start_time",
-                        "end_time",
-                        "duration_seconds",
-                        "best_train_loss",
-                        "best_val_loss",
-                        "final_train_loss",
-                        "final_val_loss",
-                    )
+                    for k in ("start_time", "end_time", *SUMMARY_FIELDS)
                 },
                 "last_rows": [{k: _json_value(v) for k, v in r.to_dict().items()} for r in rows],
                 "mirrors": log.mirrors,

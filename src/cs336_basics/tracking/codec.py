@@ -25,20 +25,13 @@ from .errors import LogFormatError
 from .records import (
     FORMAT_VERSION,
     ROW_FIELDS,
+    SUMMARY_FIELDS,
     ExperimentConfig,
     ExperimentLog,
     MetricsSnapshot,
 )
 from .values import MARKERS, NonFinite, from_marker, marker_for
 
-SUMMARY_FIELDS = (
-    "duration_seconds",
-    "best_train_loss",
-    "best_val_loss",
-    "final_train_loss",
-    "final_val_loss",
-)
-_FLOAT_ROW_FIELDS = ROW_FIELDS[2:]
 _MARKER_BYTES = tuple(f'"{m}"'.encode() for m in MARKERS)
 
 

@@ -37,6 +37,16 @@ ROW_FIELDS = (
     "iter_time_ms",
 )
 LOSS_FIELDS = ("train_loss", "val_loss")
+#: The row fields ``log_metrics`` fills besides the axes (``log_eval`` fills val_loss).
+TRAIN_FIELDS = ("train_loss", "learning_rate", "tokens_per_sec", "iter_time_ms")
+#: The run's summary numbers, in the guide's document order.
+SUMMARY_FIELDS = (
+    "duration_seconds",
+    "best_train_loss",
+    "best_val_loss",
+    "final_train_loss",
+    "final_val_loss",
+)
 
 
 @dataclass

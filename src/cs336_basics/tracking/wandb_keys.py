@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .records import ExperimentLog, MetricsSnapshot
+from .records import SUMMARY_FIELDS, TRAIN_FIELDS, ExperimentLog, MetricsSnapshot
 
 X_AXES = ("iteration", "gradient_step", "wallclock_time")
 FIELD_TO_KEY = {
@@ -34,17 +34,8 @@ FIELD_TO_KEY = {
     "tokens_per_sec": "perf/tokens_per_sec",
     "iter_time_ms": "perf/iter_time_ms",
 }
-KEY_TO_FIELD = {v: k for k, v in FIELD_TO_KEY.items()}
 EXTRA_PREFIX = "extra/"
 METRIC_GLOBS = ("train/*", "val/*", "perf/*", "extra/*")
-SUMMARY_FIELDS = (
-    "best_train_loss",
-    "best_val_loss",
-    "final_train_loss",
-    "final_val_loss",
-    "duration_seconds",
-)
-_TRAIN_FIELDS = ("train_loss", "learning_rate", "tokens_per_sec", "iter_time_ms")
 
 
 def _axes(row: MetricsSnapshot) -> dict[str, Any]:
@@ -58,7 +49,7 @@ def _axes(row: MetricsSnapshot) -> dict[str, Any]:
 def train_payload(row: MetricsSnapshot) -> dict[str, Any]:
     """The W&B row for a ``log_metrics`` row (no val_loss: evals get their own row)."""
     out = _axes(row)
-    for name in _TRAIN_FIELDS:
+    for name in TRAIN_FIELDS:
         value = getattr(row, name)
         if value is not None:
             out[FIELD_TO_KEY[name]] = float(value)

@@ -22,6 +22,8 @@ from .codec import gc_paused
 from .errors import WandbPullError
 from .progress import progress
 from .records import (
+    SUMMARY_FIELDS,
+    TRAIN_FIELDS,
     ExperimentConfig,
     ExperimentLog,
     MetricsSnapshot,
@@ -30,17 +32,16 @@ from .records import (
 )
 from .storage import safe_name, write_document
 from .values import NonFinite, wrap_float
-from .wandb_keys import EXTRA_PREFIX, SUMMARY_FIELDS
+from .wandb_keys import EXTRA_PREFIX, FIELD_TO_KEY
 from .wandb_sink import import_wandb
 
-#: Local field -> W&B keys that may hold it, first match wins (the sink's key comes first).
-KEY_ALIASES: dict[str, tuple[str, ...]] = {
-    "iteration": ("iteration", "iter", "_step"),
-    "gradient_step": ("gradient_step", "global_step", "trainer/global_step", "step", "_step"),
-    "wallclock_time": ("wallclock_time", "_runtime"),
-    "train_loss": ("train/loss", "train_loss", "loss", "train/train_loss", "training_loss"),
+#: Keys other scripts use for each local field, tried after this project's own key.
+FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
+    "iteration": ("iter", "_step"),
+    "gradient_step": ("global_step", "trainer/global_step", "step", "_step"),
+    "wallclock_time": ("_runtime",),
+    "train_loss": ("train_loss", "loss", "train/train_loss", "training_loss"),
     "val_loss": (
-        "val/loss",
         "val_loss",
         "eval/loss",
         "eval_loss",
@@ -48,9 +49,14 @@ KEY_ALIASES: dict[str, tuple[str, ...]] = {
         "validation/loss",
         "validation_loss",
     ),
-    "learning_rate": ("train/lr", "learning_rate", "lr", "train/learning_rate"),
-    "tokens_per_sec": ("perf/tokens_per_sec", "tokens_per_sec", "throughput"),
-    "iter_time_ms": ("perf/iter_time_ms", "iter_time_ms"),
+    "learning_rate": ("learning_rate", "lr", "train/learning_rate"),
+    "tokens_per_sec": ("tokens_per_sec", "throughput"),
+    "iter_time_ms": ("iter_time_ms",),
+}
+#: Local field -> W&B keys that may hold it, first match wins. The first is always the
+#: sink's own key (the inverse of ``wandb_keys.FIELD_TO_KEY``), so both sides share one table.
+KEY_ALIASES: dict[str, tuple[str, ...]] = {
+    field: (key, *FOREIGN_KEYS.get(field, ())) for field, key in FIELD_TO_KEY.items()
 }
 #: Foreign config key -> ExperimentConfig field.
 CONFIG_ALIASES: dict[str, str] = {
@@ -66,7 +72,6 @@ CONFIG_ALIASES: dict[str, str] = {
     "warmup_steps": "warmup_iters",
 }
 _INTERNAL = ("_step", "_runtime", "_timestamp", "_wandb")
-_TRAIN_FIELDS = ("train_loss", "learning_rate", "tokens_per_sec", "iter_time_ms")
 
 
 def _number(value: Any) -> float | None:
@@ -173,9 +178,9 @@ def history_to_log(
         )
         wall = _number(fields.get("wallclock_time"))
         wall = float(wall) if wall is not None else 0.0
-        values = {name: _number(fields.get(name)) for name in (*_TRAIN_FIELDS, "val_loss")}
+        values = {name: _number(fields.get(name)) for name in (*TRAIN_FIELDS, "val_loss")}
         eval_train = extra.pop("eval_train_loss", None)
-        has_train = any(values[name] is not None for name in _TRAIN_FIELDS) or bool(extra)
+        has_train = any(values[name] is not None for name in TRAIN_FIELDS) or bool(extra)
         if has_train:
             apply_metrics(
                 log,
