@@ -340,3 +340,16 @@ def test_hanging_wandb_log_never_blocks_training(tmp_path, monkeypatch):
     local = load_experiment_log(tracker.path)
     assert len(local.metrics_history) == 200 and local.status == "finished"
     assert log.mirrors["wandb"]["status"] != "finished"  # so `push` will upload it
+
+
+def test_push_of_an_unfinished_run_in_disabled_mode_is_not_a_mirror(tmp_path):
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="unfinished_disabled"), log_dir=tmp_path
+    )
+    train(tracker, 0, 3)
+    tracker.close()
+    state = push_run(tracker.path, mode="disabled")
+    assert state["pushed"] is True and state["status"] == "disabled"
+    again = push_run(tracker.path)  # nothing reached W&B, so this one really uploads
+    assert again["pushed"] is True and again["status"] == "finished"
+    assert wr.summary(again["sync_dir"])["local_status"] == "unfinished"

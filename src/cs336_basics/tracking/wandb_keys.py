@@ -13,7 +13,8 @@
 | extra metric ``X`` | ``extra/X`` | e.g. ``extra/grad_norm`` |
 
 Summary keys: ``best_train_loss``, ``best_val_loss``, ``final_train_loss``,
-``final_val_loss``, ``duration_seconds`` (the local JSON's values). W&B's own ``step=`` is
+``final_val_loss``, ``duration_seconds`` (the local JSON's values), and ``local_status`` for a
+run pushed before it finished. W&B's own ``step=`` is
 never passed: a lower step is silently dropped by W&B, which breaks restarts.
 """
 
@@ -71,7 +72,10 @@ def eval_payload(row: MetricsSnapshot) -> dict[str, Any]:
 
 
 def summary_payload(log: ExperimentLog) -> dict[str, Any]:
-    """The W&B summary of a finished run."""
-    return {
+    """The W&B summary of a run; one that never finished locally says so (``local_status``)."""
+    out: dict[str, Any] = {
         name: float(value) for name in SUMMARY_FIELDS if (value := getattr(log, name)) is not None
     }
+    if not log.finished:
+        out["local_status"] = log.status
+    return out

@@ -17,7 +17,7 @@ from .errors import TrackingError
 from .progress import progress
 from .records import ExperimentLog
 from .storage import JOURNAL_SUFFIX, load_run, write_document
-from .wandb_sink import WandbSink
+from .wandb_sink import WandbSink, new_run_id
 
 
 def mirror_is_complete(log: ExperimentLog) -> bool:
@@ -52,21 +52,13 @@ def push_run(
         project=project or previous.get("project"),
         entity=entity or previous.get("entity"),
         mode=mode,
+        run_id=new_run_id(),
     )
-    sink.bind(ExperimentLog(config=log.config))  # a fresh W&B run id
     sink.start(log)
+    history = log.metrics_history
     try:
-        history = log.metrics_history
-        for row in progress(history, len(history), "Pushing rows", enabled=show_progress):
-            sink.emit(row)
-            if row.val_loss is not None:
-                sink.emit_eval(row)
-        if log.finished:
-            sink.finish(log)
-        else:
-            sink.run.summary.update({"local_status": log.status})
-            sink.run.finish()
-            sink.status = "finished"
+        sink.replay(progress(history, len(history), "Pushing rows", enabled=show_progress))
+        sink.finish(log)
     except BaseException:
         sink.close()
         raise

@@ -17,7 +17,7 @@ import secrets
 import string
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import missing_extra
@@ -152,11 +152,15 @@ class WandbSink(Sink):
         if self.mode_used == "disabled":
             self.sync_dir = None  # a disabled run records nothing anywhere
         backlog, self._backlog = self._backlog, []
-        for row in backlog:  # rows logged locally that the W&B run has not seen yet
+        self.replay(backlog)  # rows logged locally that the W&B run has not seen yet
+        self._report()
+
+    def replay(self, rows: Iterable[MetricsSnapshot]) -> None:
+        """Send existing local rows as the live run did: each train row, then its eval."""
+        for row in rows:
             self.emit(row)
             if row.val_loss is not None:
                 self.emit_eval(row)
-        self._report()
 
     def emit(self, row: MetricsSnapshot) -> None:
         if not row.has_train_metrics:
