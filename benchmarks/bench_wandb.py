@@ -18,21 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import wandb_records  # noqa: E402  (the tests' reader of wandb's offline log)
 
-tmp = tempfile.mkdtemp(prefix="bench-wandb-")
-os.environ.update(
-    {
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "WANDB_CONSOLE": "off",
-        "WANDB_DISABLE_GIT": "true",
-        "WANDB_DISABLE_CODE": "true",
-        "WANDB_X_DISABLE_STATS": "true",
-        "WANDB_DIR": tmp,
-        "WANDB_CONFIG_DIR": tmp,
-        "WANDB_CACHE_DIR": tmp,
-        "WANDB_DATA_DIR": tmp,
-    }
-)
+os.environ.update(wandb_records.offline_env(Path(tempfile.mkdtemp(prefix="bench-wandb-"))))
 
 import wandb  # noqa: E402
 from timing import per_call  # noqa: E402

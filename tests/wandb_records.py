@@ -10,6 +10,28 @@ from pathlib import Path
 from typing import Any
 
 
+def offline_env(base: Path) -> dict[str, str]:
+    """Environment for a quiet, offline wandb that writes only under ``base``.
+
+    Set it before the first ``wandb.init`` of the process: the sidecar reads it once.
+    """
+    dirs = {name: base / name for name in ("runs", "config", "cache", "data")}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off",
+        "WANDB_DISABLE_GIT": "true",
+        "WANDB_DISABLE_CODE": "true",
+        "WANDB_X_DISABLE_STATS": "true",
+        "WANDB_DIR": str(dirs["runs"]),
+        "WANDB_CONFIG_DIR": str(dirs["config"]),
+        "WANDB_CACHE_DIR": str(dirs["cache"]),
+        "WANDB_DATA_DIR": str(dirs["data"]),
+    }
+
+
 def run_file(sync_dir: str | Path) -> Path:
     files = sorted(Path(sync_dir).glob("run-*.wandb"))
     assert files, f"no .wandb file in {sync_dir}"
