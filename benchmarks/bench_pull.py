@@ -66,7 +66,7 @@ def main() -> None:
 
     import wandb
 
-    from cs336_basics.tracking.wandb_pull import run_to_log
+    from cs336_basics.wandb_adapter.pull import run_to_log
 
     api = wandb.Api(timeout=60)
     run = api.run("ent/proj/big")

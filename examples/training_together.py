@@ -205,7 +205,7 @@ def make_sinks(args: argparse.Namespace) -> list:
     sinks: list = []
     for name in args.sink:
         if name == "wandb":
-            from cs336_basics.tracking.wandb_sink import WandbSink
+            from cs336_basics import WandbSink
 
             sinks.append(WandbSink(project=args.wandb_project, entity=args.wandb_entity))
         else:
@@ -379,15 +379,15 @@ def save_checkpoint(args, model, optimizer, it: int, tracker: ExperimentTracker)
 
 
 def write_plot(tracker: ExperimentTracker) -> None:
-    try:
-        from cs336_basics.tracking.plots import close, plot_runs
-    except ImportError:
-        return
+    from cs336_basics import plot_runs
+
     assert tracker.path is not None
     try:
+        import matplotlib.pyplot as plt
+
         for x in ("gradient_step", "wallclock"):
             out = tracker.path.with_name(f"{tracker.path.stem}_{x}.png")
-            close(plot_runs([tracker.log], x=x, out=out))
+            plt.close(plot_runs([tracker.log], x=x, out=out))
             print(f"loss curve: {out}")
     except Exception as exc:  # matplotlib missing or broken: the run itself is saved
         print(f"no plot written ({exc}); install the plot extra: pip install 'cs336-basics[plot]'")

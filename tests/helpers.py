@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
 
@@ -55,3 +61,27 @@ def run_simulated(
         tracker.finish()
         tracker.save()
     return tracker
+
+
+@contextmanager
+def expect_log(caplog: pytest.LogCaptureFixture, pattern: str, level: int = logging.WARNING):
+    """Assert that the block logs a message matching ``pattern`` to ``cs336_basics``."""
+    caplog.set_level(logging.INFO, logger="cs336_basics")
+    start = len(caplog.records)
+    yield
+    messages = [
+        record.getMessage()
+        for record in caplog.records[start:]
+        if record.name.startswith("cs336_basics") and record.levelno >= level
+    ]
+    assert any(re.search(pattern, m, re.S) for m in messages), messages
+
+
+def simulate_death(tracker: ExperimentTracker) -> None:
+    """Leave the run as a killed process would: journal written so far, no close record,
+    no save, and the run lock dropped (the kernel drops it when a process dies)."""
+    tracker._journal.close()  # writes what is pending, appends nothing
+    tracker._journal = None
+    os.close(tracker._lock._fd)
+    tracker._lock = None
+    tracker._closed = True

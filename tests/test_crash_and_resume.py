@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import expect_log, simulate_death
 
 from cs336_basics.experiment_analysis import ExperimentAnalyzer
 from cs336_basics.experiment_log import (
@@ -90,7 +91,7 @@ def test_sigkill_during_save_never_leaves_a_torn_file(tmp_path):
     assert len(analyzer.logs) == 1
 
 
-def test_torn_last_journal_line_is_skipped(tmp_path):
+def test_torn_last_journal_line_is_skipped(tmp_path, caplog):
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="torn"), log_dir=tmp_path)
     for i in range(5):
         tracker.log_metrics(iteration=i, train_loss=1.0)
@@ -98,7 +99,7 @@ def test_torn_last_journal_line_is_skipped(tmp_path):
     journal = tracker.path.with_suffix(".jsonl")
     with open(journal, "ab") as handle:
         handle.write(b'{"k":"m","r":{"iteration":5,"gradi')
-    with pytest.warns(RuntimeWarning, match="torn"):
+    with expect_log(caplog, "torn"):
         log = load_experiment_log(journal)
     assert [r.iteration for r in log.metrics_history] == [0, 1, 2, 3, 4]
 
@@ -137,7 +138,7 @@ def test_resume_a_crashed_run_from_its_journal(tmp_path):
         first.increment_gradient_step()
     first.flush()
     journal = first.path.with_suffix(".jsonl")
-    first._journal._closed = True  # simulate death: no close(), no save()
+    simulate_death(first)
     assert not first.path.exists()
 
     crashed = load_experiment_log(journal)

@@ -8,7 +8,7 @@ from fake_wandb import API_KEY, FakeRun, FakeWandb
 from cs336_basics.experiment_analysis import ExperimentAnalyzer
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
 from cs336_basics.tracking.errors import WandbPullError
-from cs336_basics.tracking.wandb_pull import pull_runs
+from cs336_basics.wandb_adapter.pull import pull_runs
 
 pytestmark = pytest.mark.slow
 

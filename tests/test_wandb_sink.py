@@ -5,6 +5,7 @@ import time
 
 import pytest
 import wandb_records as wr
+from helpers import expect_log
 
 from cs336_basics.experiment_log import (
     ExperimentConfig,
@@ -14,9 +15,9 @@ from cs336_basics.experiment_log import (
     load_experiment_log,
 )
 from cs336_basics.tracking.errors import SinkUnavailableError
-from cs336_basics.tracking.wandb_keys import FIELD_TO_KEY
-from cs336_basics.tracking.wandb_push import push_run
-from cs336_basics.tracking.wandb_sink import WandbSink
+from cs336_basics.wandb_adapter.keys import FIELD_TO_KEY
+from cs336_basics.wandb_adapter.push import push_run
+from cs336_basics.wandb_adapter.sink import WandbSink
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +102,8 @@ def test_unknown_sink_name(tmp_path):
         ExperimentTracker(ExperimentConfig(), log_dir=tmp_path, sinks=["tensorboard"])
 
 
-def test_init_failure_keeps_training_and_local_log(tmp_path, monkeypatch):
+@pytest.mark.filterwarnings("error")
+def test_init_failure_keeps_training_and_local_log(tmp_path, monkeypatch, caplog):
     import wandb
 
     def broken_init(**kwargs):
@@ -113,7 +115,7 @@ def test_init_failure_keeps_training_and_local_log(tmp_path, monkeypatch):
         log_dir=tmp_path,
         sinks=[WandbSink(mode="offline")],
     )
-    with pytest.warns(RuntimeWarning, match="network is down.*push"):
+    with expect_log(caplog, "network is down.*push"):
         train(tracker, 0, 10)
         tracker.finish()
     local = load_experiment_log(tracker.path)
@@ -122,7 +124,8 @@ def test_init_failure_keeps_training_and_local_log(tmp_path, monkeypatch):
     assert "network is down" in local.mirrors["wandb"]["error"]
 
 
-def test_online_init_failure_falls_back_to_offline(tmp_path, monkeypatch):
+@pytest.mark.filterwarnings("error")
+def test_online_init_failure_falls_back_to_offline(tmp_path, monkeypatch, caplog):
     import wandb
 
     real_init = wandb.init
@@ -138,7 +141,7 @@ def test_online_init_failure_falls_back_to_offline(tmp_path, monkeypatch):
         log_dir=tmp_path,
         sinks=[WandbSink(mode="online")],
     )
-    with pytest.warns(RuntimeWarning, match="mirroring offline"):
+    with expect_log(caplog, "mirroring offline"):
         train(tracker, 0, 6)
         tracker.finish()
     state = tracker.log.mirrors["wandb"]
@@ -146,7 +149,8 @@ def test_online_init_failure_falls_back_to_offline(tmp_path, monkeypatch):
     assert len([r for r in wr.history(state["sync_dir"]) if "train/loss" in r]) == 6
 
 
-def test_log_failure_mid_run_is_contained(tmp_path, monkeypatch):
+@pytest.mark.filterwarnings("error")
+def test_log_failure_mid_run_is_contained(tmp_path, monkeypatch, caplog):
     from wandb.sdk.wandb_run import Run
 
     real_log = Run.log
@@ -162,7 +166,7 @@ def test_log_failure_mid_run_is_contained(tmp_path, monkeypatch):
     tracker = ExperimentTracker(
         ExperimentConfig(experiment_name="flaky"), log_dir=tmp_path, sinks=["wandb"]
     )
-    with pytest.warns(RuntimeWarning, match="sidecar died"):
+    with expect_log(caplog, "sidecar died"):
         train(tracker, 0, 30)
         tracker.finish()
     local = load_experiment_log(tracker.path)
@@ -183,16 +187,17 @@ class HangingSink(Sink):
         self.release.wait()
 
 
-def test_hanging_sink_never_blocks_training(tmp_path):
+@pytest.mark.filterwarnings("error")
+def test_hanging_sink_never_blocks_training(tmp_path, caplog):
     sink = HangingSink()
     tracker = ExperimentTracker(
         ExperimentConfig(experiment_name="hang"), log_dir=tmp_path, sinks=[sink], sink_queue_size=50
     )
     start = time.perf_counter()
-    with pytest.warns(RuntimeWarning, match="queue is full"):
+    with expect_log(caplog, "events behind"):
         train(tracker, 0, 500)
     assert time.perf_counter() - start < 2.0
-    with pytest.warns(RuntimeWarning, match="did not finish within 0.5 s"):
+    with expect_log(caplog, "did not finish within 0.5 s"):
         tracker.finish(sink_timeout=0.5)
     sink.release.set()
     local = load_experiment_log(tracker.path)
@@ -314,7 +319,8 @@ def test_disabled_mode_is_not_recorded_as_a_mirror(tmp_path):
     ]
 
 
-def test_hanging_wandb_log_never_blocks_training(tmp_path, monkeypatch):
+@pytest.mark.filterwarnings("error")
+def test_hanging_wandb_log_never_blocks_training(tmp_path, monkeypatch, caplog):
     from wandb.sdk.wandb_run import Run
 
     release = threading.Event()
@@ -331,7 +337,7 @@ def test_hanging_wandb_log_never_blocks_training(tmp_path, monkeypatch):
     start = time.perf_counter()
     train(tracker, 0, 200)
     assert time.perf_counter() - start < 2.0  # the training thread never waited on W&B
-    with pytest.warns(RuntimeWarning, match="did not finish within 1.0 s"):
+    with expect_log(caplog, "did not finish within 1.0 s"):
         log = tracker.finish(sink_timeout=1.0)
     release.set()
     for thread in threading.enumerate():  # let the abandoned mirror finish before wandb exits

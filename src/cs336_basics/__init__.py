@@ -1,8 +1,89 @@
 """cs336_basics: local-first experiment tracking for small language-model training runs.
 
-The public modules are :mod:`cs336_basics.experiment_log` (tracking) and
-:mod:`cs336_basics.experiment_analysis` (comparison); the internals live in
-:mod:`cs336_basics.tracking`.
+Everything a user needs is importable from here::
+
+    from cs336_basics import ExperimentConfig, ExperimentTracker, ExperimentAnalyzer
+
+The guide's own modules, :mod:`cs336_basics.experiment_log` and
+:mod:`cs336_basics.experiment_analysis`, export the same names. Names that need an optional
+extra (``WandbSink``, ``push_run``, ``pull_runs``: ``[wandb]``; ``plot_runs``: ``[plot]``) are
+imported on first use. :mod:`cs336_basics.tracking` and :mod:`cs336_basics.wandb_adapter`
+are internal.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cs336_basics.tracking.analysis import ExperimentAnalyzer
+from cs336_basics.tracking.errors import (
+    LogFormatError,
+    PushError,
+    RunClosedError,
+    RunInUseError,
+    SinkUnavailableError,
+    TrackingError,
+    UnknownRunError,
+    UsageError,
+    WandbPullError,
+)
+from cs336_basics.tracking.records import ExperimentConfig, ExperimentLog, MetricsSnapshot
+from cs336_basics.tracking.sinks import InMemorySink, Sink, register_sink
+from cs336_basics.tracking.storage import load_experiment_log
+from cs336_basics.tracking.tracker import ExperimentTracker
+
+if TYPE_CHECKING:
+    from cs336_basics.tracking.plots import plot_runs
+    from cs336_basics.wandb_adapter.pull import pull_runs
+    from cs336_basics.wandb_adapter.push import push_run
+    from cs336_basics.wandb_adapter.sink import WandbSink
+
+__version__ = "0.2.0"
+
+#: Optional names: where each lives, imported on first access.
+_LAZY = {
+    "WandbSink": "cs336_basics.wandb_adapter.sink",
+    "push_run": "cs336_basics.wandb_adapter.push",
+    "pull_runs": "cs336_basics.wandb_adapter.pull",
+    "plot_runs": "cs336_basics.tracking.plots",
+}
+
+__all__ = [
+    "ExperimentAnalyzer",
+    "ExperimentConfig",
+    "ExperimentLog",
+    "ExperimentTracker",
+    "InMemorySink",
+    "LogFormatError",
+    "MetricsSnapshot",
+    "PushError",
+    "RunClosedError",
+    "RunInUseError",
+    "Sink",
+    "SinkUnavailableError",
+    "TrackingError",
+    "UnknownRunError",
+    "UsageError",
+    "WandbPullError",
+    "WandbSink",
+    "load_experiment_log",
+    "plot_runs",
+    "pull_runs",
+    "push_run",
+    "register_sink",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -22,7 +22,7 @@ __all__ = [
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy import keeps wandb optional
     if name == "WandbSink":
-        from cs336_basics.tracking.wandb_sink import WandbSink
+        from cs336_basics.wandb_adapter.sink import WandbSink
 
         return WandbSink
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

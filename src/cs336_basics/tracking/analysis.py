@@ -258,8 +258,8 @@ class ExperimentAnalyzer:
         return write_csv(log, target)
 
     def load_wandb(self, path: str, **kwargs: Any) -> list[str]:
-        """Pull runs of a W&B project (``"entity/project"``); see ``wandb_pull.pull_runs``."""
-        from .wandb_pull import pull_runs
+        """Pull runs of a W&B project (``"entity/project"``); see ``cs336_basics.pull_runs``."""
+        from ..wandb_adapter.pull import pull_runs
 
         keys = []
         for log in pull_runs(path, **kwargs):

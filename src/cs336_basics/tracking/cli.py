@@ -226,7 +226,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_pull(args: argparse.Namespace) -> None:
-    from .wandb_pull import pull_runs
+    from ..wandb_adapter.pull import pull_runs
 
     logs = pull_runs(
         args.path,
@@ -255,7 +255,7 @@ def cmd_pull(args: argparse.Namespace) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> None:
-    from .wandb_push import push_run
+    from ..wandb_adapter.push import push_run
 
     log = _resolve(None, args, args.run)
     if not log.source:

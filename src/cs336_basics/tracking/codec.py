@@ -1,14 +1,12 @@
 """Encoding and decoding the on-disk formats (pure functions, no I/O).
 
-Two formats:
+This module owns the **document** format and the JSON value rules the journal shares
+(:mod:`.journal` owns the journal's records):
 
 - the **document**: the guide's JSON object (``config``, ``start_time``, ..., ``metrics_history``,
   ``notes``) plus a few extra keys (``run_id``, ``status``, ``format_version``, ``save_id``,
-  ``superseded_history``, ``mirrors``). Strict JSON: NaN and +-inf are written as the strings
-  ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and read back as floats.
-- the **journal**: one JSON object per line, appended while the run trains. ``k`` names the
-  record: ``h`` header, ``m`` a metrics row, ``e`` an eval, ``f`` finish, ``x`` mirror state,
-  ``n`` notes, ``c`` closed without finishing.
+  ``superseded_history``, ``mirrors``, ``config_changes``). Strict JSON: NaN and +-inf are
+  written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and read back as floats.
 """
 
 from __future__ import annotations
@@ -61,14 +59,14 @@ def dumps(value: Any) -> bytes:
         raise TypeError(str(exc)) from exc
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Mark plain non-finite floats (summary, config) so they take the marker path too."""
     if type(value) is float and value - value != 0.0:
         return NonFinite(value)
     if type(value) is dict:
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if type(value) in (list, tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -84,12 +82,12 @@ def unmark(value: Any) -> Any:
 def log_to_document(log: ExperimentLog, save_id: int) -> dict[str, Any]:
     """The JSON document of a run, as a dict whose history rows are still dataclasses."""
     doc: dict[str, Any] = {
-        "config": _plain(log.config.to_dict()),
+        "config": plain(log.config.to_dict()),
         "start_time": log.start_time,
         "end_time": log.end_time,
     }
     for name in SUMMARY_FIELDS:
-        doc[name] = _plain(getattr(log, name))
+        doc[name] = plain(getattr(log, name))
     doc["metrics_history"] = log.metrics_history
     doc["notes"] = log.notes
     doc["run_id"] = log.run_id
@@ -98,6 +96,7 @@ def log_to_document(log: ExperimentLog, save_id: int) -> dict[str, Any]:
     doc["save_id"] = save_id
     doc["superseded_history"] = log.superseded_history
     doc["mirrors"] = log.mirrors
+    doc["config_changes"] = [plain(change) for change in log.config_changes]
     return doc
 
 
@@ -193,6 +192,7 @@ def document_to_log(doc: Any, source: str, fix_markers: bool = True) -> Experime
             doc.get("superseded_history") or [], f"{source}: superseded_history", fix_markers
         ),
         mirrors=dict(doc.get("mirrors") or {}),
+        config_changes=[unmark(change) for change in doc.get("config_changes") or []],
         source=source,
     )
     for name in SUMMARY_FIELDS:
@@ -212,26 +212,3 @@ def decode_log(data: bytes, source: str) -> tuple[ExperimentLog, int]:
         raise LogFormatError(f"{source}: not valid JSON ({exc})") from None
     log = document_to_log(doc, source, fix_markers=has_markers(data))
     return log, int(doc.get("save_id") or 0)
-
-
-# ---------------------------------------------------------------------------------------
-# Journal records.
-
-
-def journal_header(log: ExperimentLog, base_save_id: int | None, pid: int, host: str) -> bytes:
-    record = {
-        "k": "h",
-        "format_version": FORMAT_VERSION,
-        "run_id": log.run_id,
-        "config": _plain(log.config.to_dict()),
-        "start_time": log.start_time,
-        "notes": log.notes,
-        "base": base_save_id,
-        "pid": pid,
-        "host": host,
-    }
-    return dumps(record) + b"\n"
-
-
-def journal_row(row: MetricsSnapshot) -> bytes:
-    return b'{"k":"m","r":' + dumps(row) + b"}\n"

@@ -186,6 +186,9 @@ class ExperimentLog:
     status: str = "running"  # running | finished | unfinished (the process died before finish)
     superseded_history: list[MetricsSnapshot] = field(default_factory=list)
     mirrors: dict[str, Any] = field(default_factory=dict)  # e.g. {"wandb": {"run_id": ...}}
+    #: Config changes made by resuming with another config: time, after_iteration,
+    #: previous and new values of the keys that changed (oldest first).
+    config_changes: list[dict[str, Any]] = field(default_factory=list)
     source: str | None = field(default=None, compare=False)  # file it was loaded from
 
     @property
@@ -195,6 +198,18 @@ class ExperimentLog:
     @property
     def finished(self) -> bool:
         return self.status == "finished"
+
+    @property
+    def last_iteration(self) -> int | None:
+        """The last row's iteration (None without history)."""
+        history = self.metrics_history
+        return history[-1].iteration if history else None
+
+    @property
+    def last_gradient_step(self) -> int | None:
+        """The last row's gradient step (None without history)."""
+        history = self.metrics_history
+        return history[-1].gradient_step if history else None
 
     def column(self, name: str) -> list[Any]:
         """One field (or extra metric) across the history, ``None`` where absent."""

@@ -10,23 +10,32 @@ A sink subclasses :class:`Sink` and overrides what it needs:
 - ``close()``: release resources (the base class makes sinks context managers);
 - ``state()``: a JSON-able dict kept in the local log under ``mirrors[name]``.
 
-:class:`SinkDispatcher` owns one thread per tracker and a bounded ``queue.Queue``. The
-training thread only enqueues. A sink method that raises is reported once (per sink and
-error type) and the sink is switched off; the others, and the local log, carry on. When the
-queue is full, the event is dropped for the sinks (never for the local log), counted, and
-reported once: ``cs336-exp push`` uploads the whole local run later.
+:class:`SinkDispatcher` owns one thread per tracker and a queue of events. The training
+thread only enqueues (the rows themselves are the log's, so an event costs a few dozen
+bytes). A sink method that raises is reported once (per sink and error type) through the
+``cs336_basics`` logger and the sink is switched off; the others, and the local log, carry
+on. Rows are dropped for the sinks only past ``sink_queue_size`` waiting events (counted,
+reported once; ``cs336-exp push`` uploads the whole local run later); the run's start and
+finish are never dropped.
+
+Sinks are found by name through a small registry (:func:`register_sink`), so this module
+never imports an optional adapter.
 """
 
 from __future__ import annotations
 
-import queue
+import importlib
+import logging
 import threading
-import warnings
+from collections import deque
 from typing import Any
 
+from .errors import SinkUnavailableError
 from .records import ExperimentLog, MetricsSnapshot
 
-DEFAULT_QUEUE_SIZE = 100_000
+logger = logging.getLogger("cs336_basics")
+
+DEFAULT_QUEUE_SIZE = 1_000_000
 _STOP = object()
 
 
@@ -107,64 +116,102 @@ class InMemorySink(Sink):
         return {"rows": len(self.rows), "evals": len(self.evals)}
 
 
+#: Events that are never dropped, however far behind the sinks are.
+LIFECYCLE = frozenset({"start", "finish"})
+
+
 class SinkDispatcher:
-    """One background thread that hands tracker events to every sink, in order."""
+    """One background thread that hands tracker events to every sink, in order.
+
+    The training thread only appends to a deque (:meth:`put`). Rows are dropped for the
+    sinks (never for the local log) only when more than ``maxsize`` events already wait;
+    the run's start and finish are never dropped. Every problem (a sink raising, events
+    dropped, a sink that does not finish in time) goes to the ``cs336_basics`` logger, once
+    per sink and kind of error; nothing here raises into the training loop or stops the
+    thread, whatever a ``warnings`` filter says.
+    """
 
     def __init__(self, sinks: list[Sink], maxsize: int = DEFAULT_QUEUE_SIZE) -> None:
         self.sinks = list(sinks)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self.maxsize = maxsize
+        self._events: deque[Any] = deque()
+        self._wakeup = threading.Event()
         self._failed: dict[int, str] = {}
-        self._warned: set[tuple[int, str]] = set()
+        self._reported: set[tuple[int, str]] = set()
         self.dropped = 0
+        self.handled = 0
         self._thread = threading.Thread(target=self._run, name="cs336-sinks", daemon=True)
         self._thread.start()
 
     # --- training-thread side -------------------------------------------------------
     def put(self, method: str, arg: Any) -> None:
-        try:
-            self._queue.put_nowait((method, arg))
-        except queue.Full:
+        events = self._events
+        if len(events) >= self.maxsize and method not in LIFECYCLE:
             self.dropped += 1
             if self.dropped == 1:
-                warnings.warn(
-                    f"cs336_basics: the sink queue is full ({self._queue.maxsize} events): "
-                    "sinks are behind and will miss events; the local log is complete, "
-                    "upload it later with `cs336-exp push RUN`",
-                    RuntimeWarning,
-                    stacklevel=3,
+                logger.warning(
+                    "the sinks are %d events behind: further rows are not sent to them "
+                    "(the local log is complete; upload it later with `cs336-exp push RUN`)",
+                    len(events),
                 )
+            return
+        events.append((method, arg))
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+
+    @property
+    def backlog(self) -> int:
+        """Events queued and not yet handed to the sinks."""
+        return len(self._events)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued event was handled and each sink flushed."""
         done = threading.Event()
-        self._put_blocking(("_flush", done), timeout)
+        self._events.append(("_flush", done))
+        self._wakeup.set()
         return done.wait(timeout)
 
     def close(self, timeout: float | None = 60.0) -> bool:
         """Drain, close every sink and stop the thread; False if it did not stop in time."""
-        self._put_blocking(_STOP, timeout)
+        self._events.append(_STOP)
+        self._wakeup.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            warnings.warn(
-                f"cs336_basics: sinks did not finish within {timeout} s; giving up on them "
-                "(the local log is complete; `cs336-exp push RUN` uploads it later)",
-                RuntimeWarning,
-                stacklevel=3,
+            logger.warning(
+                "sinks did not finish within %s s (%d events not sent); giving up on them. "
+                "The local log is complete; `cs336-exp push RUN` uploads it later.",
+                timeout,
+                self.backlog,
             )
             return False
         return True
-
-    def _put_blocking(self, item: Any, timeout: float | None) -> None:
-        try:
-            self._queue.put(item, timeout=timeout)
-        except queue.Full:
-            pass
 
     def failures(self) -> dict[str, str]:
         """Sink name -> the error that switched it off."""
         return {self.sinks[i].name: why for i, why in self._failed.items()}
 
     # --- dispatcher-thread side -----------------------------------------------------
+    def _report(self, index: int, sink: Sink, method: str, exc: Exception, fatal: bool) -> None:
+        key = (index, type(exc).__name__)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        if fatal:
+            hint = getattr(sink, "failure_hint", "")
+            logger.error(
+                "sink %r failed in %s() and is switched off for this run: %s: %s. "
+                "Training and local logging go on. %s",
+                sink.name,
+                method,
+                type(exc).__name__,
+                exc,
+                hint,
+            )
+        else:
+            logger.warning(
+                "sink %r failed to %s: %s: %s", sink.name, method, type(exc).__name__, exc
+            )
+
     def _call(self, index: int, sink: Sink, method: str, arg: Any) -> None:
         if index in self._failed:
             return
@@ -174,58 +221,80 @@ class SinkDispatcher:
             else:
                 getattr(sink, method)(arg)
         except Exception as exc:  # a sink must never take training down
-            why = f"{type(exc).__name__}: {exc}"
-            self._failed[index] = why
-            key = (index, type(exc).__name__)
-            if key not in self._warned:
-                self._warned.add(key)
-                hint = getattr(sink, "failure_hint", "")
-                warnings.warn(
-                    f"cs336_basics: sink {sink.name!r} failed in {method}() and is switched "
-                    f"off for this run: {why}. Training and local logging go on. {hint}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            self._failed[index] = f"{type(exc).__name__}: {exc}"
+            self._report(index, sink, method, exc, fatal=True)
+
+    def _handle(self, item: Any) -> bool:
+        """Hand one event to the sinks; False once the stop event was handled."""
+        if item is _STOP:
+            for i, sink in enumerate(self.sinks):
+                self._call(i, sink, "flush", None)
+            for i, sink in enumerate(self.sinks):
+                try:
+                    sink.close()
+                except Exception as exc:  # closing is best effort
+                    self._report(i, sink, "close", exc, fatal=False)
+            return False
+        method, arg = item
+        if method == "_flush":
+            for i, sink in enumerate(self.sinks):
+                self._call(i, sink, "flush", None)
+            arg.set()
+            return True
+        for i, sink in enumerate(self.sinks):
+            self._call(i, sink, method, arg)
+        self.handled += 1
+        return True
 
     def _run(self) -> None:
+        events, wakeup = self._events, self._wakeup
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                for i, sink in enumerate(self.sinks):
-                    self._call(i, sink, "flush", None)
-                for sink in self.sinks:
-                    try:
-                        sink.close()
-                    except Exception as exc:  # closing is best effort
-                        warnings.warn(
-                            f"cs336_basics: sink {sink.name!r} failed to close: {exc}",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
-                return
-            method, arg = item
-            if method == "_flush":
-                for i, sink in enumerate(self.sinks):
-                    self._call(i, sink, "flush", None)
-                arg.set()
-                continue
-            for i, sink in enumerate(self.sinks):
-                self._call(i, sink, method, arg)
+            wakeup.clear()
+            while events:
+                item = events.popleft()
+                try:
+                    if not self._handle(item):
+                        return
+                except Exception:  # a bug here must not leave the queue unserved
+                    logger.exception("the sink dispatcher met an unexpected error")
+            wakeup.wait(0.5)
+
+
+#: Sink names and what makes them: a class, or ``"module:attribute"`` imported on first use
+#: (so the core never imports an optional adapter until a user asks for it).
+_REGISTRY: dict[str, Any] = {
+    "memory": InMemorySink,
+    "wandb": "cs336_basics.wandb_adapter.sink:WandbSink",
+}
+
+
+def register_sink(name: str, factory: Any) -> None:
+    """Make ``sinks=[name]`` (and ``CS336_SINKS=name``) build a sink with ``factory()``.
+
+    ``factory`` is a callable returning a :class:`Sink`, or a ``"module:attribute"`` string
+    naming one, imported when the sink is first asked for.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name: expected a non-empty string, got {name!r}")
+    if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
+        raise TypeError(f"factory: expected a callable or 'module:attribute', got {factory!r:.60}")
+    _REGISTRY[name.strip().lower()] = factory
 
 
 def make_sink(spec: Any) -> Sink:
-    """A sink from a name (``"wandb"``, ``"memory"``) or a ready ``Sink`` object."""
-    from .errors import SinkUnavailableError
-
+    """A sink from a registered name (``"wandb"``, ``"memory"``) or a ready ``Sink`` object."""
     if isinstance(spec, Sink):
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"sinks: expected sink names or Sink objects, got {spec!r:.60}")
-    name = spec.strip().lower()
-    if name == "wandb":
-        from .wandb_sink import WandbSink
-
-        return WandbSink()
-    if name == "memory":
-        return InMemorySink()
-    raise SinkUnavailableError(f"sinks: unknown sink {spec!r}; expected 'wandb' or 'memory'")
+    factory = _REGISTRY.get(spec.strip().lower())
+    if factory is None:
+        known = ", ".join(repr(n) for n in sorted(_REGISTRY))
+        raise SinkUnavailableError(f"sinks: unknown sink {spec!r}; expected one of {known}")
+    if isinstance(factory, str):
+        module, _, attribute = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attribute)
+    sink = factory()
+    if not isinstance(sink, Sink):
+        raise TypeError(f"sinks: {spec!r} made a {type(sink).__name__}, not a Sink")
+    return sink

@@ -9,9 +9,9 @@ the disk or the network.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
-import sys
 import threading
 import time
 import weakref
@@ -20,9 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .codec import journal_header
-from .errors import LogFormatError
+from . import env
+from . import journal as records_out
+from .codec import dumps
+from .deferred import DeferredRows, has_device_values
+from .errors import LogFormatError, RunClosedError
+from .journal import JournalWriter
 from .records import (
+    ROW_FIELDS,
     ExperimentConfig,
     ExperimentLog,
     MetricsSnapshot,
@@ -31,15 +36,18 @@ from .records import (
     apply_metrics,
     superseded_step,
 )
-from .sinks import Sink, SinkDispatcher, make_sink
-from .storage import JOURNAL_SUFFIX, JournalWriter, claim_stem, load_run, now_iso, write_document
+from .sinks import DEFAULT_QUEUE_SIZE, Sink, SinkDispatcher, make_sink
+from .storage import JOURNAL_SUFFIX, RunLock, claim_stem, load_run, now_iso, write_document
 from .text import format_summary
-from .values import is_device_tensor, optional_float, to_float, to_int, wrap_float
+from .values import MAX_INDEX, optional_float, to_float, to_int
 
-SINKS_ENV = "CS336_SINKS"
-#: Convert accelerator tensors at least this often (seconds) and at every eval/finish.
-DEFERRED_MAX_AGE = 1.0
-_FLOAT_FIELDS = ("train_loss", "val_loss", "learning_rate", "tokens_per_sec", "iter_time_ms")
+logger = logging.getLogger("cs336_basics")
+#: A row holding accelerator tensors is converted (off the training thread) once it has
+#: waited this long, so it reaches the journal within about a second; eval, save and finish
+#: convert at once.
+DEFERRED_MAX_AGE = 0.5
+#: Names an extra metric may not take: the guide's row fields.
+_RESERVED_METRICS = frozenset(ROW_FIELDS)
 
 _live: weakref.WeakSet[ExperimentTracker] = weakref.WeakSet()
 _atexit_registered = False
@@ -63,27 +71,34 @@ def _register(tracker: ExperimentTracker) -> None:
     _live.add(tracker)
 
 
-def process_rank() -> int:
-    """This process's rank under torch.distributed (RANK, else LOCAL_RANK, else 0)."""
-    for name in ("RANK", "LOCAL_RANK"):
-        value = os.environ.get(name, "").strip()
-        if value:
-            try:
-                return int(value)
-            except ValueError:
-                return 0
-    return 0
-
-
 def _sinks_from(spec: Any) -> list[Sink]:
     if spec is None:
-        names = [s for s in os.environ.get(SINKS_ENV, "").split(",") if s.strip()]
+        names = [s for s in (env.get(env.SINKS) or "").split(",") if s.strip()]
         return [make_sink(name) for name in names]
     if isinstance(spec, (str, Sink)):
         spec = [spec]
     if not isinstance(spec, Iterable):
         raise TypeError(f"sinks: expected a list of names or Sink objects, got {spec!r:.60}")
     return [make_sink(item) for item in spec]
+
+
+def _check_extra_names(where: str, extra: dict[str, Any]) -> None:
+    clash = _RESERVED_METRICS.intersection(extra)
+    if clash:
+        name = sorted(clash)[0]
+        raise ValueError(
+            f"{where}: {name!r} is one of the guide's row fields, not an extra metric "
+            f"(reserved: {', '.join(ROW_FIELDS)}); pick another name"
+        )
+
+
+def _check_config(config: ExperimentConfig) -> None:
+    """Refuse, at creation, a config the JSON document could not hold (names the key)."""
+    for key, value in config.to_dict().items():
+        try:
+            dumps(value)
+        except TypeError as exc:
+            raise TypeError(f"config.{key}: {exc}") from exc
 
 
 class ExperimentTracker:
@@ -97,7 +112,8 @@ class ExperimentTracker:
             ``ExperimentLog`` (loaded from disk). History, gradient steps and wall-clock go on.
         all_ranks: under torch.distributed only rank 0 tracks unless this is True.
         flush_interval: seconds between journal writes (crash loses at most about this).
-        sink_queue_size: events the sink queue holds before sinks start missing events.
+        sink_queue_size: events that may wait for the sinks before rows are no longer sent
+            to them (the run's start and finish always are).
     """
 
     def __init__(
@@ -109,15 +125,20 @@ class ExperimentTracker:
         resume: str | Path | ExperimentLog | None = None,
         all_ranks: bool = False,
         flush_interval: float = 0.25,
-        sink_queue_size: int = 100_000,
+        sink_queue_size: int = DEFAULT_QUEUE_SIZE,
     ) -> None:
         if not isinstance(config, ExperimentConfig):
             raise TypeError(f"config: expected an ExperimentConfig, got {type(config).__name__}")
         if not isinstance(flush_interval, (int, float)) or not 0 < flush_interval <= 1:
             raise ValueError(f"flush_interval: expected seconds in (0, 1], got {flush_interval!r}")
+        if type(sink_queue_size) is not int or sink_queue_size < 1:
+            raise ValueError(
+                f"sink_queue_size: expected a positive integer, got {sink_queue_size!r}"
+            )
+        _check_config(config)
         self.config = config
         self.log_dir = Path(log_dir)
-        self.enabled = all_ranks or process_rank() == 0
+        self.enabled = all_ranks or env.process_rank() == 0
         self.flush_interval = float(flush_interval)
         self._log = ExperimentLog(config=config)
         self._resume = resume
@@ -125,6 +146,7 @@ class ExperimentTracker:
         self._sink_queue_size = sink_queue_size
         self._dispatcher: SinkDispatcher | None = None
         self._journal: JournalWriter | None = None
+        self._lock: RunLock | None = None
         self._path: Path | None = None
         self._steps_done = 0
         self._t0 = 0.0
@@ -134,8 +156,8 @@ class ExperimentTracker:
         self._started = False
         self._finished = False
         self._closed = False
-        self._deferred: list[MetricsSnapshot] = []
-        self._deferred_since = 0.0
+        self._deferred = DeferredRows(self._emit, DEFERRED_MAX_AGE)
+        self._deferred_error: str | None = None
         if self.enabled:
             _register(self)
 
@@ -143,7 +165,7 @@ class ExperimentTracker:
     @property
     def log(self) -> ExperimentLog:
         """The run as it stands (accelerator values are converted first)."""
-        self._resolve_deferred()
+        self._deferred.resolve()
         return self._log
 
     @property
@@ -168,26 +190,46 @@ class ExperimentTracker:
     def sinks(self) -> list[Sink]:
         return list(self._sinks)
 
+    def health(self) -> dict[str, Any]:
+        """Whether everything logged is safely on its way, for a loop or a monitor to check.
+
+        ``journal`` is ``"ok"``, ``"behind"`` (an I/O error: ``journal_error`` says which;
+        ``journal_backlog`` records wait in memory and are retried), or ``"closed"``.
+        ``waiting_device_rows``: rows whose tensors are not read yet. ``sink_backlog``:
+        events the sinks have not handled yet; ``sinks``: each mirror's recorded state.
+        """
+        journal = self._journal
+        dispatcher = self._dispatcher
+        return {
+            "journal": "closed" if journal is None else "behind" if journal.error else "ok",
+            "journal_error": journal.error if journal is not None else None,
+            "journal_backlog": journal.backlog if journal is not None else 0,
+            "waiting_device_rows": len(self._deferred),
+            "device_error": self._deferred_error,
+            "sink_backlog": dispatcher.backlog if dispatcher is not None else 0,
+            "sinks_dropped": dispatcher.dropped if dispatcher is not None else 0,
+            "sinks": {name: dict(state) for name, state in self._log.mirrors.items()},
+        }
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ExperimentTracker:
         """Open the run's files (or continue the resumed run) and start the sinks."""
         if not self.enabled or self._started:
             return self
         if self._closed:
-            raise RuntimeError("start(): this tracker was closed; create a new one")
+            raise RunClosedError("start(): this tracker was closed; create a new one")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self._resume is not None:
             self._continue(self._resume)
         else:
             when = datetime.now()
             stem = claim_stem(self.log_dir, self.config.experiment_name, when)
+            self._lock = RunLock.acquire(self.log_dir, stem)
             self._log.start_time = when.isoformat()
             self._log.run_id = stem
             self._path = self.log_dir / f"{stem}.json"
             self._log.source = str(self._path)
-            self._journal = JournalWriter(
-                self._path.with_suffix(JOURNAL_SUFFIX), self._header(None), self.flush_interval
-            )
+            self._journal = self._open_journal(None)
         self._t0 = time.perf_counter()
         self._started = True
         if self._sinks:
@@ -198,6 +240,31 @@ class ExperimentTracker:
             self._dispatcher.put("start", self._log)
         return self
 
+    def _open_journal(self, base: int | None) -> JournalWriter:
+        assert self._path is not None
+        return JournalWriter(
+            self._path.with_suffix(JOURNAL_SUFFIX),
+            self._header(base),
+            self.flush_interval,
+            before_write=self._convert_waiting_rows,
+        )
+
+    def _convert_waiting_rows(self) -> None:
+        """On the journal thread: read the tensors of rows that waited long enough."""
+        try:
+            self._deferred.resolve_old()
+        except Exception as exc:
+            if self._deferred_error is None:
+                logger.error(
+                    "reading logged device tensors failed (%s: %s); the rows wait and are "
+                    "tried again (eval, save and finish raise this error)",
+                    type(exc).__name__,
+                    exc,
+                )
+            self._deferred_error = f"{type(exc).__name__}: {exc}"
+        else:
+            self._deferred_error = None
+
     def _record_mirror(self, name: str, state: dict[str, Any]) -> None:
         """Keep a sink's state in the log and the journal (safe from the dispatcher thread)."""
         if not state:
@@ -205,10 +272,10 @@ class ExperimentTracker:
         self._log.mirrors[name] = dict(state)
         journal = self._journal
         if journal is not None:
-            journal.append({"k": "x", "mirrors": {name: dict(state)}})
+            journal.append(records_out.mirror_record(name, state))
 
     def _header(self, base: int | None) -> bytes:
-        return journal_header(self._log, base, os.getpid(), socket.gethostname())
+        return records_out.encode_header(self._log, base, os.getpid(), socket.gethostname())
 
     def _continue(self, resume: str | Path | ExperimentLog) -> None:
         if isinstance(resume, ExperimentLog):
@@ -221,12 +288,45 @@ class ExperimentTracker:
         path = Path(resume)
         if not path.exists() and not path.with_suffix(JOURNAL_SUFFIX).exists():
             raise FileNotFoundError(f"resume: no experiment log at {path}")
-        try:
-            log, save_id = load_run(path)
-        except LogFormatError as exc:
-            raise ValueError(f"resume: {exc}") from None
         self._path = path.with_suffix(".json")
         self.log_dir = self._path.parent
+        self._lock = RunLock.acquire(self.log_dir, self._path.stem)
+        try:
+            try:
+                log, save_id = load_run(path)
+            except LogFormatError as exc:
+                raise LogFormatError(f"resume: {exc}") from exc
+            self._adopt(log, save_id)
+        except BaseException:
+            self._lock.release()
+            self._lock = None
+            raise
+
+    def _adopt(self, log: ExperimentLog, save_id: int) -> None:
+        """Continue the loaded run with this tracker's config (a change is recorded)."""
+        assert self._path is not None
+        changed = log.config.differences(self.config)
+        if log.config.experiment_name != self.config.experiment_name:
+            changed["experiment_name"] = (
+                log.config.experiment_name,
+                self.config.experiment_name,
+            )
+        if changed:
+            last = log.last_iteration
+            log.config_changes.append(
+                {
+                    "time": now_iso(),
+                    "after_iteration": last,
+                    "previous": {k: old for k, (old, _) in changed.items()},
+                    "new": {k: new for k, (_, new) in changed.items()},
+                }
+            )
+            logger.warning(
+                "resuming %s with a different config (%s); the previous values are kept in "
+                "the run's config_changes",
+                self._path.stem,
+                ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()),
+            )
         log.config = self.config
         log.status = "running"
         log.end_time = None
@@ -240,11 +340,7 @@ class ExperimentTracker:
             self._offset = max(self._offset, log.duration_seconds)
         self._save_id = save_id + 1
         write_document(self._path, log, self._save_id)
-        self._journal = JournalWriter(
-            self._path.with_suffix(JOURNAL_SUFFIX),
-            self._header(self._save_id),
-            self.flush_interval,
-        )
+        self._journal = self._open_journal(self._save_id)
         self._dirty = False
 
     def elapsed(self) -> float:
@@ -275,7 +371,7 @@ class ExperimentTracker:
             self._open_for_logging("log_metrics")
         it = (
             iteration
-            if type(iteration) is int and iteration >= 0
+            if type(iteration) is int and 0 <= iteration <= MAX_INDEX
             else to_int("iteration", iteration)
         )
         history = self._log.metrics_history
@@ -288,6 +384,8 @@ class ExperimentTracker:
             if gradient_step is None
             else to_int("gradient_step", gradient_step)
         )
+        if extra:
+            _check_extra_names("log_metrics", extra)
         row = MetricsSnapshot(
             it,
             step,
@@ -301,65 +399,22 @@ class ExperimentTracker:
         )
         apply_metrics(self._log, row)
         self._dirty = True
-        if self._deferred or self._has_device_values(row):
-            if not self._deferred:
-                self._deferred_since = time.perf_counter()
-            self._deferred.append(row)
-            if time.perf_counter() - self._deferred_since >= DEFERRED_MAX_AGE:
-                self._resolve_deferred()
+        if self._deferred.active or has_device_values(row):
+            self._deferred.add(row)
         else:
             self._emit(row)
         return row
 
-    @staticmethod
-    def _has_device_values(row: MetricsSnapshot) -> bool:
-        for name in _FLOAT_FIELDS:
-            value = getattr(row, name)
-            if value is not None and not isinstance(value, float):
-                return True
-        extra = row.extra
-        return extra is not None and any(not isinstance(v, float) for v in extra.values())
-
     def _emit(self, row: MetricsSnapshot) -> None:
-        assert self._journal is not None
-        self._journal.append(row)
+        journal = self._journal
+        if journal is not None:
+            journal.append(row)
         if self._dispatcher is not None:
             self._dispatcher.put("emit", row)
 
-    def _resolve_deferred(self) -> None:
-        """Convert queued accelerator tensors to floats with one host sync, then emit."""
-        if not self._deferred:
-            return
-        rows, self._deferred = self._deferred, []
-        slots: list[tuple[MetricsSnapshot, str | None, str]] = []
-        tensors: list[Any] = []
-        for row in rows:
-            for name in _FLOAT_FIELDS:
-                value = getattr(row, name)
-                if is_device_tensor(value):
-                    slots.append((row, None, name))
-                    tensors.append(value)
-            for key, value in (row.extra or {}).items():
-                if is_device_tensor(value):
-                    slots.append((row, key, key))
-                    tensors.append(value)
-        if tensors:
-            torch = sys.modules["torch"]
-            stacked = torch.stack([t.detach().reshape(()).float() for t in tensors])
-            for (target, extra_key, field_name), value in zip(
-                slots, stacked.cpu().tolist(), strict=True
-            ):
-                if extra_key is None:
-                    setattr(target, field_name, wrap_float(value))
-                else:
-                    assert target.extra is not None  # the key was found in it above
-                    target.extra[extra_key] = wrap_float(value)
-        for row in rows:
-            self._emit(row)
-
     def increment_gradient_step(self, n: int = 1) -> int:
         """Count ``n`` optimizer steps; returns the total."""
-        self._steps_done += n if type(n) is int and n > 0 else to_int("n", n)
+        self._steps_done += n if type(n) is int and 0 < n <= MAX_INDEX else to_int("n", n)
         return self._steps_done
 
     def log_eval(
@@ -374,19 +429,19 @@ class ExperimentTracker:
             return None
         if self._journal is None:
             self._open_for_logging("log_eval")
-        self._resolve_deferred()
         it = to_int("iteration", iteration)
         vl = optional_float("val_loss", val_loss)
         tl = optional_float("train_loss", train_loss)
+        if extra:
+            _check_extra_names("log_eval", extra)
         extras = {k: to_float(k, v) for k, v in extra.items()} or None
+        self._deferred.resolve()
         step = max(self._steps_done, 1)
         now = self.elapsed()
         row = apply_eval(self._log, it, step, now, vl, tl, extras)
         self._dirty = True
         assert self._journal is not None
-        self._journal.append(
-            {"k": "e", "i": it, "g": step, "w": now, "v": vl, "t": tl, "x": extras}
-        )
+        self._journal.append(records_out.eval_record(it, step, now, vl, tl, extras))
         self._journal.wake()
         if self._dispatcher is not None:
             self._dispatcher.put("emit_eval", row)
@@ -394,12 +449,12 @@ class ExperimentTracker:
 
     def _open_for_logging(self, what: str) -> None:
         if self._finished:
-            raise RuntimeError(
+            raise RunClosedError(
                 f"{what}(): run {self.run_id} is already finished; to continue it, create "
                 f"ExperimentTracker(config, resume={str(self._path)!r})"
             )
         if self._closed:
-            raise RuntimeError(
+            raise RunClosedError(
                 f"{what}(): this tracker was closed; to continue the run, create "
                 f"ExperimentTracker(config, resume={str(self._path)!r})"
             )
@@ -412,7 +467,7 @@ class ExperimentTracker:
         self._log.notes = notes
         self._dirty = True
         if self._journal is not None:
-            self._journal.append({"k": "n", "notes": notes})
+            self._journal.append(records_out.notes_record(notes))
 
     # ------------------------------------------------------------------ ending
     def finish(
@@ -423,32 +478,37 @@ class ExperimentTracker:
         *,
         sink_timeout: float = 60.0,
     ) -> ExperimentLog:
-        """End the run: summary (best/final/duration), sinks finished, JSON saved."""
+        """End the run: summary (best/final/duration), sinks finished, JSON saved.
+
+        If the save fails (disk full, ...) the error is raised and the run stays in memory
+        and in its journal; calling ``finish()`` again tries the save again.
+        """
         if not self.enabled:
             return self._log
+        if self._finished:
+            if self._dirty:  # the final save failed before: try it again
+                self.save()
+            return self._log
+        if self._closed:
+            raise RunClosedError(
+                f"finish(): this tracker was closed; to finish the run, create "
+                f"ExperimentTracker(config, resume={str(self._path)!r}) and finish that one"
+            )
         if not self._started:
             self.start()
-        if self._finished:
-            return self._log
         if notes is not None and not isinstance(notes, str):
             raise TypeError(f"notes: expected a string, got {type(notes).__name__}")
-        self._resolve_deferred()
         tl = optional_float("train_loss", train_loss)
         vl = optional_float("val_loss", val_loss)
+        self._deferred.resolve()
         end, duration = now_iso(), self.elapsed()
         apply_finish(self._log, end, duration, tl, vl, notes)
         assert self._journal is not None
-        self._journal.append(
-            {
-                "k": "f",
-                "end_time": end,
-                "duration_seconds": duration,
-                "train_loss": tl,
-                "val_loss": vl,
-                "notes": notes,
-            }
-        )
-        self._journal.flush(sync=True)
+        self._journal.append(records_out.finish_record(end, duration, tl, vl, notes))
+        try:
+            self._journal.flush(sync=True)
+        except OSError:
+            pass  # logged by the writer; the document below holds everything if it saves
         self._finished = True
         self._dirty = True
         self._close_sinks(sink_timeout)
@@ -461,7 +521,7 @@ class ExperimentTracker:
             return
         if self._finished:
             dispatcher.put("finish", self._log)
-        dispatcher.close(timeout)
+        stopped = dispatcher.close(timeout)
         failures = dispatcher.failures()
         for sink in self._sinks:
             sink.on_state = None
@@ -469,6 +529,11 @@ class ExperimentTracker:
             if sink.name in failures:
                 state["status"] = "failed"
                 state["error"] = failures[sink.name]
+            elif not stopped:
+                state["status"] = "incomplete"
+                state["error"] = (
+                    f"did not finish within {timeout} s ({dispatcher.backlog} events not sent)"
+                )
             elif dispatcher.dropped:
                 state["status"] = "incomplete"
                 state["dropped_events"] = dispatcher.dropped
@@ -486,7 +551,7 @@ class ExperimentTracker:
             return None
         if not self._started:
             self.start()
-        self._resolve_deferred()
+        self._deferred.resolve()
         if path is not None:
             target = Path(path)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -495,8 +560,8 @@ class ExperimentTracker:
         assert self._path is not None
         if not self._dirty:
             return self._path
+        write_document(self._path, self._log, self._save_id + 1)
         self._save_id += 1
-        write_document(self._path, self._log, self._save_id)
         self._dirty = False
         if self._journal is not None:
             if self._finished:
@@ -504,32 +569,51 @@ class ExperimentTracker:
                 self._journal = None
             else:
                 self._journal.rotate(self._header(self._save_id))
+        if self._finished:
+            self._release()
         return self._path
 
     def flush(self) -> None:
-        """Journal on disk (fsynced) and every sink's queue drained and flushed."""
+        """Journal on disk (fsynced) and every sink's queue drained and flushed.
+
+        Raises ``OSError`` if the journal cannot be written (the records stay queued).
+        """
         if not self.enabled or not self._started:
             return
-        self._resolve_deferred()
+        self._deferred.resolve()
         if self._journal is not None:
             self._journal.flush(sync=True)
         if self._dispatcher is not None:
             self._dispatcher.flush()
 
     def close(self) -> None:
-        """Stop without finishing: the journal is kept, so the run can be resumed."""
+        """Stop without finishing: the journal is kept, so the run can be resumed.
+
+        Everything logged is written before this returns (also when called at interpreter
+        exit for a tracker left open).
+        """
         if self._closed or not self.enabled:
             return
         self._closed = True
         _live.discard(self)
         if not self._started:
             return
-        self._resolve_deferred()
+        try:
+            self._deferred.resolve()
+        except Exception as exc:
+            logger.error("close(): reading logged device tensors failed: %s", exc)
         self._close_sinks(timeout=10.0)
         if self._journal is not None:
-            self._journal.append({"k": "c"})  # stopped on purpose: not a live run any more
+            self._journal.append(records_out.closed_record())  # not a live run any more
             self._journal.close()
             self._journal = None
+        self._release()
+
+    def _release(self) -> None:
+        _live.discard(self)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def print_summary(self) -> None:
         """Print the run's summary block."""

@@ -1,8 +1,11 @@
 """Turning what a training loop passes as a metric into a float (pure functions).
 
 Accepted: ``int``, ``float``, numpy scalars, 0-d (or one-element) tensors, anything ``float()``
-takes except strings and bools. Rejected with ``TypeError`` naming the argument: strings,
-``None`` where a number is required, lists, multi-element arrays and tensors.
+takes except strings, bools and complex numbers. Rejected with ``TypeError`` naming the
+argument: strings, bools (``numpy.bool_`` too), complex numbers, ``None`` where a number is
+required, lists, multi-element arrays and tensors; with ``ValueError``: an integer too large
+for a float (``10**400``). Iterations and steps are integers from 0 to :data:`MAX_INDEX`
+(2**53 - 1: exact as a float, as plots, pandas and a browser's ``JSON.parse`` need).
 
 Non-finite floats are returned as :class:`NonFinite`, a ``float`` subclass that behaves exactly
 like the float it wraps; the JSON encoder recognises it and writes a string marker, so finite
@@ -31,6 +34,8 @@ NAN_MARKER = "NaN"
 POS_INF_MARKER = "Infinity"
 NEG_INF_MARKER = "-Infinity"
 MARKERS = {NAN_MARKER: math.nan, POS_INF_MARKER: math.inf, NEG_INF_MARKER: -math.inf}
+#: The largest iteration or step number accepted (2**53 - 1).
+MAX_INDEX = 2**53 - 1
 
 
 def marker_for(value: float) -> str:
@@ -71,6 +76,19 @@ def _describe(value: Any) -> str:
     return f"{text} of type {type(value).__name__}"
 
 
+def _not_real(value: Any) -> str | None:
+    """'bool' or 'complex' for a numpy/torch boolean or complex value, else None."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return None
+    kind = getattr(dtype, "kind", None)  # numpy's dtype.kind; torch dtypes have none
+    if kind == "b" or str(dtype) == "torch.bool":
+        return "bool"
+    if kind == "c" or getattr(dtype, "is_complex", False) is True:
+        return "complex"
+    return None
+
+
 def to_float(name: str, value: Any, *, allow_device: bool = False) -> Any:
     """Validate one metric value and return it as a float.
 
@@ -84,8 +102,19 @@ def to_float(name: str, value: Any, *, allow_device: bool = False) -> Any:
         return float(value)
     if value is None:
         raise TypeError(f"{name}: expected a number, got None")
-    if isinstance(value, (str, bytes, bool)) or kind in (list, tuple, dict, set):
-        raise TypeError(f"{name}: expected a number, got {_describe(value)}")
+    if isinstance(value, (str, bytes, bool, complex)) or kind in (list, tuple, dict, set):
+        raise TypeError(f"{name}: expected a real number, got {_describe(value)}")
+    if isinstance(value, int):  # an int subclass, or an int too large for a float
+        try:
+            return wrap_float(float(value))
+        except OverflowError as exc:
+            raise ValueError(
+                f"{name}: expected a number that fits in a 64-bit float, got an integer of "
+                f"{int(value).bit_length()} bits"
+            ) from exc
+    not_real = _not_real(value)
+    if not_real is not None:
+        raise TypeError(f"{name}: expected a real number, got a {not_real} {_describe(value)}")
     size = getattr(value, "size", None)
     numel = getattr(value, "numel", None)
     count = numel() if callable(numel) else size if isinstance(size, int) else 1
@@ -99,6 +128,10 @@ def to_float(name: str, value: Any, *, allow_device: bool = False) -> Any:
         result = float(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name}: expected a number, got {_describe(value)}") from exc
+    except OverflowError as exc:
+        raise ValueError(
+            f"{name}: expected a number that fits in a 64-bit float, got {_describe(value)}"
+        ) from exc
     return wrap_float(result)
 
 
@@ -110,8 +143,9 @@ def optional_float(name: str, value: Any, *, allow_device: bool = False) -> Any:
 
 
 def to_int(name: str, value: Any) -> int:
-    """Validate an iteration or step number: a non-negative integer (numpy ints accepted)."""
-    if type(value) is int and value >= 0:
+    """Validate an iteration or step number: an integer from 0 to :data:`MAX_INDEX`
+    (numpy ints accepted)."""
+    if type(value) is int and 0 <= value <= MAX_INDEX:
         return value
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes, float)):
         raise TypeError(f"{name}: expected a non-negative integer, got {_describe(value)}")
@@ -119,6 +153,7 @@ def to_int(name: str, value: Any) -> int:
         index = value.__index__()
     except (AttributeError, TypeError) as exc:
         raise TypeError(f"{name}: expected a non-negative integer, got {_describe(value)}") from exc
-    if index < 0:
-        raise ValueError(f"{name}: expected a non-negative integer, got {index}")
+    if not 0 <= index <= MAX_INDEX:
+        shown = index if abs(index) < 10**20 else f"an integer of {index.bit_length()} bits"
+        raise ValueError(f"{name}: expected an integer from 0 to 2**53 - 1, got {shown}")
     return int(index)

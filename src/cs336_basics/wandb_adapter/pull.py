@@ -2,7 +2,7 @@
 
 History comes from ``run.scan_history()`` (every row, every page), never the sampled
 ``run.history()``. Keys map back through the inverse of the sink's table
-(:mod:`.wandb_keys`) first, then through :data:`KEY_ALIASES` for runs logged by other
+(:mod:`.keys`) first, then through :data:`KEY_ALIASES` for runs logged by other
 scripts; unmapped metrics are kept in each row's ``extra``. Rows replay through the same
 rules as a live run (an eval fills its iteration's row; a row at an earlier iteration
 supersedes the later ones), so a run mirrored by this project comes back equal to the
@@ -12,16 +12,16 @@ local one.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .codec import gc_paused
-from .errors import WandbPullError
-from .progress import progress
-from .records import (
+from ..tracking import env
+from ..tracking.codec import gc_paused
+from ..tracking.errors import WandbPullError
+from ..tracking.progress import progress
+from ..tracking.records import (
     SUMMARY_FIELDS,
     TRAIN_FIELDS,
     ExperimentConfig,
@@ -30,10 +30,10 @@ from .records import (
     apply_eval,
     apply_metrics,
 )
-from .storage import safe_name, write_document
-from .values import NonFinite, wrap_float
-from .wandb_keys import EXTRA_PREFIX, FIELD_TO_KEY
-from .wandb_sink import import_wandb
+from ..tracking.storage import inside, safe_name, write_document
+from ..tracking.values import NonFinite, wrap_float
+from .client import import_wandb
+from .keys import EXTRA_PREFIX, FIELD_TO_KEY
 
 #: Keys other scripts use for each local field, tried after this project's own key.
 FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
@@ -54,7 +54,7 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "iter_time_ms": ("iter_time_ms",),
 }
 #: Local field -> W&B keys that may hold it, first match wins. The first is always the
-#: sink's own key (the inverse of ``wandb_keys.FIELD_TO_KEY``), so both sides share one table.
+#: sink's own key (the inverse of ``keys.FIELD_TO_KEY``), so both sides share one table.
 KEY_ALIASES: dict[str, tuple[str, ...]] = {
     field: (key, *FOREIGN_KEYS.get(field, ())) for field, key in FIELD_TO_KEY.items()
 }
@@ -255,7 +255,8 @@ def run_to_log(
     if log.status == "finished":
         log.end_time = _iso(getattr(run, "heartbeat_at", None)) or log.start_time
     entity, project = getattr(run, "entity", None), getattr(run, "project", None)
-    log.run_id = f"wandb_{safe_name(str(entity or ''))}_{safe_name(str(project or ''))}_{run.id}"
+    parts = (str(entity or ""), str(project or ""), str(run.id))
+    log.run_id = "wandb_" + "_".join(safe_name(part) for part in parts)
     log.mirrors["wandb"] = {
         "run_id": run.id,
         "url": getattr(run, "url", None),
@@ -314,7 +315,7 @@ def pull_runs(
         raise ValueError(f"path: expected 'entity/project' or 'project', got {path!r}")
     wandb = import_wandb()
     try:
-        api = api or wandb.Api(timeout=timeout or int(os.environ.get("WANDB_HTTP_TIMEOUT", 20)))
+        api = api or wandb.Api(timeout=timeout or int(env.get(env.WANDB_HTTP_TIMEOUT) or 20))
     except Exception as exc:
         raise WandbPullError(
             f"connecting to W&B failed ({_explain(exc)}); check WANDB_API_KEY and WANDB_BASE_URL"
@@ -342,7 +343,7 @@ def pull_runs(
                 "nothing of it was saved"
             ) from None
         if save_dir is not None:
-            target = Path(save_dir) / f"{log.run_id}.json"
+            target = inside(Path(save_dir), f"{log.run_id}.json")
             target.parent.mkdir(parents=True, exist_ok=True)
             log.source = str(target)
             write_document(target, log, 1)

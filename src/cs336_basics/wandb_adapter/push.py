@@ -13,11 +13,12 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from .errors import TrackingError
-from .progress import progress
-from .records import ExperimentLog
-from .storage import JOURNAL_SUFFIX, load_run, write_document
-from .wandb_sink import WandbSink, new_run_id
+from ..tracking.errors import PushError
+from ..tracking.progress import progress
+from ..tracking.records import ExperimentLog
+from ..tracking.storage import JOURNAL_SUFFIX, load_run, write_document
+from .client import new_run_id
+from .sink import WandbSink
 
 
 def mirror_is_complete(log: ExperimentLog) -> bool:
@@ -42,7 +43,7 @@ def push_run(
     path = Path(run)
     log, save_id = load_run(path)
     if log.status == "running":
-        raise TrackingError(
+        raise PushError(
             f"{path}: the run is still being written by a live process; push it after it ends"
         )
     if mirror_is_complete(log) and not force:

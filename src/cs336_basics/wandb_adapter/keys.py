@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .records import SUMMARY_FIELDS, TRAIN_FIELDS, ExperimentLog, MetricsSnapshot
+from ..tracking.records import SUMMARY_FIELDS, TRAIN_FIELDS, ExperimentLog, MetricsSnapshot
 
 X_AXES = ("iteration", "gradient_step", "wallclock_time")
 FIELD_TO_KEY = {

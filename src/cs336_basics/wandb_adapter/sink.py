@@ -12,46 +12,28 @@ the local files carry on, and ``cs336-exp push RUN`` uploads the local run.
 
 from __future__ import annotations
 
-import os
-import secrets
-import string
+import logging
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import missing_extra
-from .records import ExperimentLog, MetricsSnapshot
-from .sinks import Sink
-from .wandb_keys import METRIC_GLOBS, X_AXES, eval_payload, summary_payload, train_payload
+from ..tracking import env
+from ..tracking.records import ExperimentLog, MetricsSnapshot
+from ..tracking.sinks import Sink
+from .client import DEFAULT_PROJECT, import_wandb, new_run_id
+from .keys import METRIC_GLOBS, X_AXES, eval_payload, summary_payload, train_payload
 
-DEFAULT_PROJECT = "cs336-basics"
+logger = logging.getLogger("cs336_basics")
+
 _MODES = (None, "online", "offline", "disabled")
 _PROGRESS_EVERY_S = 0.5
-
-
-def new_run_id() -> str:
-    """A W&B-style run id: 8 characters of [a-z0-9]."""
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
-def import_wandb() -> Any:
-    try:
-        import wandb
-    except ImportError:
-        raise missing_extra("wandb", "wandb") from None
-    return wandb
 
 
 class WandbSink(Sink):
     """Mirrors rows, evals and the summary of one run to a W&B run."""
 
     name = "wandb"
-    failure_hint = (
-        "Upload the local run later with `cs336-exp push RUN` "
-        "(cs336_basics.tracking.wandb_push.push_run)."
-    )
+    failure_hint = "Upload the local run later with `cs336-exp push RUN` (cs336_basics.push_run)."
 
     def __init__(
         self,
@@ -68,8 +50,8 @@ class WandbSink(Sink):
         if mode not in _MODES:
             raise ValueError(f"mode: expected one of online, offline, disabled, got {mode!r}")
         self._wandb = import_wandb()
-        self.project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
-        self.entity = entity or os.environ.get("WANDB_ENTITY") or None
+        self.project = project or env.get(env.WANDB_PROJECT) or DEFAULT_PROJECT
+        self.entity = entity or env.get(env.WANDB_ENTITY) or None
         self.mode = mode
         self.tags = tags
         self.group = group
@@ -125,18 +107,17 @@ class WandbSink(Sink):
     def start(self, log: ExperimentLog) -> None:
         if self.run_id is None:
             self.bind(log)
-        requested = self.mode or os.environ.get("WANDB_MODE") or "online"
+        requested = self.mode or env.get(env.WANDB_MODE) or "online"
         try:
             self.run = self._init(log, self.mode)
         except Exception as exc:
             if requested in ("offline", "disabled", "dryrun"):
                 raise
-            warnings.warn(
-                f"cs336_basics: wandb.init failed ({type(exc).__name__}: {exc}); mirroring "
-                "offline instead. Upload later with `wandb sync` on the run's directory, "
-                "or `cs336-exp push RUN`.",
-                RuntimeWarning,
-                stacklevel=2,
+            logger.warning(
+                "wandb.init failed (%s: %s); mirroring offline instead. Upload later with "
+                "`wandb sync` on the run's directory, or `cs336-exp push RUN`.",
+                type(exc).__name__,
+                exc,
             )
             self.run = self._init(log, "offline")
         run = self.run

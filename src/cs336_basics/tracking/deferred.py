@@ -1,0 +1,114 @@
+"""Rows whose values are still accelerator tensors, converted in batches off the hot path.
+
+Reading a GPU tensor forces a host sync, so ``log_metrics`` keeps such values as they are
+and queues the row here. The rows are converted together, with one device-to-host copy:
+
+- by the journal writer thread once the oldest has waited ``max_age`` seconds, so a row
+  reaches the journal within about a second even when the training loop stops logging;
+- on the training thread where the caller needs the numbers anyway (eval, save, finish,
+  ``tracker.log``).
+
+Order is kept: while any row waits or is being converted, later rows (even plain-float
+ones) queue behind it, and rows are handed on (``emit``) in the order they were logged.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .records import TRAIN_FIELDS, MetricsSnapshot
+from .values import is_device_tensor, wrap_float
+
+#: The row fields ``log_metrics`` may fill with a tensor.
+_VALUE_FIELDS = ("val_loss", *TRAIN_FIELDS)
+
+
+def has_device_values(row: MetricsSnapshot) -> bool:
+    """Whether the row holds a value that is not a float yet (an accelerator tensor)."""
+    for name in _VALUE_FIELDS:
+        value = getattr(row, name)
+        if value is not None and not isinstance(value, float):
+            return True
+    extra = row.extra
+    return extra is not None and any(not isinstance(v, float) for v in extra.values())
+
+
+def convert(rows: list[MetricsSnapshot]) -> None:
+    """Replace every tensor value of ``rows`` by its float, with one host sync."""
+    slots: list[tuple[MetricsSnapshot, str | None, str]] = []
+    tensors: list[Any] = []
+    for row in rows:
+        for name in _VALUE_FIELDS:
+            value = getattr(row, name)
+            if is_device_tensor(value):
+                slots.append((row, None, name))
+                tensors.append(value)
+        for key, value in (row.extra or {}).items():
+            if is_device_tensor(value):
+                slots.append((row, key, key))
+                tensors.append(value)
+    if not tensors:
+        return
+    torch = sys.modules["torch"]
+    stacked = torch.stack([t.detach().reshape(()).float() for t in tensors])
+    for (target, extra_key, field_name), value in zip(slots, stacked.cpu().tolist(), strict=True):
+        if extra_key is None:
+            setattr(target, field_name, wrap_float(value))
+        else:
+            assert target.extra is not None  # the key was found in it above
+            target.extra[extra_key] = wrap_float(value)
+
+
+class DeferredRows:
+    """The queue of rows waiting for their tensors to be read (see the module docstring)."""
+
+    def __init__(self, emit: Callable[[MetricsSnapshot], None], max_age: float) -> None:
+        self._emit = emit
+        self.max_age = max_age
+        self._rows: list[MetricsSnapshot] = []
+        self._since = 0.0
+        self._lock = threading.Lock()  # guards _rows, _since and active
+        self._converting = threading.Lock()  # one batch at a time, batches in order
+        #: True while a row waits or is being converted: new rows must queue behind it.
+        self.active = False
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, row: MetricsSnapshot) -> None:
+        """Queue a row (training thread)."""
+        with self._lock:
+            if not self._rows:
+                self._since = time.monotonic()
+            self._rows.append(row)
+            self.active = True
+
+    def resolve(self) -> None:
+        """Convert and emit everything queued, now (the caller's thread waits for the sync)."""
+        self._resolve(0.0)
+
+    def resolve_old(self) -> None:
+        """Convert and emit everything queued if the oldest row has waited ``max_age``."""
+        if self.active:
+            self._resolve(self.max_age)
+
+    def _resolve(self, min_age: float) -> None:
+        with self._converting:
+            with self._lock:
+                if not self._rows or time.monotonic() - self._since < min_age:
+                    return
+                rows, self._rows = self._rows, []
+            try:
+                convert(rows)
+            except BaseException:
+                with self._lock:  # keep them, in front, for the next try
+                    self._rows[:0] = rows
+                raise
+            for row in rows:
+                self._emit(row)
+            with self._lock:
+                self.active = bool(self._rows)

@@ -1,0 +1,49 @@
+"""Every environment variable this package reads, in one place.
+
+| variable | read by | meaning |
+|---|---|---|
+| ``CS336_SINKS`` | tracker | comma-separated sink names used when ``sinks=None`` (``wandb``) |
+| ``RANK``, ``LOCAL_RANK`` | tracker | torch.distributed rank: only rank 0 tracks; < 0: no ranks |
+| ``WANDB_PROJECT`` | W&B sink, push | project when none is given (default ``cs336-basics``) |
+| ``WANDB_ENTITY`` | W&B sink, push, pull | entity when none is given |
+| ``WANDB_MODE`` | W&B sink | online, offline or disabled (wandb's own variable) |
+| ``WANDB_HTTP_TIMEOUT`` | pull | seconds per W&B request when ``timeout`` is not given |
+
+wandb itself reads more of its own (``WANDB_API_KEY``, ``WANDB_BASE_URL``, ``WANDB_DIR``, ...);
+they pass through untouched.
+"""
+
+from __future__ import annotations
+
+import os
+
+SINKS = "CS336_SINKS"
+RANK = "RANK"
+LOCAL_RANK = "LOCAL_RANK"
+WANDB_PROJECT = "WANDB_PROJECT"
+WANDB_ENTITY = "WANDB_ENTITY"
+WANDB_MODE = "WANDB_MODE"
+WANDB_HTTP_TIMEOUT = "WANDB_HTTP_TIMEOUT"
+
+
+def get(name: str) -> str | None:
+    """The variable's value with surrounding blanks removed, or None when unset or blank."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def process_rank() -> int:
+    """This process's rank under torch.distributed: RANK, else LOCAL_RANK, else 0.
+
+    A negative value (``LOCAL_RANK=-1`` is a common "not distributed" default) and a value
+    that is not an integer both mean "not distributed", i.e. rank 0.
+    """
+    for name in (RANK, LOCAL_RANK):
+        value = get(name)
+        if value is not None:
+            try:
+                rank = int(value)
+            except ValueError:
+                return 0
+            return max(rank, 0)
+    return 0

@@ -1,0 +1,481 @@
+"""The journal: the run's append-only ``.jsonl`` file, its records, its writer and its replay.
+
+This module owns the format. One JSON object per line; ``k`` names the record kind:
+
+========  =====================================================================
+``h``     header, always the first line: run id, config, start time, notes, the
+          ``save_id`` of the document it continues (``base``), writer pid and host
+``m``     a metrics row: ``{"k": "m", "r": <the row as in metrics_history>}``
+``e``     an eval: iteration ``i``, gradient step ``g``, wall-clock ``w``, val loss
+          ``v``, train loss ``t``, extra metrics ``extra``
+``f``     finish: end time, duration, explicit final losses, notes
+``x``     a mirror's state: ``{"k": "x", "mirrors": {name: state}}``
+``n``     notes replaced
+``c``     the tracker was closed without finishing (the run is not live any more)
+========  =====================================================================
+
+Floats that are NaN or infinite are written as the document writes them (``"NaN"``,
+``"Infinity"``, ``"-Infinity"``). A torn last line (the process died mid-write) is skipped.
+
+:class:`JournalWriter` appends from a background thread; the training thread only queues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .codec import dumps, plain, rows_from_dicts, unmark
+from .errors import LogFormatError
+from .records import (
+    FORMAT_VERSION,
+    ExperimentConfig,
+    ExperimentLog,
+    MetricsSnapshot,
+    apply_eval,
+    apply_finish,
+    apply_metrics,
+)
+from .values import from_marker
+
+logger = logging.getLogger("cs336_basics")
+
+SUFFIX = ".jsonl"
+KIND = "k"
+HEADER = "h"
+ROW = "m"
+EVAL = "e"
+FINISH = "f"
+MIRROR = "x"
+NOTES = "n"
+CLOSED = "c"
+#: Longest wait between two tries to write after an I/O error (disk full, EIO).
+RETRY_MAX_S = 5.0
+
+
+# ---------------------------------------------------------------------------------------
+# Encoding.
+
+
+def encode_header(log: ExperimentLog, base_save_id: int | None, pid: int, host: str) -> bytes:
+    record = {
+        KIND: HEADER,
+        "format_version": FORMAT_VERSION,
+        "run_id": log.run_id,
+        "config": plain(log.config.to_dict()),
+        "start_time": log.start_time,
+        "notes": log.notes,
+        "base": base_save_id,
+        "pid": pid,
+        "host": host,
+    }
+    return dumps(record) + b"\n"
+
+
+def encode_row(row: MetricsSnapshot) -> bytes:
+    return b'{"k":"m","r":' + dumps(row) + b"}\n"
+
+
+def eval_record(
+    iteration: int,
+    gradient_step: int,
+    wallclock_time: float,
+    val_loss: float | None,
+    train_loss: float | None,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        KIND: EVAL,
+        "i": iteration,
+        "g": gradient_step,
+        "w": wallclock_time,
+        "v": val_loss,
+        "t": train_loss,
+        "extra": extra,
+    }
+
+
+def finish_record(
+    end_time: str,
+    duration_seconds: float,
+    train_loss: float | None,
+    val_loss: float | None,
+    notes: str | None,
+) -> dict[str, Any]:
+    return {
+        KIND: FINISH,
+        "end_time": end_time,
+        "duration_seconds": duration_seconds,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "notes": notes,
+    }
+
+
+def mirror_record(name: str, state: dict[str, Any]) -> dict[str, Any]:
+    return {KIND: MIRROR, "mirrors": {name: dict(state)}}
+
+
+def notes_record(notes: str) -> dict[str, Any]:
+    return {KIND: NOTES, "notes": notes}
+
+
+def closed_record() -> dict[str, Any]:
+    return {KIND: CLOSED}
+
+
+def encode_record(record: MetricsSnapshot | dict[str, Any]) -> bytes:
+    """One journal line for a queued record (a metrics row or one of the dicts above)."""
+    if type(record) is MetricsSnapshot:
+        return encode_row(record)
+    return dumps(record) + b"\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Writing.
+
+
+def _write(fd: int, data: memoryview) -> int:
+    """One ``os.write`` (a seam for fault-injection tests); returns the bytes written."""
+    return os.write(fd, data)
+
+
+class JournalWriter:
+    """Appends journal lines from a background thread.
+
+    The training thread calls :meth:`append` (a deque append, no I/O). The thread encodes
+    and writes what is pending every ``interval`` seconds or when woken. An I/O error (disk
+    full, EIO) never stops it: the bytes not yet written stay in memory, the thread tries
+    again with a growing pause (up to :data:`RETRY_MAX_S`), reports the problem once through
+    the ``cs336_basics`` logger and once more when it clears; :attr:`error` and
+    :attr:`backlog` show it meanwhile. :meth:`close` drains what is pending before it returns.
+
+    ``before_write`` (optional) runs on the thread before each write; the tracker uses it to
+    convert accelerator values that have waited too long. It must not raise (if it does,
+    the error is logged and the thread goes on).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        header: bytes,
+        interval: float = 0.25,
+        before_write: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.interval = interval
+        self.before_write = before_write
+        self.error: str | None = None
+        self._error_since = 0.0
+        self._pending: deque[Any] = deque()
+        self._unwritten = b""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._header: bytes | None = header
+        self._fd: int | None = None
+        self._open_fresh()  # at start an unwritable log dir is the caller's error
+        self._thread = threading.Thread(
+            target=self._run, name=f"cs336-journal-{path.stem}", daemon=True
+        )
+        self._thread.start()
+
+    # --- any thread -----------------------------------------------------------------
+    def append(self, record: Any) -> None:
+        """Queue a record: a ``MetricsSnapshot`` or a dict (encoded on the writer thread)."""
+        self._pending.append(record)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        """Records (and a partly written line, as one) not yet in the file."""
+        return len(self._pending) + (1 if self._unwritten else 0)
+
+    # --- writing (under the lock) ---------------------------------------------------
+    def _open_fresh(self) -> None:
+        """Replace the file with one holding only the header (atomically)."""
+        header = self._header
+        assert header is not None
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(header)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._header = None
+
+    def _encode_pending(self) -> bytes:
+        chunks = []
+        pending = self._pending
+        while pending:
+            record = pending.popleft()
+            try:
+                chunks.append(encode_record(record))
+            except (TypeError, ValueError) as exc:  # validated at the call: a bug if reached
+                logger.error(
+                    "journal %s: a record could not be encoded and is left out: %s", self.path, exc
+                )
+        return b"".join(chunks)
+
+    def _write_pending(self, sync: bool = False) -> None:
+        """Write everything pending (and ``fsync`` with ``sync``); OSError leaves it pending."""
+        with self._lock:
+            if self._fd is None:
+                if self._header is None:
+                    return  # closed
+                self._open_fresh()
+            assert self._fd is not None
+            data = self._unwritten + self._encode_pending()
+            self._unwritten = b""
+            done = 0
+            view = memoryview(data)
+            try:
+                while done < len(data):
+                    done += _write(self._fd, view[done:])
+            finally:
+                view.release()
+                if done < len(data):
+                    self._unwritten = data[done:]
+            if sync:
+                os.fsync(self._fd)
+
+    def _failed(self, exc: OSError) -> None:
+        if self.error is None:
+            self._error_since = time.monotonic()
+            logger.error(
+                "cannot write the journal %s (%s); %d record(s) wait in memory and are "
+                "retried every few seconds. Until this clears the journal is behind: a crash "
+                "would lose them (the tracker's health() shows the backlog).",
+                self.path,
+                exc,
+                self.backlog,
+            )
+        self.error = f"{type(exc).__name__}: {exc}"
+
+    def _recovered(self) -> None:
+        if self.error is not None:
+            logger.warning(
+                "the journal %s is written again after %.1f s; nothing was lost",
+                self.path,
+                time.monotonic() - self._error_since,
+            )
+            self.error = None
+
+    # --- the thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        delay = self.interval
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            stopping = self._stopping  # read before writing: a stop still gets one full write
+            if self.before_write is not None:
+                try:
+                    self.before_write()
+                except Exception:
+                    logger.exception("journal %s: preparing rows failed", self.path)
+            try:
+                self._write_pending()
+            except OSError as exc:
+                self._failed(exc)
+                delay = min(max(delay * 2, self.interval), RETRY_MAX_S)
+            except Exception:  # a bug: report it, keep the thread alive
+                logger.exception("journal %s: unexpected error while writing", self.path)
+            else:
+                self._recovered()
+                delay = self.interval
+            if stopping:
+                return
+
+    # --- training thread ------------------------------------------------------------
+    def flush(self, sync: bool = False) -> None:
+        """Write everything pending now, on the caller's thread (``sync`` also fsyncs).
+
+        Raises ``OSError`` when the file cannot be written; the records stay pending.
+        """
+        try:
+            self._write_pending(sync=sync)
+        except OSError as exc:
+            self._failed(exc)
+            raise
+        self._recovered()
+
+    def rotate(self, header: bytes) -> None:
+        """Start a fresh journal after a save: what is pending is in the saved document.
+
+        Mirror-state records are kept (they may be newer than the saved document). If the
+        fresh file cannot be made, the thread makes it before its next write.
+        """
+        with self._lock:
+            kept = [r for r in self._pending if type(r) is dict and r.get(KIND) == MIRROR]
+            self._pending.clear()
+            self._pending.extend(kept)
+            self._unwritten = b""
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
+            self._header = header
+            try:
+                self._open_fresh()
+            except OSError as exc:
+                self._failed(exc)
+
+    def close(self, delete: bool = False, timeout: float = 5.0) -> None:
+        """Stop the thread after it wrote everything pending (it drains, as
+        ``QueueListener.stop`` does), then close the file; ``delete`` removes the file."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+        if delete:
+            with self._lock:
+                self._pending.clear()
+                self._unwritten = b""
+        else:
+            try:
+                self._write_pending(sync=True)  # whatever the thread left (it may hang)
+            except OSError as exc:
+                logger.error(
+                    "closing the journal %s: %d record(s) could not be written (%s); "
+                    "they are in this process's memory only",
+                    self.path,
+                    self.backlog,
+                    exc,
+                )
+        with self._lock:
+            self._header = None
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
+        if delete:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+# ---------------------------------------------------------------------------------------
+# Reading.
+
+
+def _row(data: dict[str, Any], where: str) -> MetricsSnapshot:
+    return rows_from_dicts([data], where, fix_markers=True)[0]
+
+
+def _apply(log: ExperimentLog, kind: Any, record: dict[str, Any], where: str) -> bool:
+    """Apply one record to ``log``; returns False for a ``closed`` record."""
+    if kind == ROW:
+        apply_metrics(log, _row(record["r"], where))
+    elif kind == EVAL:
+        apply_eval(
+            log,
+            int(record["i"]),
+            int(record["g"]),
+            float(from_marker(record["w"])),
+            from_marker(record.get("v")),
+            from_marker(record.get("t")),
+            record.get("extra", record.get("x")),  # "x": journals written before 0.2
+        )
+    elif kind == FINISH:
+        apply_finish(
+            log,
+            record["end_time"],
+            float(from_marker(record["duration_seconds"])),
+            from_marker(record.get("train_loss")),
+            from_marker(record.get("val_loss")),
+            record.get("notes"),
+        )
+    elif kind == MIRROR:
+        mirrors = record.get("mirrors") or {}
+        if not isinstance(mirrors, dict) or not all(isinstance(v, dict) for v in mirrors.values()):
+            raise LogFormatError(f"mirrors: expected an object of objects, got {mirrors!r:.60}")
+        log.mirrors.update(mirrors)
+    elif kind == NOTES:
+        notes = record.get("notes") or ""
+        if not isinstance(notes, str):
+            raise LogFormatError(f"notes: expected a string, got {type(notes).__name__}")
+        log.notes = notes
+    elif kind == CLOSED:
+        return False
+    return True
+
+
+def replay(
+    path: Path,
+    log: ExperimentLog | None,
+    base_save_id: int | None,
+    is_alive: Callable[[Any, Any], bool],
+) -> tuple[ExperimentLog | None, list[str]]:
+    """Apply a journal's records to ``log`` (or build a log from its header).
+
+    Returns the log (``None`` when the journal is empty) and a list of problems met (torn or
+    unreadable lines, bad records), which never stop the replay. A journal whose ``base`` is
+    not ``base_save_id`` is stale (the document already holds its records) and is skipped.
+    ``is_alive(pid, host)`` tells whether the writer named in the header still runs.
+    """
+    problems: list[str] = []
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except FileNotFoundError:
+        return log, problems
+    header: dict[str, Any] | None = None
+    alive = False
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            last = all(not rest.strip() for rest in lines[number:])
+            problems.append(
+                f"{path}: line {number} is {'torn (skipped)' if last else 'unreadable (skipped)'}"
+            )
+            continue
+        kind = record.get(KIND) if isinstance(record, dict) else None
+        if header is None:
+            if kind != HEADER:
+                raise LogFormatError(f"{path}: not a journal (first record is not a header)")
+            header = record
+            alive = is_alive(record.get("pid"), record.get("host"))
+            if log is not None and record.get("base") != base_save_id:
+                if log.status != "finished":
+                    log.status = "running" if alive else "unfinished"
+                return log, problems
+            if log is None:
+                try:
+                    config = ExperimentConfig.from_dict(unmark(record.get("config") or {}))
+                except (TypeError, ValueError) as exc:
+                    raise LogFormatError(f"{path}: bad config in the header: {exc}") from exc
+                log = ExperimentLog(
+                    config=config,
+                    start_time=record.get("start_time"),
+                    notes=record.get("notes") or "",
+                    run_id=str(record.get("run_id") or path.stem),
+                    source=str(path),
+                )
+            continue
+        assert log is not None
+        where = f"{path}: line {number}"
+        try:
+            if not _apply(log, kind, record, where):
+                alive = False
+        except (KeyError, TypeError, ValueError) as exc:  # LogFormatError is a ValueError
+            problems.append(f"{where}: bad {kind!r} record skipped ({exc})")
+    if log is not None and log.status != "finished":
+        log.status = "running" if alive else "unfinished"
+    return log, problems
