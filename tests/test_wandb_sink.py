@@ -359,3 +359,29 @@ def test_push_of_an_unfinished_run_in_disabled_mode_is_not_a_mirror(tmp_path):
     again = push_run(tracker.path)  # nothing reached W&B, so this one really uploads
     assert again["pushed"] is True and again["status"] == "finished"
     assert wr.summary(again["sync_dir"])["local_status"] == "unfinished"
+
+
+def test_a_burst_of_100k_rows_reaches_wandb_whole_with_its_summary_and_exit_code(tmp_path):
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="burst"), log_dir=tmp_path, sinks=["wandb"]
+    )
+    for i in range(100_000):
+        tracker.log_metrics(i, 1.0 / (i + 1), 1e-3)
+        tracker.increment_gradient_step()
+        if (i + 1) % 100 == 0:
+            tracker.log_eval(iteration=i, val_loss=2.0 / (i + 1))
+    started = time.perf_counter()
+    tracker.finish(sink_timeout=600)
+    waited = time.perf_counter() - started
+    print(f"finish() waited {waited:.1f} s for the mirror")
+    state = load_experiment_log(tracker.path).mirrors["wandb"]
+    assert state["status"] == "finished" and "dropped_events" not in state
+    assert state["rows"] == 100_000 and state["evals"] == 1_000
+    recs = wr.records(state["sync_dir"], timeout=120)
+    rows = [r["history"]["item"] for r in recs if r.get("type") == "history"]
+    assert sum("train/loss" in r for r in rows) == 100_000
+    assert sum("val/loss" in r for r in rows) == 1_000
+    summary = wr.summary(state["sync_dir"])
+    assert same(summary["best_val_loss"], 2.0 / 100_000)
+    (exit_record,) = [r for r in recs if r.get("type") == "exit"]
+    assert exit_record["exit"].get("exit_code", 0) == 0

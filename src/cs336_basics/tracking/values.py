@@ -98,7 +98,7 @@ def to_float(name: str, value: Any, *, allow_device: bool = False) -> Any:
     kind = type(value)
     if kind is float:
         return value if value - value == 0.0 else NonFinite(value)
-    if kind is int:
+    if kind is int and -(2**53) <= value <= 2**53:
         return float(value)
     if value is None:
         raise TypeError(f"{name}: expected a number, got None")
