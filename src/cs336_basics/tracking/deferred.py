@@ -29,12 +29,22 @@ _VALUE_FIELDS = ("val_loss", *TRAIN_FIELDS)
 
 def has_device_values(row: MetricsSnapshot) -> bool:
     """Whether the row holds a value that is not a float yet (an accelerator tensor)."""
-    for name in _VALUE_FIELDS:
-        value = getattr(row, name)
+    # Written out (no getattr, no generator): this runs on every log_metrics call.
+    for value in (
+        row.train_loss,
+        row.val_loss,
+        row.learning_rate,
+        row.tokens_per_sec,
+        row.iter_time_ms,
+    ):
         if value is not None and not isinstance(value, float):
             return True
     extra = row.extra
-    return extra is not None and any(not isinstance(v, float) for v in extra.values())
+    if extra:
+        for value in extra.values():
+            if not isinstance(value, float):
+                return True
+    return False
 
 
 def convert(rows: list[MetricsSnapshot]) -> None:

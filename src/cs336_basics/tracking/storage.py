@@ -99,14 +99,22 @@ class RunLock:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError as exc:
                 holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown"
                 os.close(fd)
                 raise RunInUseError(
                     f"run {stem} in {log_dir} is being written by another live tracker "
                     f"({holder}); finish or close that one first (a crashed one lets go by "
                     "itself)"
-                ) from None
+                ) from exc
+            except OSError as exc:  # a file system without locks (some network mounts)
+                os.close(fd)
+                logger.warning(
+                    "cannot lock run %s (%s); going on unlocked: do not resume it twice at once",
+                    stem,
+                    exc,
+                )
+                return cls(None, path)
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(path))
             except FileNotFoundError:
@@ -192,7 +200,7 @@ def load_run(path: Path, on_problem: ProblemHandler = _log_problem) -> tuple[Exp
         try:
             data = document.read_bytes()
         except OSError as exc:
-            raise LogFormatError(f"{document}: cannot read ({exc})") from None
+            raise LogFormatError(f"{document}: cannot read ({exc})") from exc
         log, save_id = decode_log(data, str(document))
         if log.status == "finished" or not journal.exists():
             if log.status == "running":

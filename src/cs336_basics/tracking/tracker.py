@@ -371,7 +371,7 @@ class ExperimentTracker:
             self._open_for_logging("log_metrics")
         it = (
             iteration
-            if type(iteration) is int and 0 <= iteration <= MAX_INDEX
+            if type(iteration) is int and 0 <= iteration <= 9007199254740991  # MAX_INDEX
             else to_int("iteration", iteration)
         )
         history = self._log.metrics_history
@@ -384,7 +384,7 @@ class ExperimentTracker:
             if gradient_step is None
             else to_int("gradient_step", gradient_step)
         )
-        if extra:
+        if extra and "wallclock_time" in extra:  # the only row field not a parameter here
             _check_extra_names("log_metrics", extra)
         row = MetricsSnapshot(
             it,

@@ -319,13 +319,13 @@ def pull_runs(
     except Exception as exc:
         raise WandbPullError(
             f"connecting to W&B failed ({_explain(exc)}); check WANDB_API_KEY and WANDB_BASE_URL"
-        ) from None
+        ) from exc
     query = _filters(run_ids, names, filters, state)
     try:
         runs = api.runs(path, filters=query, per_page=per_page)
         total = len(runs)
     except Exception as exc:
-        raise WandbPullError(f"listing runs of {path!r} failed ({_explain(exc)})") from None
+        raise WandbPullError(f"listing runs of {path!r} failed ({_explain(exc)})") from exc
     logs: list[ExperimentLog] = []
     iterator = iter(runs)
     for _ in progress(range(total), total, f"Pulling {path}", enabled=show_progress):
@@ -334,14 +334,14 @@ def pull_runs(
         except StopIteration:
             break
         except Exception as exc:
-            raise WandbPullError(f"listing runs of {path!r} failed ({_explain(exc)})") from None
+            raise WandbPullError(f"listing runs of {path!r} failed ({_explain(exc)})") from exc
         try:
             log = run_to_log(run, key_aliases=key_aliases, config_aliases=config_aliases)
         except Exception as exc:
             raise WandbPullError(
                 f"reading run {getattr(run, 'id', '?')} of {path!r} failed ({_explain(exc)}); "
                 "nothing of it was saved"
-            ) from None
+            ) from exc
         if save_dir is not None:
             target = inside(Path(save_dir), f"{log.run_id}.json")
             target.parent.mkdir(parents=True, exist_ok=True)
