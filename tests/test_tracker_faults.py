@@ -355,7 +355,7 @@ def test_extra_metrics_may_not_take_the_guides_field_names(tmp_path, method, nam
 
 
 def test_a_config_the_document_cannot_hold_is_refused_at_creation(tmp_path):
-    with pytest.raises(TypeError, match="config.optimizer_obj: cannot store a value of type object"):
+    with pytest.raises(TypeError, match="config.optimizer_obj: cannot store a value of type obj"):
         ExperimentTracker(
             ExperimentConfig(experiment_name="bad", optimizer_obj=object()), log_dir=tmp_path
         )

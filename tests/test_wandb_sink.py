@@ -113,7 +113,7 @@ def test_init_failure_keeps_training_and_local_log(tmp_path, monkeypatch, caplog
     tracker = ExperimentTracker(
         ExperimentConfig(experiment_name="noinit"),
         log_dir=tmp_path,
-        sinks=[WandbSink(mode="offline")],
+        sinks=[WandbSink(mode="offline", in_process=True)],
     )
     with expect_log(caplog, "network is down.*push"):
         train(tracker, 0, 10)
@@ -139,7 +139,7 @@ def test_online_init_failure_falls_back_to_offline(tmp_path, monkeypatch, caplog
     tracker = ExperimentTracker(
         ExperimentConfig(experiment_name="fallback"),
         log_dir=tmp_path,
-        sinks=[WandbSink(mode="online")],
+        sinks=[WandbSink(mode="online", in_process=True)],
     )
     with expect_log(caplog, "mirroring offline"):
         train(tracker, 0, 6)
@@ -164,7 +164,9 @@ def test_log_failure_mid_run_is_contained(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(Run, "log", flaky_log)
     tracker = ExperimentTracker(
-        ExperimentConfig(experiment_name="flaky"), log_dir=tmp_path, sinks=["wandb"]
+        ExperimentConfig(experiment_name="flaky"),
+        log_dir=tmp_path,
+        sinks=[WandbSink(in_process=True)],
     )
     with expect_log(caplog, "sidecar died"):
         train(tracker, 0, 30)
@@ -332,7 +334,9 @@ def test_hanging_wandb_log_never_blocks_training(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(Run, "log", hanging_log)
     tracker = ExperimentTracker(
-        ExperimentConfig(experiment_name="wb_hang"), log_dir=tmp_path, sinks=["wandb"]
+        ExperimentConfig(experiment_name="wb_hang"),
+        log_dir=tmp_path,
+        sinks=[WandbSink(in_process=True)],
     )
     start = time.perf_counter()
     train(tracker, 0, 200)

@@ -63,7 +63,8 @@ def history(sync_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def run_record(sync_dir: str | Path) -> dict[str, Any]:
-    return next(r["run"] for r in records(sync_dir) if r.get("type") == "run")
+    """The run as its last run record has it (notes set at finish come in a later one)."""
+    return [r["run"] for r in records(sync_dir) if r.get("type") == "run"][-1]
 
 
 def summary(sync_dir: str | Path) -> dict[str, Any]:

@@ -237,24 +237,27 @@ class JournalWriter:
     def _write_pending(self, sync: bool = False) -> None:
         """Write everything pending (and ``fsync`` with ``sync``); OSError leaves it pending."""
         with self._lock:
-            if self._fd is None:
-                if self._header is None:
-                    return  # closed
-                self._open_fresh()
-            assert self._fd is not None
-            data = self._unwritten + self._encode_pending()
-            self._unwritten = b""
-            done = 0
-            view = memoryview(data)
-            try:
-                while done < len(data):
-                    done += _write(self._fd, view[done:])
-            finally:
-                view.release()
-                if done < len(data):
-                    self._unwritten = data[done:]
-            if sync:
-                os.fsync(self._fd)
+            self._write_locked(sync)
+
+    def _write_locked(self, sync: bool) -> None:
+        if self._fd is None:
+            if self._header is None:
+                return  # closed
+            self._open_fresh()
+        assert self._fd is not None
+        data = self._unwritten + self._encode_pending()
+        self._unwritten = b""
+        done = 0
+        view = memoryview(data)
+        try:
+            while done < len(data):
+                done += _write(self._fd, view[done:])
+        finally:
+            view.release()
+            if done < len(data):
+                self._unwritten = data[done:]
+        if sync:
+            os.fsync(self._fd)
 
     def _failed(self, exc: OSError) -> None:
         if self.error is None:
@@ -316,13 +319,28 @@ class JournalWriter:
             raise
         self._recovered()
 
-    def rotate(self, header: bytes) -> None:
-        """Start a fresh journal after a save: what is pending is in the saved document.
+    def rotate(self, header: bytes, keep_as: Path | None = None) -> None:
+        """Start a fresh journal after a save.
 
-        Mirror-state records are kept (they may be newer than the saved document). If the
-        fresh file cannot be made, the thread makes it before its next write.
+        Without ``keep_as`` the old file is dropped with what is pending: the saved document
+        holds it. With ``keep_as`` (a mirror process still reads the journal) everything
+        pending is written to the old file first, which is then renamed to ``keep_as``: a
+        *segment*, complete, that the mirror reads to its end and removes. Mirror-state
+        records are kept pending (they may be newer than the saved document). If the fresh
+        file cannot be made, the thread makes it before its next write.
         """
         with self._lock:
+            if keep_as is not None and self._fd is not None:
+                try:
+                    self._write_locked(sync=False)
+                    os.rename(self.path, keep_as)
+                except OSError as exc:
+                    logger.error(
+                        "journal %s: could not keep the rotated journal for the mirror (%s); "
+                        "the mirror will miss rows and be marked incomplete",
+                        self.path,
+                        exc,
+                    )
             kept = [r for r in self._pending if type(r) is dict and r.get(KIND) == MIRROR]
             self._pending.clear()
             self._pending.extend(kept)
@@ -337,13 +355,16 @@ class JournalWriter:
             except OSError as exc:
                 self._failed(exc)
 
-    def close(self, delete: bool = False, timeout: float = 5.0) -> None:
+    def close(
+        self, delete: bool = False, timeout: float = 5.0, keep_as: Path | None = None
+    ) -> None:
         """Stop the thread after it wrote everything pending (it drains, as
-        ``QueueListener.stop`` does), then close the file; ``delete`` removes the file."""
+        ``QueueListener.stop`` does), then close the file. ``delete`` removes the file, or,
+        with ``keep_as``, renames it there (a mirror still reading it removes it)."""
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
-        if delete:
+        if delete and keep_as is None:
             with self._lock:
                 self._pending.clear()
                 self._unwritten = b""
@@ -366,7 +387,10 @@ class JournalWriter:
                 self._fd = None
         if delete:
             with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+                if keep_as is not None:
+                    os.rename(self.path, keep_as)
+                else:
+                    self.path.unlink()
 
 
 # ---------------------------------------------------------------------------------------
@@ -377,12 +401,21 @@ def _row(data: dict[str, Any], where: str) -> MetricsSnapshot:
     return rows_from_dicts([data], where, fix_markers=True)[0]
 
 
-def _apply(log: ExperimentLog, kind: Any, record: dict[str, Any], where: str) -> bool:
-    """Apply one record to ``log``; returns False for a ``closed`` record."""
+def apply_record(
+    log: ExperimentLog, record: dict[str, Any], where: str = ""
+) -> MetricsSnapshot | None:
+    """Apply one journal record to ``log``; returns the row a metrics or eval record changed.
+
+    Raises ``KeyError``/``TypeError``/``ValueError`` (``LogFormatError``) for a bad record.
+    Headers and ``closed`` records change nothing here.
+    """
+    kind = record.get(KIND)
     if kind == ROW:
-        apply_metrics(log, _row(record["r"], where))
-    elif kind == EVAL:
-        apply_eval(
+        row = _row(record["r"], where or "journal row")
+        apply_metrics(log, row)
+        return row
+    if kind == EVAL:
+        return apply_eval(
             log,
             int(record["i"]),
             int(record["g"]),
@@ -391,7 +424,7 @@ def _apply(log: ExperimentLog, kind: Any, record: dict[str, Any], where: str) ->
             from_marker(record.get("t")),
             record.get("extra", record.get("x")),  # "x": journals written before 0.2
         )
-    elif kind == FINISH:
+    if kind == FINISH:
         apply_finish(
             log,
             record["end_time"],
@@ -410,9 +443,17 @@ def _apply(log: ExperimentLog, kind: Any, record: dict[str, Any], where: str) ->
         if not isinstance(notes, str):
             raise LogFormatError(f"notes: expected a string, got {type(notes).__name__}")
         log.notes = notes
-    elif kind == CLOSED:
-        return False
-    return True
+    return None
+
+
+def read_header(path: Path) -> dict[str, Any] | None:
+    """The journal's header record, or None (no file, or no complete header yet)."""
+    try:
+        with open(path, "rb") as handle:
+            record = orjson.loads(handle.readline())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and record.get(KIND) == HEADER else None
 
 
 def replay(
@@ -471,11 +512,130 @@ def replay(
             continue
         assert log is not None
         where = f"{path}: line {number}"
+        if kind == CLOSED:
+            alive = False
         try:
-            if not _apply(log, kind, record, where):
-                alive = False
+            apply_record(log, record, where)
         except (KeyError, TypeError, ValueError) as exc:  # LogFormatError is a ValueError
             problems.append(f"{where}: bad {kind!r} record skipped ({exc})")
     if log is not None and log.status != "finished":
         log.status = "running" if alive else "unfinished"
     return log, problems
+
+
+# ---------------------------------------------------------------------------------------
+# Following a live journal (a mirror process reads it while the tracker writes it).
+
+
+def segment_path(journal: Path, base: int | None) -> Path:
+    """Where a rotated journal whose header has ``base`` is kept for a mirror."""
+    return journal.with_name(f".{journal.stem}.seg-{base or 0:08d}{SUFFIX}")
+
+
+def _segment_base(path: Path) -> int:
+    return int(path.name.rsplit(".seg-", 1)[1][: -len(SUFFIX)])
+
+
+class JournalFollower:
+    """Reads a run's journal as the tracker writes it, across rotations, from a position.
+
+    The journal is a chain of files: segments (rotated journals kept for a mirror, see
+    :meth:`JournalWriter.rotate`), then the live ``<stem>.jsonl``, each starting with a
+    header whose ``base`` orders them. The position is ``(base, offset)``: the file and the
+    byte offset of the first record not yet read. A file is known to be complete once the
+    live path names another file (it was rotated); the live file's last line may still grow
+    and is read only once complete.
+    """
+
+    def __init__(
+        self,
+        journal: Path,
+        base: int | None = None,
+        offset: int = 0,
+        writer_pid: int | None = None,
+    ) -> None:
+        self.journal = journal
+        self.writer_pid = writer_pid
+        self.base = base or 0
+        self.offset = offset
+        self._handle: Any = None
+        self._tail = b""
+
+    def _files(self) -> list[tuple[int, Path]]:
+        """(base, path) of every file of the chain that exists now, in order."""
+        found = [
+            (_segment_base(p), p)
+            for p in self.journal.parent.glob(f".{self.journal.stem}.seg-*{SUFFIX}")
+        ]
+        header = read_header(self.journal)  # None: rotation under way, or the run finished
+        if header is not None and (self.writer_pid is None or header.get("pid") == self.writer_pid):
+            found.append((int(header.get("base") or 0), self.journal))
+        return sorted(found)
+
+    def _open(self) -> bool:
+        # Our file, or, when it is gone (a segment read to its end and removed), the next.
+        chosen = next(((b, p) for b, p in self._files() if b >= self.base), None)
+        if chosen is None:
+            return False
+        base, path = chosen
+        if base != self.base:
+            self.base, self.offset = base, 0
+        try:
+            self._handle = open(path, "rb")
+        except FileNotFoundError:
+            return False
+        self._handle.seek(self.offset)
+        self._tail = b""
+        return True
+
+    def _is_live(self) -> bool:
+        try:
+            return os.path.samestat(os.fstat(self._handle.fileno()), os.stat(self.journal))
+        except FileNotFoundError:
+            return False
+
+    def read(self) -> list[tuple[tuple[int, int], dict[str, Any]]]:
+        """The records written since the last call, each with the position after it.
+
+        Headers are skipped; a line that is not JSON is skipped (and counted as read).
+        """
+        out: list[tuple[tuple[int, int], dict[str, Any]]] = []
+        while True:
+            if self._handle is None and not self._open():
+                return out
+            live = self._is_live()  # asked before reading: a rotated file is complete
+            data = self._tail + self._handle.read()
+            lines = data.split(b"\n")
+            self._tail = lines.pop()
+            for line in lines:
+                self.offset += len(line) + 1
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and record.get(KIND) != HEADER:
+                    out.append(((self.base, self.offset), record))
+            if live:
+                return out
+            # Rotated (or removed at finish): this file is complete; go on with the next.
+            self._handle.close()
+            self._handle = None
+            following = [(b, p) for b, p in self._files() if b > self.base]
+            if not following:
+                self._handle = None
+                return out
+            self.base, self.offset = following[0][0], 0
+
+    def finished_segments(self, include_current: bool = False) -> list[Path]:
+        """Segments wholly behind the position (safe to remove once progress is recorded);
+        with ``include_current`` the one being read too (at the end of the run)."""
+        return [
+            p
+            for b, p in self._files()
+            if p != self.journal and (b < self.base or (include_current and b == self.base))
+        ]
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None

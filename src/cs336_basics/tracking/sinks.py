@@ -46,6 +46,14 @@ class Sink:
     #: Set by the tracker: call it (from any thread) with ``state()`` to have the mirror's
     #: progress journaled, so a crashed run resumes its mirror where it stood.
     on_state: Any = None
+    #: A sink that runs in a process of its own names the module to run there
+    #: (``python -m MODULE SPEC``, see :mod:`.mirror_process`); the tracker then feeds it
+    #: through the journal and calls none of its methods but ``bind`` and ``process_spec``.
+    process_module: str | None = None
+
+    def process_spec(self) -> dict[str, Any]:
+        """JSON-able settings the sink's process rebuilds the sink from."""
+        return {}
 
     def bind(self, log: ExperimentLog) -> dict[str, Any]:
         """Called on the training thread as the run starts (no I/O): pick ids, read

@@ -28,8 +28,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from . import journal as journal_format
-from .codec import decode_log, encode_log
+from .codec import decode_log, dumps, encode_log
 from .errors import LogFormatError, RunInUseError
 from .records import ExperimentLog
 
@@ -40,6 +42,7 @@ except ImportError:  # not on Windows: runs are not locked there
 
 logger = logging.getLogger("cs336_basics")
 JOURNAL_SUFFIX = journal_format.SUFFIX
+_MIRROR_STATE_SUFFIX = "-mirror.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DOTS = re.compile(r"\.{2,}")
 MAX_NAME_CHARS = 80
@@ -161,6 +164,24 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def mirror_state_path(document: Path, name: str) -> Path:
+    """Where a sink running in its own process records its state and progress."""
+    return document.with_name(f".{document.stem}.{name}{_MIRROR_STATE_SUFFIX}")
+
+
+def read_mirror_state(path: Path) -> dict[str, Any]:
+    """The last state a mirror recorded, or ``{}`` (none yet, or unreadable)."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_mirror_state(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, dumps(state))
+
+
 # ---------------------------------------------------------------------------------------
 # Reading.
 
@@ -188,8 +209,23 @@ def _log_problem(problem: str) -> None:
 
 
 def load_run(path: Path, on_problem: ProblemHandler = _log_problem) -> tuple[ExperimentLog, int]:
-    """Load a run from its ``.json`` or ``.jsonl`` path; returns the log and its save_id."""
+    """Load a run from its ``.json`` or ``.jsonl`` path; returns the log and its save_id.
+
+    The document, then its journal, then the state recorded by any mirror process (which
+    may be newer than both: a mirror goes on after a crash, or after ``finish()``).
+    """
     path = Path(path)
+    log, save_id = _load_files(path, on_problem)
+    document = path.with_suffix(".json")
+    for state_file in document.parent.glob(f".{document.stem}.*{_MIRROR_STATE_SUFFIX}"):
+        name = state_file.name[len(document.stem) + 2 : -len(_MIRROR_STATE_SUFFIX)]
+        state = read_mirror_state(state_file)
+        if state:
+            log.mirrors[name] = {**(log.mirrors.get(name) or {}), **state}
+    return log, save_id
+
+
+def _load_files(path: Path, on_problem: ProblemHandler) -> tuple[ExperimentLog, int]:
     if path.suffix == JOURNAL_SUFFIX:
         document, journal = path.with_suffix(".json"), path
     else:

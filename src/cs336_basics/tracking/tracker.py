@@ -9,6 +9,7 @@ the disk or the network.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import socket
@@ -25,7 +26,8 @@ from . import journal as records_out
 from .codec import dumps
 from .deferred import DeferredRows, has_device_values
 from .errors import LogFormatError, RunClosedError
-from .journal import JournalWriter
+from .journal import JournalWriter, segment_path
+from .mirror_process import MirrorProcess, log_path
 from .records import (
     ROW_FIELDS,
     ExperimentConfig,
@@ -37,7 +39,15 @@ from .records import (
     superseded_step,
 )
 from .sinks import DEFAULT_QUEUE_SIZE, Sink, SinkDispatcher, make_sink
-from .storage import JOURNAL_SUFFIX, RunLock, claim_stem, load_run, now_iso, write_document
+from .storage import (
+    JOURNAL_SUFFIX,
+    RunLock,
+    claim_stem,
+    load_run,
+    mirror_state_path,
+    now_iso,
+    write_document,
+)
 from .text import format_summary
 from .values import MAX_INDEX, optional_float, to_float, to_int
 
@@ -145,7 +155,9 @@ class ExperimentTracker:
         self._sinks = _sinks_from(sinks) if self.enabled else []
         self._sink_queue_size = sink_queue_size
         self._dispatcher: SinkDispatcher | None = None
+        self._mirrors: list[MirrorProcess] = []
         self._journal: JournalWriter | None = None
+        self._journal_base = 0
         self._lock: RunLock | None = None
         self._path: Path | None = None
         self._steps_done = 0
@@ -198,6 +210,7 @@ class ExperimentTracker:
         ``waiting_device_rows``: rows whose tensors are not read yet. ``sink_backlog``:
         events the sinks have not handled yet; ``sinks``: each mirror's recorded state.
         """
+        self._refresh_mirrors()
         journal = self._journal
         dispatcher = self._dispatcher
         return {
@@ -209,6 +222,7 @@ class ExperimentTracker:
             "sink_backlog": dispatcher.backlog if dispatcher is not None else 0,
             "sinks_dropped": dispatcher.dropped if dispatcher is not None else 0,
             "sinks": {name: dict(state) for name, state in self._log.mirrors.items()},
+            "mirror_processes": {m.name: m.alive for m in self._mirrors},
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -232,16 +246,40 @@ class ExperimentTracker:
             self._journal = self._open_journal(None)
         self._t0 = time.perf_counter()
         self._started = True
-        if self._sinks:
-            for sink in self._sinks:
-                self._record_mirror(sink.name, sink.bind(self._log))
+        in_process = []
+        for sink in self._sinks:
+            self._record_mirror(sink.name, sink.bind(self._log))
+            if sink.process_module:
+                self._start_mirror(sink)
+            else:
                 sink.on_state = lambda state, name=sink.name: self._record_mirror(name, state)
-            self._dispatcher = SinkDispatcher(self._sinks, self._sink_queue_size)
+                in_process.append(sink)
+        if in_process:
+            self._dispatcher = SinkDispatcher(in_process, self._sink_queue_size)
             self._dispatcher.put("start", self._log)
         return self
 
+    def _start_mirror(self, sink: Sink) -> None:
+        """Launch a sink's own process; it follows the journal (see ``mirror_process``)."""
+        assert self._path is not None and self._journal is not None
+        try:
+            self._mirrors.append(MirrorProcess(sink, self._path, self._journal.path))
+        except OSError as exc:
+            logger.error("could not start the %s mirror process: %s", sink.name, exc)
+            state = dict(self._log.mirrors.get(sink.name) or {})
+            state.update(status="failed", error=f"not started: {exc}")
+            self._record_mirror(sink.name, state)
+
+    def _refresh_mirrors(self) -> None:
+        """Copy each mirror process's recorded state into the log."""
+        for mirror in self._mirrors:
+            state = mirror.state()
+            if state:
+                self._log.mirrors[mirror.name] = state
+
     def _open_journal(self, base: int | None) -> JournalWriter:
         assert self._path is not None
+        self._journal_base = base or 0
         return JournalWriter(
             self._path.with_suffix(JOURNAL_SUFFIX),
             self._header(base),
@@ -511,9 +549,30 @@ class ExperimentTracker:
             pass  # logged by the writer; the document below holds everything if it saves
         self._finished = True
         self._dirty = True
+        deadline = time.monotonic() + sink_timeout
         self._close_sinks(sink_timeout)
+        self._wait_for_mirrors(max(0.0, deadline - time.monotonic()))
         self.save()
         return self._log
+
+    def _wait_for_mirrors(self, timeout: float) -> None:
+        """Give the mirror processes until ``timeout`` to forward everything and end."""
+        deadline = time.monotonic() + timeout
+        for mirror in self._mirrors:
+            ended = mirror.wait(max(0.0, deadline - time.monotonic()))
+            state = mirror.state()
+            if not ended:
+                state["status"] = "incomplete"
+                state["error"] = (
+                    f"still sending after {timeout:.0f} s; it goes on in the background "
+                    "(load the run again for its final state)"
+                )
+                logger.warning(
+                    "the %s mirror did not finish within %.0f s; it goes on in the background",
+                    mirror.name,
+                    timeout,
+                )
+            self._log.mirrors[mirror.name] = state
 
     def _close_sinks(self, timeout: float) -> None:
         dispatcher, self._dispatcher = self._dispatcher, None
@@ -558,20 +617,47 @@ class ExperimentTracker:
             write_document(target, self._log, self._save_id)
             return target
         assert self._path is not None
-        if not self._dirty:
-            return self._path
+        if not self._dirty and (self._finished or not self._mirrors):
+            return self._path  # (while mirrors run, a save also records their progress)
+        self._refresh_mirrors()
         write_document(self._path, self._log, self._save_id + 1)
         self._save_id += 1
         self._dirty = False
-        if self._journal is not None:
+        journal = self._journal
+        if journal is not None:
+            # A live mirror still reads the journal: hand it over as a segment.
+            keep = (
+                segment_path(journal.path, self._journal_base)
+                if any(m.alive for m in self._mirrors)
+                else None
+            )
             if self._finished:
-                self._journal.close(delete=True)
+                journal.close(delete=True, keep_as=keep)
                 self._journal = None
             else:
-                self._journal.rotate(self._header(self._save_id))
+                journal.rotate(self._header(self._save_id), keep_as=keep)
+                self._journal_base = self._save_id
         if self._finished:
+            self._remove_mirror_files()
             self._release()
         return self._path
+
+    def _remove_mirror_files(self) -> None:
+        """After the final save: the files of mirrors that ended (the document has their
+        state); a mirror still running removes its own as it finishes."""
+        assert self._path is not None
+        if any(m.alive for m in self._mirrors):
+            return
+        stem = self._path.stem
+        leftovers = list(self._path.parent.glob(f".{stem}.seg-*{JOURNAL_SUFFIX}"))
+        for mirror in self._mirrors:
+            state_file = mirror_state_path(self._path, mirror.name)
+            leftovers += [state_file, state_file.with_name(state_file.name + ".lock")]
+            if mirror.state().get("status") == "finished":
+                leftovers.append(log_path(self._path, mirror.name))
+        for leftover in leftovers:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
     def flush(self) -> None:
         """Journal on disk (fsynced) and every sink's queue drained and flushed.
@@ -607,6 +693,7 @@ class ExperimentTracker:
             self._journal.append(records_out.closed_record())  # not a live run any more
             self._journal.close()
             self._journal = None
+        self._wait_for_mirrors(10.0)  # they read the closed record and end
         self._release()
 
     def _release(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 import string
 from typing import Any
@@ -15,6 +16,12 @@ def new_run_id() -> str:
     """A W&B-style run id: 8 characters of [a-z0-9]."""
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def check_wandb_installed() -> None:
+    """Raise the friendly error if wandb is not installed, without importing it."""
+    if importlib.util.find_spec("wandb") is None:
+        raise missing_extra("wandb", "wandb")
 
 
 def import_wandb() -> Any:

@@ -12,6 +12,7 @@ the local files carry on, and ``cs336-exp push RUN`` uploads the local run.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -20,10 +21,20 @@ from typing import Any
 from ..tracking import env
 from ..tracking.records import ExperimentLog, MetricsSnapshot
 from ..tracking.sinks import Sink
-from .client import DEFAULT_PROJECT, import_wandb, new_run_id
+from .client import DEFAULT_PROJECT, check_wandb_installed, import_wandb, new_run_id
 from .keys import METRIC_GLOBS, X_AXES, eval_payload, summary_payload, train_payload
 
 logger = logging.getLogger("cs336_basics")
+_MIRROR_MODULE = "cs336_basics.wandb_adapter.mirror"
+
+
+def _json_able(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
 
 _MODES = (None, "online", "offline", "disabled")
 _PROGRESS_EVERY_S = 0.5
@@ -46,17 +57,27 @@ class WandbSink(Sink):
         group: str | None = None,
         dir: str | None = None,
         init_kwargs: dict[str, Any] | None = None,
+        in_process: bool = False,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode: expected one of online, offline, disabled, got {mode!r}")
-        self._wandb = import_wandb()
+        self.init_kwargs = dict(init_kwargs or {})
+        if not in_process and not _json_able(self.init_kwargs):
+            logger.info("init_kwargs cannot be sent to a mirror process: mirroring in-process")
+            in_process = True
+        self.in_process = in_process
+        self.process_module = None if in_process else _MIRROR_MODULE
+        # In its own process wandb is imported there (the training process only checks that
+        # it is installed: importing it costs a second or more).
+        self._wandb = import_wandb() if in_process else None
+        if self._wandb is None:
+            check_wandb_installed()
         self.project = project or env.get(env.WANDB_PROJECT) or DEFAULT_PROJECT
         self.entity = entity or env.get(env.WANDB_ENTITY) or None
         self.mode = mode
         self.tags = tags
         self.group = group
         self.dir = dir
-        self.init_kwargs = dict(init_kwargs or {})
         self.run: Any = None
         self.run_id = run_id
         self.url: str | None = None
@@ -67,22 +88,45 @@ class WandbSink(Sink):
         self.through_iteration = -1
         self.sync_dir: str | None = None
         self.on_state: Callable[[dict[str, Any]], None] | None = None
+        self.durable = False
         self._backlog: list[MetricsSnapshot] = []
         self._last_progress = 0.0
+
+    def process_spec(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "entity": self.entity,
+            "mode": self.mode,
+            "run_id": self.run_id,
+            "tags": self.tags,
+            "group": self.group,
+            "dir": self.dir,
+            "init_kwargs": self.init_kwargs,
+        }
 
     # ------------------------------------------------------------ training thread
     def bind(self, log: ExperimentLog) -> dict[str, Any]:
         """Choose the W&B run id before anything is sent (resumes the recorded one)."""
         previous = log.mirrors.get(self.name) or {}
         if self.run_id is None and previous.get("run_id") and previous.get("status") != "failed":
-            self.run_id = str(previous["run_id"])
-            self.rows = int(previous.get("rows") or 0)
-            self.evals = int(previous.get("evals") or 0)
-            self.through_iteration = int(previous.get("through_iteration", -1))
-            self._backlog = [r for r in log.metrics_history if r.iteration > self.through_iteration]
+            self.continue_run(previous, log)
         if self.run_id is None:
             self.run_id = new_run_id()
         return self.state()
+
+    def continue_run(self, previous: dict[str, Any], log: ExperimentLog) -> None:
+        """Continue the W&B run ``previous`` records: same id, and as backlog the local rows
+        it has not received (those after its ``through_iteration``)."""
+        self.run_id = str(previous["run_id"])
+        self.rows = int(previous.get("rows") or 0)
+        self.evals = int(previous.get("evals") or 0)
+        self.through_iteration = int(previous.get("through_iteration", -1))
+        self._backlog = [r for r in log.metrics_history if r.iteration > self.through_iteration]
+
+    def take_backlog(self) -> list[MetricsSnapshot]:
+        """The rows :meth:`start` would send first, handed to the caller instead."""
+        backlog, self._backlog = self._backlog, []
+        return backlog
 
     # ------------------------------------------------------------ dispatcher thread
     def _init(self, log: ExperimentLog, mode: str | None) -> Any:
@@ -102,6 +146,8 @@ class WandbSink(Sink):
         }
         if mode is not None:
             kwargs["mode"] = mode
+        if self._wandb is None:
+            self._wandb = import_wandb()
         return self._wandb.init(**kwargs)
 
     def start(self, log: ExperimentLog) -> None:
@@ -164,6 +210,7 @@ class WandbSink(Sink):
         if log.notes:
             self.run.notes = log.notes
         self.run.finish()
+        self.durable = self.mode_used != "disabled"
         # A disabled run went nowhere: never let `push` mistake it for a complete mirror.
         self.status = "disabled" if self.mode_used == "disabled" else "finished"
 
@@ -171,6 +218,7 @@ class WandbSink(Sink):
         if self.run is not None and self.status == "running":
             try:
                 self.run.finish(exit_code=1)
+                self.durable = self.mode_used != "disabled"
             finally:
                 self.status = "unfinished"
 
@@ -196,4 +244,7 @@ class WandbSink(Sink):
             "evals": self.evals,
             "through_iteration": self.through_iteration,
             "sync_dir": self.sync_dir,
+            # W&B confirmed the run's end, so what ``rows``/``through_iteration`` count is
+            # really there (a killed client can lose what it had handed to wandb).
+            "durable": self.durable,
         }

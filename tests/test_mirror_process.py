@@ -1,0 +1,227 @@
+"""The W&B mirror runs in its own process, fed from the journal: exactly once, no orphans.
+
+Real parts throughout: training subprocesses killed with SIGKILL, the real mirror process,
+the real wandb client (offline), its records read back with wandb's own reader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import wandb_records as wr
+
+from cs336_basics import ExperimentConfig, ExperimentTracker, load_experiment_log, push_run
+from cs336_basics.tracking.storage import mirror_state_path
+
+pytestmark = pytest.mark.slow
+
+TRAINER = textwrap.dedent(
+    """
+    import sys, time
+    from cs336_basics import ExperimentConfig, ExperimentTracker
+    log_dir = sys.argv[1]
+    start, stop, save_every = (int(a) for a in sys.argv[2:5])
+    resume = sys.argv[5] if len(sys.argv) > 5 else None
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="mirrored"), log_dir=log_dir,
+                                sinks=["wandb"], resume=resume)
+    tracker.start()
+    print("PATH", tracker.path, flush=True)
+    for i in range(start, stop):
+        tracker.log_metrics(i, 5.0 / (i + 1), 1e-3, grad_norm=0.5)
+        tracker.increment_gradient_step()
+        if (i + 1) % 50 == 0:
+            tracker.log_eval(iteration=i, val_loss=6.0 / (i + 1))
+        if save_every and (i + 1) % save_every == 0:
+            tracker.save()
+        if i % 20 == 0:
+            print("ITER", i, flush=True)
+        time.sleep(0.002)
+    print("WANDB_IMPORTED", "wandb" in sys.modules, flush=True)
+    print("LOOPED", flush=True)
+    time.sleep(600)  # until killed
+    """
+)
+
+
+def _spawn(log_dir: Path, start: int, stop: int, save_every: int = 0, resume: str = ""):
+    args = [sys.executable, "-c", TRAINER, str(log_dir), str(start), str(stop), str(save_every)]
+    if resume:
+        args.append(resume)
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+
+
+def _read_until(proc, prefix: str) -> str:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return line.strip()
+    raise AssertionError(f"child ended before printing {prefix!r}")
+
+
+def _wait_state(path: Path, statuses: set[str], timeout: float = 60.0, not_pid=None) -> dict:
+    state = load_experiment_log(path).mirrors.get("wandb", {})
+    deadline = time.monotonic() + timeout
+    while state.get("status") not in statuses or state.get("pid") == not_pid:
+        assert time.monotonic() < deadline, f"mirror state stayed {state}"
+        time.sleep(0.1)
+        state = load_experiment_log(path).mirrors.get("wandb", {})
+    return state
+
+
+def _pid_gone(pid: int, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _wandb_train_rows(*sync_dirs: str) -> list[dict]:
+    rows = []
+    for sync_dir in sync_dirs:
+        rows += [r for r in wr.history(sync_dir) if "train/loss" in r]
+    return rows
+
+
+def _exit_code(sync_dir: str) -> int:
+    exits = [r for r in wr.records(sync_dir) if r.get("type") == "exit"]
+    assert exits, "the W&B run was never ended"
+    return int(exits[-1]["exit"].get("exit_code", 0))
+
+
+def test_training_killed_every_journal_row_reaches_wandb_once_and_the_run_is_crashed(tmp_path):
+    proc = _spawn(tmp_path, 0, 400, save_every=120)
+    path = Path(_read_until(proc, "PATH ").split(" ", 1)[1])
+    _read_until(proc, "ITER 300")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = _wait_state(path, {"crashed", "failed", "incomplete"})
+    assert state["status"] == "crashed"
+    assert _pid_gone(state["pid"]), "the mirror outlived the run"  # no orphan
+    local = load_experiment_log(path)
+    iterations = [r.iteration for r in local.metrics_history]
+    got = [r["iteration"] for r in _wandb_train_rows(state["sync_dir"])]
+    assert got == iterations  # every row the journal holds, once, in order
+    evals = [r["iteration"] for r in wr.history(state["sync_dir"]) if "val/loss" in r]
+    assert evals == [r.iteration for r in local.metrics_history if r.val_loss is not None]
+    assert _exit_code(state["sync_dir"]) != 0  # shown as crashed on W&B
+    assert state["through_iteration"] == iterations[-1]
+    # Segments were handed over and removed once read.
+    assert not list(tmp_path.glob(".*.seg-*.jsonl"))
+
+
+def test_resume_after_a_crash_continues_the_same_wandb_run_without_duplicates(tmp_path):
+    proc = _spawn(tmp_path, 0, 300, save_every=100)
+    path = Path(_read_until(proc, "PATH ").split(" ", 1)[1])
+    _read_until(proc, "ITER 200")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = _wait_state(path, {"crashed", "failed", "incomplete"})
+    crashed_at = load_experiment_log(path).last_iteration
+    # Restart from a checkpoint older than the crash: rows from 150 on are superseded.
+    second = _spawn(tmp_path, 150, 260, resume=str(path))
+    _read_until(second, "LOOPED")
+    second.send_signal(signal.SIGTERM)  # stops the trainer without close(): crash again
+    second.wait()
+    final = _wait_state(path, {"crashed"}, not_pid=first["pid"])
+    assert final["run_id"] == first["run_id"]
+    assert final["sync_dir"] != first["sync_dir"]  # wandb writes one offline dir per resume
+    got = [r["iteration"] for r in _wandb_train_rows(first["sync_dir"], final["sync_dir"])]
+    # Exactly once: the first mirror sent 0..crashed_at; the second only what came after.
+    assert got[: crashed_at + 1] == list(range(crashed_at + 1))
+    journaled = [r.iteration for r in load_experiment_log(path).metrics_history]
+    assert journaled[:150] == list(range(150)) and journaled[150] == 150
+    assert got[crashed_at + 1 :] == journaled[150:]  # what the second run's journal held
+    assert max(Counter(got[crashed_at + 1 :]).values()) == 1
+
+
+def test_the_training_process_never_imports_wandb(tmp_path):
+    proc = _spawn(tmp_path, 0, 60)
+    path = Path(_read_until(proc, "PATH ").split(" ", 1)[1])
+    imported = _read_until(proc, "WANDB_IMPORTED")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert imported == "WANDB_IMPORTED False"
+    state = _wait_state(path, {"crashed"})
+    assert state["rows"] == len(load_experiment_log(path).metrics_history) > 0
+
+
+def _mirror_after_rows(tracker: ExperimentTracker, rows: int):
+    """The tracker's mirror process once it has recorded ``rows`` rows as sent."""
+    state_file = mirror_state_path(tracker.path, "wandb")
+    deadline = time.monotonic() + 60
+    while json.loads(state_file.read_text() if state_file.exists() else "{}").get("rows", 0) < rows:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (mirror,) = tracker._mirrors
+    return mirror
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_mirror_that_dies_or_is_stopped_leaves_training_alone_and_push_completes_it(
+    tmp_path, signum
+):
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="mirror_ends"), log_dir=tmp_path, sinks=["wandb"]
+    )
+    for i in range(50):
+        tracker.log_metrics(i, 1.0 / (i + 1))
+    mirror = _mirror_after_rows(tracker, 50)
+    mirror.process.send_signal(signum)
+    mirror.process.wait(60)
+    for i in range(50, 120):  # training goes on
+        tracker.log_metrics(i, 1.0 / (i + 1))
+    tracker.save()  # no mirror to hand segments to: nothing is kept for it
+    assert not list(tmp_path.glob(".*.seg-*.jsonl"))
+    tracker.finish()
+    local = load_experiment_log(tracker.path)
+    assert local.last_iteration == 119
+    state = local.mirrors["wandb"]
+    time.sleep(1.1)  # offline wandb names a run's folder by id and second: keep them apart
+    pushed = push_run(tracker.path)
+    if signum == signal.SIGKILL:
+        # Killed: what wandb kept of the rows handed to it is unknown, so all go to a new run.
+        assert state["status"] == "failed" and "exited with code" in state["error"]
+        assert pushed["replaced"] == state["run_id"] and pushed["pushed_rows"] == 120
+        got = [r["iteration"] for r in _wandb_train_rows(pushed["sync_dir"])]
+    else:
+        # Stopped: the mirror ended the W&B run cleanly; push continues it with what it lacks.
+        assert state["status"] == "incomplete" and state["durable"] is True
+        assert pushed["run_id"] == state["run_id"] and "replaced" not in pushed
+        assert pushed["pushed_rows"] == 119 - state["through_iteration"] > 0
+        got = [r["iteration"] for r in _wandb_train_rows(state["sync_dir"], pushed["sync_dir"])]
+    assert got == list(range(120))
+    assert _exit_code(pushed["sync_dir"]) == 0
+    assert push_run(tracker.path)["pushed"] is False
+
+
+def test_rotation_while_mirroring_loses_and_repeats_nothing(tmp_path):
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="rotating"), log_dir=tmp_path, sinks=["wandb"]
+    )
+    for i in range(600):
+        tracker.log_metrics(i, 1.0 / (i + 1))
+        tracker.increment_gradient_step()
+        if (i + 1) % 100 == 0:
+            tracker.log_eval(iteration=i, val_loss=2.0)
+        if (i + 1) % 37 == 0:
+            tracker.save()  # rotates the journal under the mirror's feet
+    tracker.finish()
+    state = load_experiment_log(tracker.path).mirrors["wandb"]
+    assert state["status"] == "finished" and state["rows"] == 600 and state["evals"] == 6
+    assert [r["iteration"] for r in _wandb_train_rows(state["sync_dir"])] == list(range(600))
+    assert _exit_code(state["sync_dir"]) == 0
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert leftovers == [tracker.path.name]  # journal, segments, state and lock files gone
