@@ -224,3 +224,28 @@ def test_a_record_the_encoder_refuses_is_left_out_and_the_journal_goes_on(tmp_pa
     tracker.flush()
     assert load_experiment_log(tracker.path.with_suffix(".jsonl")).last_iteration == 1
     tracker.close()
+
+
+def test_a_bad_journal_row_is_named_and_skipped_the_rest_replays(tmp_path, caplog):
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="badrow"), log_dir=tmp_path)
+    tracker.log_metrics(iteration=0, train_loss=1.0)
+    tracker.flush()
+    journal = tracker.path.with_suffix(".jsonl")
+    with open(journal, "ab") as handle:
+        handle.write(b'{"k":"m","r":{"iteration":1,"gradient_step":1,"wallclock_time":0.1,')
+        handle.write(b'"train_loss":"abc"}}\n')
+    tracker.log_metrics(iteration=2, train_loss=0.5)
+    tracker.flush()
+    with expect_log(caplog, r"line 3: bad 'm' record skipped \(.*line 3\.train_loss: expected"):
+        log = load_experiment_log(journal)
+    assert [r.iteration for r in log.metrics_history] == [0, 2]
+    tracker.close()
+
+
+def test_a_journal_header_with_a_bad_field_is_a_format_error(tmp_path):
+    from cs336_basics import LogFormatError
+
+    journal = tmp_path / "experiment_x_20260101_000000.jsonl"
+    journal.write_bytes(b'{"k":"h","config":{},"start_time":12,"base":null}\n')
+    with pytest.raises(LogFormatError, match="header start_time: expected a string"):
+        load_experiment_log(journal)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import LogFormatError
+from .errors import LogFormatError, UnknownRunError, UsageError
 from .progress import progress
 from .records import ROW_FIELDS, ExperimentConfig, ExperimentLog
 from .storage import JOURNAL_SUFFIX, load_run
@@ -59,6 +59,16 @@ def write_csv(log: ExperimentLog, path: Path) -> Path:
     return path
 
 
+def _skipped(path: Path, exc: BaseException) -> str:
+    """``skipped FILE: why`` (the file named once, though the error names it too)."""
+    reason = str(exc)
+    for prefix in (f"{path}: ", f"{path} "):
+        if reason.startswith(prefix):
+            reason = reason[len(prefix) :]
+            break
+    return f"skipped {path}: {reason}"
+
+
 def _finite_or_none(value: Any) -> float | None:
     if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
@@ -94,8 +104,8 @@ class ExperimentAnalyzer:
         ):
             try:
                 log, _ = load_run(path, on_problem=self.problems.append)
-            except (LogFormatError, OSError, ValueError, TypeError) as exc:
-                self.problems.append(f"skipped {path}: {exc}")
+            except (LogFormatError, OSError) as exc:  # decoding turns any bad value into these
+                self.problems.append(_skipped(path, exc))
                 continue
             loaded.append(log)
         if not quiet:
@@ -136,25 +146,40 @@ class ExperimentAnalyzer:
             if log.run_id == name:
                 return log
         known = ", ".join(self.logs) or "none loaded (call load_all() first)"
-        raise KeyError(f"no experiment {name!r}; known: {known}")
+        raise UnknownRunError(f"no experiment {name!r}; known: {known}")
 
     def select(self, patterns: list[str] | None) -> dict[str, ExperimentLog]:
-        """Runs whose key, run id or name matches any glob pattern (all when none given)."""
+        """Runs matching any pattern (all when none given).
+
+        A pattern equal to a run's key, run id or experiment name selects exactly the runs
+        it names (so ``lr[1e-3]`` is a name, not a character class); any other pattern is a
+        glob matched against the same three.
+        """
         if not patterns:
             return dict(self.logs)
         chosen: dict[str, ExperimentLog] = {}
         for pattern in patterns:
-            hits = {
+            hits = self._matching(pattern, glob=False) or self._matching(pattern, glob=True)
+            if not hits:
+                raise UnknownRunError(f"no experiment matches {pattern!r}")
+            chosen.update(hits)
+        return chosen
+
+    def _matching(self, pattern: str, *, glob: bool) -> dict[str, ExperimentLog]:
+        """Runs whose key, run id or name equals ``pattern`` (or matches it as a glob)."""
+        if glob:
+            return {
                 key: log
                 for key, log in self.logs.items()
                 if fnmatch.fnmatchcase(key, pattern)
                 or fnmatch.fnmatchcase(log.run_id, pattern)
                 or fnmatch.fnmatchcase(log.experiment_name, pattern)
             }
-            if not hits:
-                raise KeyError(f"no experiment matches {pattern!r}")
-            chosen.update(hits)
-        return chosen
+        return {
+            key: log
+            for key, log in self.logs.items()
+            if pattern in (key, log.run_id, log.experiment_name)
+        }
 
     # ------------------------------------------------------------------ comparing
     def differing_config_keys(self, logs: list[ExperimentLog]) -> list[str]:
@@ -189,15 +214,14 @@ class ExperimentAnalyzer:
         ]
         rows = []
         for key, log in selected.items():
-            history = log.metrics_history
             cfg = log.config.to_dict()
-            status = "diverged" if log.diverged_at is not None else log.status
+            last = log.last_iteration
             rows.append(
                 [
                     key,
-                    status,
-                    history[-1].iteration + 1 if history else 0,
-                    history[-1].gradient_step if history else 0,
+                    log.display_status,
+                    0 if last is None else last + 1,
+                    log.last_gradient_step or 0,
                     log.tokens_seen,
                     *[cfg.get(k) for k in config_keys],
                     log.best_train_loss,
@@ -209,7 +233,9 @@ class ExperimentAnalyzer:
             )
         if sort_by:
             if sort_by not in headers:
-                raise ValueError(f"sort: unknown column {sort_by!r}; expected one of {headers}")
+                raise UsageError(
+                    f"sort: unknown column {sort_by!r}; expected one of {', '.join(headers)}"
+                )
             col = headers.index(sort_by)
 
             def sort_key(row: list[Any]) -> tuple[int, Any]:
@@ -237,7 +263,7 @@ class ExperimentAnalyzer:
         """``(key, value)`` of the run with the lowest ``metric``; diverged runs never win."""
         field = BEST_METRICS.get(metric)
         if field is None:
-            raise ValueError(
+            raise UsageError(
                 f"metric: unknown {metric!r}; expected one of {', '.join(BEST_METRICS)}"
             )
         best: tuple[str, float] | None = None
@@ -248,7 +274,7 @@ class ExperimentAnalyzer:
             if value is not None and (best is None or value < best[1]):
                 best = (key, value)
         if best is None:
-            raise ValueError(f"no loaded experiment has a finite {field}")
+            raise UsageError(f"no loaded experiment has a finite {field}")
         return best
 
     def export_csv(self, name: str, path: str | Path | None = None) -> Path:

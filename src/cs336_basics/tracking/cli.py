@@ -1,7 +1,10 @@
 """cs336-exp: list, compare, plot, export, report, pull and push experiment runs.
 
-Every command takes ``--log-dir`` (default ``experiment_logs``). A user mistake prints one
-line on stderr and exits with 2; listing commands take ``--json`` for scripts.
+Every command takes ``--log-dir`` (default ``experiment_logs``). A user mistake (any
+``TrackingError``: unknown run or metric, bad output path, unreadable log, ...) prints one
+line on stderr and exits with 2; a problem of the environment (``OSError``: permission
+denied, disk full) prints one line and exits with 1; anything else is a bug and shows its
+traceback. Listing commands take ``--json`` for scripts.
 """
 
 from __future__ import annotations
@@ -14,32 +17,36 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import ExperimentAnalyzer
-from .errors import TrackingError
+from .errors import TrackingError, UsageError
 from .records import ROW_FIELDS, SUMMARY_FIELDS, ExperimentLog
-from .storage import JOURNAL_SUFFIX, load_run
+from .storage import JOURNAL_SUFFIX, inside, load_run
 from .text import fmt, format_summary, table
+from .values import marker_for
 
 EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for: one line, no traceback."""
+EXIT_ENVIRONMENT = 1
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+    """``value`` with NaN/inf (at any depth) spelled as in the document: "NaN", "Infinity"."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else marker_for(value)
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
     return value
 
 
 def _dump(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str, allow_nan=False))
+    """Strict JSON on stdout (NaN and inf as the document's markers)."""
+    print(json.dumps(_json_value(data), indent=2, default=str, allow_nan=False))
 
 
 def _analyzer(args: argparse.Namespace) -> ExperimentAnalyzer:
     analyzer = ExperimentAnalyzer(args.log_dir)
     if not Path(args.log_dir).is_dir():
-        raise UserError(f"no log directory {args.log_dir} (use --log-dir)")
+        raise UsageError(f"no log directory {args.log_dir} (use --log-dir)")
     analyzer.load_all(quiet=args.json if hasattr(args, "json") else False)
     return analyzer
 
@@ -52,30 +59,57 @@ def _resolve(
         path.exists() or path.with_suffix(JOURNAL_SUFFIX).exists()
     ):
         return load_run(path)[0]
-    analyzer = analyzer or _analyzer(args)
+    return (analyzer or _analyzer(args)).get(run)
+
+
+def _output_file(option: str, value: str) -> Path:
+    """An output file the user named: its folder must exist and it must not be a folder."""
+    path = Path(value)
+    if path.is_dir():
+        raise UsageError(f"{option} {value}: is a directory; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        state = "is not a directory" if folder.exists() else "does not exist"
+        raise UsageError(f"{option} {value}: folder {folder} {state} (create it first)")
+    return path
+
+
+def _output_folder(option: str, value: str) -> Path:
+    """A folder the command fills (created if missing): it must not be a file."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {value}: is a file, not a directory")
+    return path
+
+
+def _read_text(option: str, path: Path) -> str:
+    """A text file, exactly (no newline translation), as UTF-8."""
+    data = path.read_bytes()
     try:
-        return analyzer.get(run)
-    except KeyError as exc:
-        raise UserError(str(exc.args[0])) from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{option} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
 
 
-def _status(log: ExperimentLog) -> str:
-    return "diverged" if log.diverged_at is not None else log.status
+def _iterations(log: ExperimentLog) -> int:
+    last = log.last_iteration
+    return 0 if last is None else last + 1
 
 
 def cmd_list(args: argparse.Namespace) -> None:
     analyzer = _analyzer(args)
-    records = []
+    records: list[dict[str, Any]] = []
     for key, log in analyzer.logs.items():
-        history = log.metrics_history
         records.append(
             {
                 "run": key,
                 "run_id": log.run_id,
-                "status": _status(log),
+                "status": log.display_status,
                 "start_time": log.start_time,
-                "iterations": history[-1].iteration + 1 if history else 0,
-                "best_val_loss": _json_value(log.best_val_loss),
+                "iterations": _iterations(log),
+                "best_val_loss": log.best_val_loss,
                 "file": log.source,
             }
         )
@@ -103,19 +137,20 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
+    if args.rows < 0:
+        raise UsageError(f"--rows {args.rows}: expected a number of rows, 0 or more")
     log = _resolve(None, args, args.run)
     rows = log.metrics_history[-args.rows :] if args.rows else []
     if args.json:
         _dump(
             {
                 "run_id": log.run_id,
-                "status": _status(log),
+                "status": log.display_status,
                 "config": log.config.to_dict(),
                 "summary": {
-                    k: _json_value(getattr(log, k))
-                    for k in ("start_time", "end_time", *SUMMARY_FIELDS)
+                    k: getattr(log, k) for k in ("start_time", "end_time", *SUMMARY_FIELDS)
                 },
-                "last_rows": [{k: _json_value(v) for k, v in r.to_dict().items()} for r in rows],
+                "last_rows": [r.to_dict() for r in rows],
                 "mirrors": log.mirrors,
             }
         )
@@ -128,14 +163,11 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     analyzer = _analyzer(args)
-    try:
-        headers, rows = analyzer.comparison_rows(args.runs or None, args.sort)
-    except KeyError as exc:
-        raise UserError(str(exc.args[0])) from None
+    headers, rows = analyzer.comparison_rows(args.runs or None, args.sort)
     if args.desc:
         rows.reverse()
     if args.json:
-        _dump([{h: _json_value(v) for h, v in zip(headers, row, strict=True)} for row in rows])
+        _dump([dict(zip(headers, row, strict=True)) for row in rows])
         return
     print(table(headers, rows) if rows else "no runs")
 
@@ -160,69 +192,84 @@ def cmd_best(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .analysis import write_csv
 
+    target = _output_file("-o", args.output)
     log = _resolve(None, args, args.run)
-    out = write_csv(log, Path(args.output))
+    out = write_csv(log, target)
     print(f"wrote {out} ({len(log.metrics_history)} rows)")
-
-
-def _select(args: argparse.Namespace, patterns: list[str]) -> dict[str, ExperimentLog]:
-    analyzer = _analyzer(args)
-    try:
-        return analyzer.select(patterns)
-    except KeyError as exc:
-        raise UserError(str(exc.args[0])) from None
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
     from .plots import close, plot_runs
 
-    runs = _select(args, args.runs)
+    out = _output_file("-o", args.output)
+    runs = _analyzer(args).select(args.runs)
     metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
     fig = plot_runs(
-        runs, x=args.x, metrics=metrics, logy=args.logy, out=args.output, max_points=args.max_points
+        runs, x=args.x, metrics=metrics, logy=args.logy, out=out, max_points=args.max_points
     )
     close(fig)
     print(f"wrote {args.output} ({len(runs)} run(s): {', '.join(runs)})")
 
 
-def cmd_report(args: argparse.Namespace) -> None:
+def _report_images(
+    runs: dict[str, ExperimentLog], images: Path, document: Path
+) -> tuple[dict[str, str], str]:
+    """Draw each run's curves and the overview; returns their links relative to the document."""
     from .plots import close, plot_runs
-    from .report import relative_link, render_table, splice
+    from .report import image_names, relative_link
 
-    runs = _select(args, args.runs)
+    images.mkdir(parents=True, exist_ok=True)
+    links = {}
+    for key, name in image_names(runs).items():
+        target = inside(images, name)
+        close(plot_runs({key: runs[key]}, x="gradient_step", out=target))
+        links[key] = relative_link(target, document)
+    overview = images / "all_runs.png"
+    close(
+        plot_runs(
+            runs,
+            x="gradient_step",
+            metrics=("val_loss",),
+            out=overview,
+            title="Validation loss, all runs",
+        )
+    )
+    return links, relative_link(overview, document)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import new_document, render_table, splice
+
+    document = _output_file("--file", args.file)
+    images = None
+    if not args.no_images:
+        default = Path(args.log_dir) / "curves"
+        images = _output_folder("--images-dir", args.images_dir or str(default))
+    text = _read_text("--file", document) if document.exists() else None
+    if text is not None and text.strip():  # refuse bad markers before drawing anything
+        splice(text, "", append=args.append, name=str(document))
+    runs = _analyzer(args).select(args.runs)
     if not runs:
-        raise UserError(f"no runs in {args.log_dir} to report")
-    document = Path(args.file)
-    text = document.read_text(encoding="utf-8") if document.exists() else "# Experiment Log\n"
+        raise UsageError(f"no runs in {args.log_dir} to report")
     baseline = args.baseline or next(iter(runs))
     if baseline not in runs:
-        raise UserError(
+        raise UsageError(
             f"--baseline {baseline!r} is not among the reported runs: {', '.join(runs)}"
         )
-    images = Path(args.images_dir) if args.images_dir else Path(args.log_dir) / "curves"
-    links = {}
-    if not args.no_images:
-        for key, log in runs.items():
-            target = images / f"{key}.png"
-            close(plot_runs({key: log}, x="gradient_step", out=target))
-            links[key] = relative_link(target, document)
-        overview = images / "all_runs.png"
-        close(
-            plot_runs(
-                runs,
-                x="gradient_step",
-                metrics=("val_loss",),
-                out=overview,
-                title="Validation loss, all runs",
-            )
-        )
-    generated = render_table(runs, baseline, links)
-    if not args.no_images:
-        generated += f"\n\n![validation loss of all runs]({relative_link(overview, document)})"
-    new_text = splice(text, generated)
+    links: dict[str, str] = {}
+    generated = ""
+    if images is not None:
+        links, overview = _report_images(runs, images, document)
+        generated = f"\n\n![validation loss of all runs]({overview})"
+    generated = render_table(runs, baseline, links) + generated
+    if text is None or not text.strip():  # no hand-written text to keep
+        new_text = new_document(generated)
+    else:
+        new_text = splice(text, generated, append=args.append, name=str(document))
     if new_text != text:
-        document.write_text(new_text, encoding="utf-8")
-    print(f"{'updated' if new_text != text else 'unchanged'}: {document} ({len(runs)} runs)")
+        document.write_bytes(new_text.encode("utf-8"))  # bytes: line endings kept as they are
+    state = "created" if text is None else "updated" if new_text != text else "unchanged"
+    print(f"{state}: {document} ({len(runs)} runs)")
 
 
 def cmd_pull(args: argparse.Namespace) -> None:
@@ -259,13 +306,15 @@ def cmd_push(args: argparse.Namespace) -> None:
 
     log = _resolve(None, args, args.run)
     if not log.source:
-        raise UserError(f"{args.run}: this run has no local file to push")
+        raise UsageError(f"{args.run}: this run has no local file to push")
     state = push_run(
         log.source, project=args.project, entity=args.entity, mode=args.mode, force=args.force
     )
     where = state.get("url") or state.get("sync_dir") or state.get("run_id")
     if state["pushed"]:
-        print(f"pushed {len(log.metrics_history)} rows to W&B run {state['run_id']} ({where})")
+        rows = state["pushed_rows"]
+        note = " (it had the others)" if rows < len(log.metrics_history) else ""
+        print(f"pushed {rows} rows to W&B run {state['run_id']}{note} ({where})")
     else:
         print(f"already on W&B as run {state['run_id']} ({where}); --force to push again")
 
@@ -317,8 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="run the others are compared with (default: the first)")
     p.add_argument("--images-dir", help="where curve images go (default: LOG_DIR/curves)")
     p.add_argument("--no-images", action="store_true")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="if the file has no report markers, add a new marked section at its end",
+    )
     p = add("pull", cmd_pull, "pull W&B runs into the log directory as local JSON", True)
-    p.add_argument("path", metavar="ENTITY/PROJECT")
+    p.add_argument("path", metavar="ENTITY/PROJECT", type=_project_path)
     p.add_argument("--run-id", action="append", help="only this W&B run id (repeatable)")
     p.add_argument("--name", action="append", help="only runs with this name (repeatable)")
     p.add_argument("--state", help="only runs in this state (finished, crashed, ...)")
@@ -332,17 +386,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _project_path(value: str) -> str:
+    """argparse type of ``pull``'s ENTITY/PROJECT (the rule ``pull_runs`` applies)."""
+    if not value.strip() or value.count("/") > 1:
+        raise argparse.ArgumentTypeError(f"expected 'entity/project' or 'project', got {value!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (UserError, TrackingError, KeyError, ValueError, FileNotFoundError, TypeError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"cs336-exp: error: {message}", file=sys.stderr)
+    except TrackingError as exc:  # the user's mistake (UsageError) or a bad file: one line
+        print(f"cs336-exp: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:
+    except BrokenPipeError:  # output piped into `head`: not an error
         return 0
+    except OSError as exc:  # the environment (permissions, full disk): one line
+        print(f"cs336-exp: error: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     return 0
 
 

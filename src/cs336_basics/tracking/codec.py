@@ -7,13 +7,23 @@ This module owns the **document** format and the JSON value rules the journal sh
   ``notes``) plus a few extra keys (``run_id``, ``status``, ``format_version``, ``save_id``,
   ``superseded_history``, ``mirrors``, ``config_changes``). Strict JSON: NaN and +-inf are
   written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and read back as floats.
+
+Decoding trusts nothing: every field is checked, and a bad one raises ``LogFormatError``
+naming the file, the field (``metrics_history[3].train_loss``), the value and what was
+expected, so one bad file is skipped instead of breaking what reads a directory. A document
+from a newer version (``format_version``) loads with a warning on the ``cs336_basics`` logger.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
+import math
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import fields as dataclass_fields
+from itertools import chain, starmap
+from operator import attrgetter, itemgetter
 from pathlib import PurePath
 from typing import Any
 
@@ -30,6 +40,7 @@ from .records import (
 )
 from .values import MARKERS, NonFinite, from_marker, marker_for
 
+logger = logging.getLogger("cs336_basics")
 _MARKER_BYTES = tuple(f'"{m}"'.encode() for m in MARKERS)
 
 
@@ -55,8 +66,8 @@ def dumps(value: Any) -> bytes:
     """Strict JSON bytes for any record of this package."""
     try:
         return orjson.dumps(value, default=encode_default, option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError as exc:
-        raise TypeError(str(exc)) from exc
+    except orjson.JSONEncodeError as exc:  # our default's message, when it said why
+        raise TypeError(str(exc.__cause__ or exc)) from exc
 
 
 def plain(value: Any) -> Any:
@@ -105,25 +116,41 @@ def encode_log(log: ExperimentLog, save_id: int = 0) -> bytes:
     return dumps(log_to_document(log, save_id))
 
 
-def _row_from_dict(data: Any, where: str, fix_markers: bool) -> MetricsSnapshot:
+# ---------------------------------------------------------------------------------------
+# Building rows.
+
+
+def _row_from_dict(data: Any, where: str, index: int | None, fix_markers: bool) -> MetricsSnapshot:
+    """Row ``index`` of a history (``where`` names the history, for errors), or with
+    ``index=None`` the one row ``where`` names."""
+    if index is not None:
+        where = f"{where}[{index}]"
     if not isinstance(data, dict):
         raise LogFormatError(f"{where}: expected a JSON object, got {type(data).__name__}")
     if fix_markers:
         data = {k: from_marker(v) for k, v in data.items()}
+        if type(data.get("extra")) is dict:
+            data["extra"] = {k: from_marker(v) for k, v in data["extra"].items()}
     try:
         return MetricsSnapshot(**data)
     except TypeError:
         pass
-    missing = [k for k in ("iteration", "gradient_step", "wallclock_time") if k not in data]
+    missing = [k for k in _INT_FIELDS + ("wallclock_time",) if k not in data]
     if missing:
-        raise LogFormatError(f"{where}: missing {', '.join(missing)}") from None
+        raise LogFormatError(f"{where}: missing {', '.join(missing)}")
     known = {k: data[k] for k in ROW_FIELDS if k in data}
-    extra = dict(data.get("extra") or {})
+    extra = data.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        raise LogFormatError(_expected(f"{where}.extra", "an object or null", extra))
+    extra = dict(extra or {})
     extra.update({k: v for k, v in data.items() if k not in known and k != "extra"})
     return MetricsSnapshot(**known, extra=extra or None)
 
 
 _OUR_KEYS = tuple(f.name for f in dataclass_fields(MetricsSnapshot))
+_row_values = itemgetter(*_OUR_KEYS)
+_DICT = frozenset({dict})
+_ROW_LENGTH = frozenset({len(_OUR_KEYS)})
 
 
 @contextmanager
@@ -139,67 +166,271 @@ def gc_paused():
 
 
 def _fast_rows(rows: list[Any]) -> list[MetricsSnapshot] | None:
-    """Rows exactly as this package writes them, built positionally; None otherwise."""
-    keys, make = _OUR_KEYS, MetricsSnapshot
-    out: list[MetricsSnapshot] = []
-    append = out.append
-    for row in rows:
-        if type(row) is not dict or tuple(row) != keys:
-            return None
-        append(make(*row.values()))
-    return out
+    """Rows with exactly this package's keys (in any order), built positionally with C-level
+    loops; None for anything else."""
+    if not _types(rows) <= _DICT or not set(map(len, rows)) <= _ROW_LENGTH:
+        return None
+    try:
+        return list(starmap(MetricsSnapshot, map(_row_values, rows)))
+    except KeyError:  # a row with a key of its own instead of one of ours
+        return None
+
+
+def row_from_dict(data: Any, where: str) -> MetricsSnapshot:
+    """One row outside a history (a journal record's), checked; ``LogFormatError`` names
+    ``where`` and the field."""
+    row = _row_from_dict(data, where, None, fix_markers=True)
+    problem = _row_problem(row)
+    if problem is not None:
+        raise LogFormatError(f"{where}.{problem}")
+    return row
+
+
+def _slow_rows(rows: list[Any], where: str, fix_markers: bool) -> list[MetricsSnapshot]:
+    return [_row_from_dict(row, where, i, fix_markers) for i, row in enumerate(rows)]
 
 
 def rows_from_dicts(rows: Any, where: str, fix_markers: bool) -> list[MetricsSnapshot]:
-    """Build snapshots from decoded JSON rows; fast when rows are exactly ours."""
+    """Build and check snapshots from decoded JSON rows; fast when rows are exactly ours.
+
+    ``LogFormatError`` names the first bad row and field (``where[3].train_loss: ...``).
+    """
     if not isinstance(rows, list):
         raise LogFormatError(f"{where}: expected a list, got {type(rows).__name__}")
+    if len(rows) <= _SCAN_MAX:  # a journal's one row: nothing for the GC to slow down
+        return _checked_rows(rows, where, fix_markers)
     with gc_paused():
-        if not fix_markers:
-            fast = _fast_rows(rows)
-            if fast is not None:
-                return fast
-        return [_row_from_dict(row, f"{where}[{i}]", fix_markers) for i, row in enumerate(rows)]
+        return _checked_rows(rows, where, fix_markers)
+
+
+def _checked_rows(rows: list[Any], where: str, fix_markers: bool) -> list[MetricsSnapshot]:
+    built = None if fix_markers else _fast_rows(rows)
+    if built is None:
+        built = _slow_rows(rows, where, fix_markers)
+    if _valid(built):
+        return built
+    if not fix_markers:  # a marker the byte scan could not see (written with escapes)
+        built = _slow_rows(rows, where, True)
+        if _valid(built):
+            return built
+    raise LogFormatError(_first_problem(built, where))
 
 
 def has_markers(data: bytes) -> bool:
     """Whether the raw bytes may hold a NaN/inf marker (then rows need the slow path)."""
+    # Every marker holds a capital N or I, which JSON keys and numbers never do: two
+    # memchr scans settle most files without the slower substring searches.
+    if b"N" not in data and b"I" not in data:
+        return False
     return any(marker in data for marker in _MARKER_BYTES)
 
 
+# ---------------------------------------------------------------------------------------
+# Checking rows. Each column group is checked with C-level loops (``set(map(type, ...))``):
+# a 100k-row history costs milliseconds. Only a history that fails is scanned row by row,
+# to name the first bad value.
+
+_INT_FIELDS = ("iteration", "gradient_step")
+_OPTIONAL_FIELDS = ("train_loss", "val_loss", "learning_rate", "tokens_per_sec", "iter_time_ms")
+_INTEGER = frozenset({int})
+_NUMBER = frozenset({int, float, NonFinite})
+_NUMBER_OR_NULL = _NUMBER | {type(None)}
+_OBJECT_OR_NULL = frozenset({dict, type(None)})
+_ints = attrgetter(*_INT_FIELDS)
+_optionals = attrgetter(*_OPTIONAL_FIELDS)
+_wallclock = attrgetter("wallclock_time")
+_extra = attrgetter("extra")
+_SCAN_MAX = 4
+
+
+def _types(values: Iterable[Any]) -> set[type]:
+    return set(map(type, values))
+
+
+def _columns_valid(rows: list[MetricsSnapshot]) -> bool:
+    """Whether every field of every row has an allowed type (bool is not a number)."""
+    if not _types(chain.from_iterable(map(_ints, rows))) <= _INTEGER:
+        return False
+    if not _types(map(_wallclock, rows)) <= _NUMBER:
+        return False
+    if not _types(chain.from_iterable(map(_optionals, rows))) <= _NUMBER_OR_NULL:
+        return False
+    extras = _types(map(_extra, rows))
+    if not extras <= _OBJECT_OR_NULL:
+        return False
+    if dict not in extras:
+        return True
+    values = chain.from_iterable(map(dict.values, filter(None, map(_extra, rows))))
+    return _types(values) <= _NUMBER_OR_NULL
+
+
+def _valid(rows: list[MetricsSnapshot]) -> bool:
+    if len(rows) <= _SCAN_MAX:  # a journal's one row: a plain scan costs less than the sets
+        return not any(map(_row_problem, rows))
+    return _columns_valid(rows)
+
+
+def _expected(where: str, what: str, value: Any) -> str:
+    return f"{where}: expected {what}, got {value!r:.60}"
+
+
+def _row_problem(row: MetricsSnapshot) -> str | None:
+    """The first bad field of one row, as ``"name: expected ..., got ..."``."""
+    for name in _INT_FIELDS:
+        if type(getattr(row, name)) not in _INTEGER:
+            return _expected(name, "an integer", getattr(row, name))
+    if type(row.wallclock_time) not in _NUMBER:
+        return _expected("wallclock_time", "a number", row.wallclock_time)
+    for name in _OPTIONAL_FIELDS:
+        if type(getattr(row, name)) not in _NUMBER_OR_NULL:
+            return _expected(name, "a number or null", getattr(row, name))
+    if type(row.extra) not in _OBJECT_OR_NULL:
+        return _expected("extra", "an object or null", row.extra)
+    for key, value in (row.extra or {}).items():
+        if type(value) not in _NUMBER_OR_NULL:
+            return _expected(f"extra.{key}", "a number or null", value)
+    return None
+
+
+def _first_problem(rows: list[MetricsSnapshot], where: str) -> str:
+    for index, row in enumerate(rows):
+        problem = _row_problem(row)
+        if problem is not None:
+            return f"{where}[{index}].{problem}"
+    return f"{where}: rows of unexpected types"  # not reached: _columns_valid agrees
+
+
+# ---------------------------------------------------------------------------------------
+# Checking the document's own fields.
+
+STATUSES = ("running", "finished", "unfinished")
+#: Config fields the package computes with (``ExperimentLog.tokens_seen`` takes their int()).
+_COUNT_CONFIG = ("batch_size", "context_length")
+
+
+def _optional_str(doc: dict[str, Any], name: str, source: str) -> str | None:
+    value = doc.get(name)
+    if value is not None and type(value) is not str:
+        raise LogFormatError(_expected(f"{source}: {name}", "a string or null", value))
+    return value
+
+
+def _optional_int(doc: dict[str, Any], name: str, source: str) -> int | None:
+    value = doc.get(name)
+    if value is not None and type(value) is not int:
+        raise LogFormatError(_expected(f"{source}: {name}", "an integer or null", value))
+    return value
+
+
+def _config(doc: dict[str, Any], source: str) -> ExperimentConfig:
+    try:
+        config = ExperimentConfig.from_dict(unmark(doc["config"]))
+    except (TypeError, ValueError) as exc:
+        raise LogFormatError(f"{source}: bad config: {exc}") from exc
+    for name in _COUNT_CONFIG:
+        value = getattr(config, name)
+        if type(value) not in _NUMBER or not math.isfinite(value):
+            raise LogFormatError(_expected(f"{source}: config.{name}", "a finite number", value))
+    return config
+
+
+def _status(doc: dict[str, Any], source: str) -> str:
+    status = doc.get("status")
+    if status is None:
+        return "finished" if doc.get("end_time") else "unfinished"
+    if status not in STATUSES:
+        raise LogFormatError(
+            _expected(f"{source}: status", f"one of {', '.join(STATUSES)}", status)
+        )
+    return str(status)
+
+
+def _mirrors(doc: dict[str, Any], source: str) -> dict[str, Any]:
+    mirrors = doc.get("mirrors")
+    if mirrors is None:
+        return {}
+    if not isinstance(mirrors, dict):
+        raise LogFormatError(
+            _expected(f"{source}: mirrors", 'an object of objects ({"wandb": {...}})', mirrors)
+        )
+    for name, state in mirrors.items():
+        if not isinstance(state, dict):
+            raise LogFormatError(_expected(f"{source}: mirrors.{name}", "an object", state))
+    return dict(mirrors)
+
+
+def _config_changes(doc: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    changes = doc.get("config_changes")
+    if changes is None:
+        return []
+    if not isinstance(changes, list):
+        raise LogFormatError(_expected(f"{source}: config_changes", "a list", changes))
+    for index, change in enumerate(changes):
+        if not isinstance(change, dict):
+            raise LogFormatError(
+                _expected(f"{source}: config_changes[{index}]", "an object", change)
+            )
+    return [unmark(change) for change in changes]
+
+
+def _summary_value(doc: dict[str, Any], name: str, source: str) -> float | None:
+    value = from_marker(doc.get(name))
+    if value is None:
+        return None
+    if type(value) not in _NUMBER:
+        raise LogFormatError(_expected(f"{source}: {name}", "a number or null", value))
+    return float(value)
+
+
+def _check_version(doc: dict[str, Any], source: str) -> None:
+    version = _optional_int(doc, "format_version", source)
+    if version is not None and version > FORMAT_VERSION:
+        logger.warning(
+            "%s was written by a newer version of cs336_basics (format_version %d; this "
+            "version reads %d): fields it does not know are ignored; upgrade to read them",
+            source,
+            version,
+            FORMAT_VERSION,
+        )
+
+
 def document_to_log(doc: Any, source: str, fix_markers: bool = True) -> ExperimentLog:
-    """Build an ``ExperimentLog`` from a decoded document; ``LogFormatError`` if foreign."""
+    """Build an ``ExperimentLog`` from a decoded document; ``LogFormatError`` if foreign
+    or malformed (the message names the file, the field, the value and what was expected)."""
     if not isinstance(doc, dict):
         raise LogFormatError(f"{source}: expected a JSON object, got {type(doc).__name__}")
     missing = [k for k in ("config", "metrics_history") if k not in doc]
     if missing:
         raise LogFormatError(f"{source}: not an experiment log (missing {', '.join(missing)})")
     try:
-        config = ExperimentConfig.from_dict(unmark(doc["config"]))
-    except (TypeError, ValueError) as exc:
-        raise LogFormatError(f"{source}: bad config: {exc}") from None
+        return _document_to_log(doc, source, fix_markers)
+    except LogFormatError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise LogFormatError(f"{source}: not a readable experiment log ({exc!r:.200})") from exc
+
+
+def _document_to_log(doc: dict[str, Any], source: str, fix_markers: bool) -> ExperimentLog:
+    _check_version(doc, source)
     log = ExperimentLog(
-        config=config,
-        start_time=doc.get("start_time"),
-        end_time=doc.get("end_time"),
+        config=_config(doc, source),
+        start_time=_optional_str(doc, "start_time", source),
+        end_time=_optional_str(doc, "end_time", source),
         metrics_history=rows_from_dicts(
             doc["metrics_history"], f"{source}: metrics_history", fix_markers
         ),
-        notes=doc.get("notes") or "",
-        run_id=str(doc.get("run_id") or ""),
-        status=str(doc.get("status") or ("finished" if doc.get("end_time") else "unfinished")),
+        notes=_optional_str(doc, "notes", source) or "",
+        run_id=_optional_str(doc, "run_id", source) or "",
+        status=_status(doc, source),
         superseded_history=rows_from_dicts(
             doc.get("superseded_history") or [], f"{source}: superseded_history", fix_markers
         ),
-        mirrors=dict(doc.get("mirrors") or {}),
-        config_changes=[unmark(change) for change in doc.get("config_changes") or []],
+        mirrors=_mirrors(doc, source),
+        config_changes=_config_changes(doc, source),
         source=source,
     )
     for name in SUMMARY_FIELDS:
-        value = from_marker(doc.get(name))
-        if value is not None and not isinstance(value, (int, float)):
-            raise LogFormatError(f"{source}: {name}: expected a number, got {value!r:.40}")
-        setattr(log, name, None if value is None else float(value))
+        setattr(log, name, _summary_value(doc, name, source))
     return log
 
 
@@ -209,6 +440,6 @@ def decode_log(data: bytes, source: str) -> tuple[ExperimentLog, int]:
         with gc_paused():
             doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise LogFormatError(f"{source}: not valid JSON ({exc})") from None
+        raise LogFormatError(f"{source}: not valid JSON ({exc})") from exc
     log = document_to_log(doc, source, fix_markers=has_markers(data))
-    return log, int(doc.get("save_id") or 0)
+    return log, _optional_int(doc, "save_id", source) or 0

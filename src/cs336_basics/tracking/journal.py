@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from .codec import dumps, plain, rows_from_dicts, unmark
+from .codec import dumps, plain, row_from_dict, unmark
 from .errors import LogFormatError
 from .records import (
     FORMAT_VERSION,
@@ -397,10 +397,6 @@ class JournalWriter:
 # Reading.
 
 
-def _row(data: dict[str, Any], where: str) -> MetricsSnapshot:
-    return rows_from_dicts([data], where, fix_markers=True)[0]
-
-
 def apply_record(
     log: ExperimentLog, record: dict[str, Any], where: str = ""
 ) -> MetricsSnapshot | None:
@@ -411,7 +407,7 @@ def apply_record(
     """
     kind = record.get(KIND)
     if kind == ROW:
-        row = _row(record["r"], where or "journal row")
+        row = row_from_dict(record["r"], where or "journal row")
         apply_metrics(log, row)
         return row
     if kind == EVAL:
@@ -502,6 +498,12 @@ def replay(
                     config = ExperimentConfig.from_dict(unmark(record.get("config") or {}))
                 except (TypeError, ValueError) as exc:
                     raise LogFormatError(f"{path}: bad config in the header: {exc}") from exc
+                for name in ("start_time", "notes", "run_id"):
+                    value = record.get(name)
+                    if value is not None and not isinstance(value, str):
+                        raise LogFormatError(
+                            f"{path}: header {name}: expected a string or null, got {value!r:.40}"
+                        )
                 log = ExperimentLog(
                     config=config,
                     start_time=record.get("start_time"),

@@ -64,6 +64,9 @@ STATE_EVERY_S = 0.5
 POLL_S = 0.05
 #: Once the training process is gone, give up after this long without progress.
 STALL_LIMIT_S = 60.0
+#: How much lower the mirror's CPU priority is than the training process's (``nice``); the
+#: services it starts (wandb's) inherit it.
+MIRROR_NICENESS = 10
 #: States a mirror ends in; any other means it was still running when last recorded.
 FINAL_STATES = frozenset({"finished", "disabled", "unfinished", "crashed", "incomplete", "failed"})
 
@@ -252,6 +255,8 @@ def run_mirror(sink: Sink, spec: dict[str, Any]) -> int:
     """Run ``sink`` as the mirror described by ``spec`` until the run ends (the child's
     main loop; the sink's own ``__main__`` builds the sink and calls this)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with contextlib.suppress(OSError):
+        os.nice(MIRROR_NICENESS)  # background work: training gets the CPU when both want it
     mirror = _Mirror(sink, spec)
 
     def on_term(signum: int, frame: Any) -> None:

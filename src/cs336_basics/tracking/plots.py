@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from .errors import missing_extra
-from .records import ExperimentLog
+from .errors import UsageError, missing_extra
+from .records import ROW_FIELDS, ExperimentLog
 
 X_AXES = {
     "iteration": "iteration",
@@ -64,12 +66,9 @@ def curve(log: ExperimentLog, x: str, metric: str) -> tuple[list[float], list[fl
     xfield = X_AXES[x]
     xs, ys = [], []
     diverged_x = None
+    in_row = metric in ROW_FIELDS
     for row in log.metrics_history:
-        value = (
-            getattr(row, metric, None)
-            if metric in type(row).__dataclass_fields__
-            else (row.extra or {}).get(metric)
-        )
+        value = getattr(row, metric) if in_row else (row.extra or {}).get(metric)
         if value is None:
             continue
         xv = float(getattr(row, xfield))
@@ -80,6 +79,25 @@ def curve(log: ExperimentLog, x: str, metric: str) -> tuple[list[float], list[fl
         xs.append(xv)
         ys.append(float(value))
     return xs, ys, diverged_x
+
+
+def available_metrics(logs: Iterable[ExperimentLog]) -> list[str]:
+    """What can be plotted: the guide's row fields, then the runs' extra metrics (sorted)."""
+    extras: set[str] = set()
+    for log in logs:
+        extras.update(
+            chain.from_iterable(filter(None, map(attrgetter("extra"), log.metrics_history)))
+        )
+    return [*ROW_FIELDS, *sorted(extras.difference(ROW_FIELDS))]
+
+
+def check_metrics(metrics: Sequence[str], logs: Iterable[ExperimentLog]) -> None:
+    """:class:`UsageError` for a metric no run has, listing the ones available."""
+    available = available_metrics(logs)
+    unknown = [m for m in metrics if m not in available]
+    if unknown or not metrics:
+        what = f"unknown {', '.join(map(repr, unknown))}" if unknown else "none given"
+        raise UsageError(f"metric: {what}; available: {', '.join(available)}")
 
 
 def _time_unit(span_s: float) -> tuple[str, float]:
@@ -103,18 +121,22 @@ def plot_runs(
     """Draw the runs' curves in one figure; saves a PNG when ``out`` is given.
 
     Returns the matplotlib ``Figure`` (its lines carry the plotted data, for notebooks and
-    tests).
+    tests). A metric that no run has (a typo) raises :class:`UsageError` listing those
+    available.
     """
     if x not in X_AXES:
-        raise ValueError(f"x: expected one of iteration, gradient_step, wallclock, got {x!r}")
-    plt = _pyplot()
+        raise UsageError(f"x: expected one of iteration, gradient_step, wallclock, got {x!r}")
     items = (
         list(logs.items())
         if isinstance(logs, dict)
         else [(log.experiment_name, log) for log in logs]
     )
     if not items:
-        raise ValueError("plot_runs: no runs to plot")
+        raise UsageError("plot_runs: no runs to plot")
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    check_metrics(metrics, (log for _, log in items))
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
     unit, scale = "seconds", 1.0
     if X_AXES[x] == "wallclock_time":
@@ -177,7 +199,8 @@ def plot_runs(
     if logy:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn (no values yet): no legend
+        ax.legend(fontsize=8, loc="upper right")
     ax.set_title(title or f"Loss vs {xlabel}")
     fig.tight_layout()
     if out is not None:

@@ -49,13 +49,46 @@ SUMMARY_FIELDS = (
 )
 
 
+_RESERVED_EXTRA = (
+    "'extra' cannot be a hyperparameter's name (ExperimentConfig.extra is the dict of "
+    "extra hyperparameters); rename it"
+)
+
+
+def _extra_hyperparameters(extra: Any) -> dict[str, Any]:
+    """Check ``ExperimentConfig(extra=...)``: a dict of new names; returns a copy."""
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise TypeError(
+            f"extra: expected a dict of extra hyperparameters, got {type(extra).__name__}"
+        )
+    not_str = [key for key in extra if not isinstance(key, str)]
+    if not_str:
+        raise TypeError(
+            f"extra: hyperparameter names must be strings, got {', '.join(map(repr, not_str))}"
+        )
+    if "extra" in extra:
+        raise ValueError(f"extra hyperparameter 'extra': {_RESERVED_EXTRA}")
+    for key, value in extra.items():
+        if key in _CONFIG_FIELDS:
+            raise ValueError(
+                f"extra hyperparameter {key!r} is a named field of ExperimentConfig; pass it "
+                f"as the argument {key}={value!r:.40} instead of in extra="
+            )
+    return dict(extra)
+
+
 @dataclass
 class ExperimentConfig:
     """Hyperparameters of one run.
 
     Every field has a default. Keyword arguments the class does not name (``norm="post"``,
     ``ffn_type="silu"``) are kept in ``extra``, readable as attributes, saved into the JSON
-    ``config`` object beside the named fields and loaded back.
+    ``config`` object beside the named fields and loaded back. ``extra=`` takes such
+    hyperparameters as a dict too; what could not be saved and loaded back is refused: a
+    non-string name (``TypeError``), a named field (``extra={"d_model": 1024}``: pass
+    ``d_model=1024``), a hyperparameter called ``extra``, or one given twice (``ValueError``).
     """
 
     experiment_name: str = "default_experiment"
@@ -82,7 +115,7 @@ class ExperimentConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __init__(self, **kwargs: Any) -> None:
-        extra = dict(kwargs.pop("extra", None) or {})
+        extra = _extra_hyperparameters(kwargs.pop("extra", None))
         for f in fields(self):
             if f.name == "extra":
                 continue
@@ -91,6 +124,12 @@ class ExperimentConfig:
             else:
                 value = f.default
             object.__setattr__(self, f.name, value)
+        twice = sorted(extra.keys() & kwargs.keys())
+        if twice:
+            raise ValueError(
+                f"extra hyperparameter {twice[0]!r} is given twice, as a keyword argument "
+                "and in extra=; pass it once"
+            )
         extra.update(kwargs)
         object.__setattr__(self, "extra", extra)
         name = self.experiment_name
@@ -113,10 +152,18 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        """Inverse of :meth:`to_dict`; unknown keys become extra hyperparameters."""
+        """Inverse of :meth:`to_dict`; unknown keys become extra hyperparameters.
+
+        A nested ``"extra"`` object (not written by :meth:`to_dict`) is read as more extra
+        hyperparameters; any other value under ``"extra"`` is refused, as the name is
+        reserved.
+        """
         if not isinstance(data, dict):
             raise TypeError(f"config: expected a JSON object, got {type(data).__name__}")
-        return cls(**{str(k): v for k, v in data.items()})
+        kwargs = {str(k): v for k, v in data.items()}
+        if "extra" in kwargs and not isinstance(kwargs["extra"], dict | None):
+            raise ValueError(f"config key 'extra' = {kwargs['extra']!r:.40}: {_RESERVED_EXTRA}")
+        return cls(**kwargs)
 
     def differences(self, other: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
         """Keys whose values differ, as ``{key: (self's, other's)}`` (experiment_name ignored)."""
@@ -124,6 +171,9 @@ class ExperimentConfig:
         keys = [k for k in mine if k != "experiment_name"]
         keys += [k for k in theirs if k not in mine]
         return {k: (mine.get(k), theirs.get(k)) for k in keys if mine.get(k) != theirs.get(k)}
+
+
+_CONFIG_FIELDS = frozenset(f.name for f in fields(ExperimentConfig))
 
 
 @dataclass
@@ -231,6 +281,11 @@ class ExperimentLog:
                 last = self.metrics_history[-1].iteration if self.metrics_history else 0
                 return last
         return None
+
+    @property
+    def display_status(self) -> str:
+        """``"diverged"`` once a loss went NaN/inf, else :attr:`status` (what listings show)."""
+        return "diverged" if self.diverged_at is not None else self.status
 
     @property
     def tokens_seen(self) -> int | None:

@@ -1,7 +1,10 @@
 """The generated part of EXPERIMENT_LOG.md: a table of runs between two markers.
 
 Only the text between ``BEGIN`` and ``END`` is rewritten; everything else in the file is left
-byte for byte. The output depends only on the runs, so running it twice changes nothing.
+byte for byte. The output depends only on the runs, so running it twice changes nothing. A
+file whose markers are missing, repeated or reversed is refused, never guessed at (rewriting
+it could delete hand-written text); ``append=True`` adds a new marked section to a file
+without markers.
 """
 
 from __future__ import annotations
@@ -9,11 +12,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UsageError
 from .records import ExperimentLog
+from .storage import safe_name
 from .text import fmt
 
 BEGIN = "<!-- cs336-exp report: begin -->"
 END = "<!-- cs336-exp report: end -->"
+SECTION = "## Results (generated)"
 _SHOWN_IN_COLUMNS = {"experiment_name", "max_learning_rate", "batch_size"}
 
 
@@ -34,25 +40,100 @@ def render_table(runs: dict[str, ExperimentLog], baseline_key: str, links: dict[
         "|---|---|---|---|---|---|---|---|",
     ]
     for key, log in runs.items():
-        steps = log.metrics_history[-1].gradient_step if log.metrics_history else 0
-        status = f"diverged at {log.diverged_at}" if log.diverged_at is not None else log.status
+        steps = log.last_gradient_step or 0
+        status = log.display_status
+        if log.diverged_at is not None:
+            status += f" at {log.diverged_at}"
         link = f"[png]({links[key]})" if key in links else "-"
         diff = describe_difference(log, baseline).replace("|", "\\|")
+        run = key.replace("|", "\\|")
         lines.append(
-            f"| {key} | {status} | {diff} | {fmt(log.config.max_learning_rate)} | "
+            f"| {run} | {status} | {diff} | {fmt(log.config.max_learning_rate)} | "
             f"{log.config.batch_size} | {steps} | {fmt(log.best_val_loss)} | {link} |"
         )
     return "\n".join(lines)
 
 
-def splice(document: str, generated: str) -> str:
-    """Replace what stands between the markers (appending them if the file has none)."""
-    block = f"{BEGIN}\n{generated}\n{END}"
-    start, end = document.find(BEGIN), document.find(END)
-    if start == -1 or end == -1 or end < start:
+def _line_numbers(document: str, marker: str) -> list[int]:
+    numbers, at = [], document.find(marker)
+    while at != -1:
+        numbers.append(document.count("\n", 0, at) + 1)
+        at = document.find(marker, at + len(marker))
+    return numbers
+
+
+def _lines(numbers: list[int]) -> str:
+    return f"line{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+
+
+def check_markers(document: str, name: str = "the document") -> bool:
+    """Whether ``document`` holds exactly one well-formed marked block (False: no markers).
+
+    Raises :class:`UsageError` (naming the marker lines found and what to do) when the
+    markers are only half there, repeated, or in the wrong order: rewriting such a file could
+    delete hand-written text.
+    """
+    begins, ends = _line_numbers(document, BEGIN), _line_numbers(document, END)
+    if not begins and not ends:
+        return False
+    fix = f"keep exactly one {BEGIN} line above one {END} line where the table should go"
+    if len(begins) != 1 or len(ends) != 1:
+        found = [
+            f"{label} marker {'missing' if not numbers else 'on ' + _lines(numbers)}"
+            for label, numbers in (("begin", begins), ("end", ends))
+        ]
+        raise UsageError(f"{name}: report markers malformed ({'; '.join(found)}); {fix}")
+    if document.find(END) < document.find(BEGIN):
+        raise UsageError(
+            f"{name}: the end marker (line {ends[0]}) comes before the begin marker "
+            f"(line {begins[0]}); {fix}"
+        )
+    return True
+
+
+def _block(generated: str) -> str:
+    return f"{BEGIN}\n{generated}\n{END}"
+
+
+def new_document(generated: str) -> str:
+    """A new EXPERIMENT_LOG.md: a title and the marked block."""
+    return f"# Experiment Log\n\n{SECTION}\n\n{_block(generated)}\n"
+
+
+def splice(
+    document: str, generated: str, *, append: bool = False, name: str = "the document"
+) -> str:
+    """Replace what stands between the markers; everything else is kept byte for byte.
+
+    A document without markers is refused (:class:`UsageError` saying where to add them)
+    unless ``append``, which adds a new marked section at its end. Malformed markers are
+    always refused (see :func:`check_markers`).
+    """
+    if not check_markers(document, name):
+        if not append:
+            raise UsageError(
+                f"{name}: no report markers; add the two lines {BEGIN} and {END} where the "
+                "table should go (or pass --append to add a new section at the end)"
+            )
         sep = "" if document.endswith("\n") or not document else "\n"
-        return f"{document}{sep}\n## Results (generated)\n\n{block}\n"
-    return document[:start] + block + document[end + len(END) :]
+        return f"{document}{sep}\n{SECTION}\n\n{_block(generated)}\n"
+    start, end = document.find(BEGIN), document.find(END)
+    return document[:start] + _block(generated) + document[end + len(END) :]
+
+
+def image_names(runs: dict[str, ExperimentLog]) -> dict[str, str]:
+    """A PNG file name per run key: made file-safe (a key is any experiment name), unique."""
+    names: dict[str, str] = {}
+    taken = {"all_runs.png"}
+    for key in runs:
+        stem = safe_name(key)
+        name, n = f"{stem}.png", 1
+        while name in taken:
+            n += 1
+            name = f"{stem}_{n}.png"
+        taken.add(name)
+        names[key] = name
+    return names
 
 
 def relative_link(target: Path, document: Path) -> str:

@@ -44,6 +44,13 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
 
 
+def _mirror(state: Any) -> str:
+    """A mirror's link and status (its raw value, should it not be an object)."""
+    if not isinstance(state, dict):
+        return fmt(state)
+    return f"{state.get('url') or state.get('run_id') or ''} {state.get('status', '')}"
+
+
 def format_summary(log: ExperimentLog) -> str:
     """The block ``print_summary`` shows for one run."""
     history = log.metrics_history
@@ -58,9 +65,9 @@ def format_summary(log: ExperimentLog) -> str:
         f"  duration:         {format_duration(log.duration_seconds)}"
         f" ({fmt(log.duration_seconds, 1)} s)",
         f"  rows logged:      {len(history)}",
-        f"  last iteration:   {history[-1].iteration if history else '-'}",
-        f"  gradient steps:   {history[-1].gradient_step if history else '-'}",
-        f"  tokens seen:      {log.tokens_seen if log.tokens_seen is not None else '-'}",
+        f"  last iteration:   {fmt(log.last_iteration)}",
+        f"  gradient steps:   {fmt(log.last_gradient_step)}",
+        f"  tokens seen:      {fmt(log.tokens_seen)}",
         f"  best train loss:  {fmt(log.best_train_loss)}",
         f"  best val loss:    {fmt(log.best_val_loss)}",
         f"  final train loss: {fmt(log.final_train_loss)}",
@@ -79,8 +86,7 @@ def format_summary(log: ExperimentLog) -> str:
             f"  superseded rows:  {len(log.superseded_history)} (kept from before a restart)"
         )
     for name, state in log.mirrors.items():
-        url = state.get("url") or state.get("run_id") or ""
-        lines.append(f"  mirror {name}:     {url} {state.get('status', '')}".rstrip())
+        lines.append(f"  mirror {name}:     {_mirror(state)}".rstrip())
     if log.notes:
         lines.append(f"  notes:            {log.notes}")
     return "\n".join(lines)
