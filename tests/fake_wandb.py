@@ -1,7 +1,8 @@
 """A fake W&B GraphQL server on 127.0.0.1 for the real ``wandb.Api`` client.
 
-It answers the operations wandb 0.31's public API sends (Viewer, Runs, Run,
-RunHistoryKeys, RunParquetHistory, HistoryPage) from in-memory runs, with pagination of runs
+It answers the operations the public API of wandb 0.19-0.31 sends (Viewer, also as the
+unnamed ``{ viewer { id } }`` of 0.22-0.27; the ``__type`` schema probes of 0.19-0.26; Runs,
+Run, RunHistoryKeys, RunParquetHistory, HistoryPage) from in-memory runs, with pagination of runs
 (cursor = index) and of history (minStep/maxStep), filters on run id, display name and
 state, a key check (HTTP 401 for a wrong API key) and per-run injected failures.
 """
@@ -17,6 +18,35 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 API_KEY = "k" * 40
+_TYPE_PROBE = re.compile(r'(\w+)\s*:\s*__type\(name:\s*"(\w+)"\)')
+#: Field names schema probes are told about (what the fake's answers hold).
+_SCHEMA = {
+    "Run": (
+        "id",
+        "name",
+        "displayName",
+        "state",
+        "projectId",
+        "tags",
+        "sweepName",
+        "group",
+        "jobType",
+        "commit",
+        "readOnly",
+        "createdAt",
+        "heartbeatAt",
+        "description",
+        "notes",
+        "historyLineCount",
+        "user",
+        "config",
+        "summaryMetrics",
+        "systemMetrics",
+        "historyKeys",
+        "history",
+    ),
+    "Project": ("id", "name", "entityName", "internalId", "runCount", "readOnly", "runs", "run"),
+}
 
 
 @dataclass
@@ -54,6 +84,7 @@ class FakeWandb:
         self.projects: dict[str, list[FakeRun]] = {}
         self.requests: list[str] = []
         self.history_pages = 0
+        self.http_posts = 0
         handler = self._handler()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = self.server.server_address[1]
@@ -106,6 +137,17 @@ class FakeWandb:
 
     def _find(self, project: str, run_id: str) -> FakeRun | None:
         return next((r for r in self.projects.get(project, []) if r.id == run_id), None)
+
+    def probe(self, query: str) -> dict[str, Any]:
+        """Schema probes of clients before 0.27: ``Alias: __type(name: "Run") { fields ... }``."""
+        data: dict[str, Any] = {}
+        for alias, type_name in _TYPE_PROBE.findall(query):
+            names = _SCHEMA.get(type_name, ())
+            data[alias] = {
+                "fields": [{"name": n} for n in names],
+                "inputFields": [{"name": n} for n in names],
+            }
+        return {"data": data}
 
     def answer(self, op: str, v: dict[str, Any]) -> dict[str, Any]:
         if op == "Viewer":
@@ -169,6 +211,43 @@ class FakeWandb:
             return {"data": {"project": {"run": {"history": [json.dumps(r) for r in rows]}}}}
         return {"errors": [{"message": f"fake server: unknown operation {op}"}]}
 
+    def handle(self, authorization: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """One GraphQL POST: the HTTP status and the JSON answer (for both transports)."""
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            body = {}
+        query = body.get("query", "")
+        op = body.get("operationName") or ""
+        if not op:
+            found = re.search(r"(?:query|mutation)\s+(\w+)", query)
+            op = found.group(1) if found else ""
+        if not op and re.search(r"\bviewer\b", query):
+            op = "Viewer"  # 0.22-0.27 check the API key with an unnamed query
+        self.requests.append(op)
+        expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
+        if authorization != expected:
+            return 401, {"errors": [{"message": "invalid api key"}]}
+        if "__type(" in query:
+            return 200, self.probe(query)
+        return 200, self.answer(op, body.get("variables") or {})
+
+    def intercept_requests(self) -> Any:
+        """A ``responses`` mock that answers the GraphQL POSTs of clients speaking
+        ``requests`` (wandb < 0.27) without HTTP; the caller enters it as a context."""
+        import responses
+
+        mock = responses.RequestsMock(assert_all_requests_are_fired=False)
+
+        def callback(request: Any) -> tuple[int, dict[str, str], str]:
+            body = request.body or b""
+            raw = body.encode() if isinstance(body, str) else body
+            code, payload = self.handle(request.headers.get("Authorization", ""), raw)
+            return code, {"Content-Type": "application/json"}, json.dumps(payload)
+
+        mock.add_callback(responses.POST, re.compile(re.escape(self.url) + ".*"), callback)
+        return mock
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -177,22 +256,9 @@ class FakeWandb:
                 pass
 
             def do_POST(self) -> None:
+                fake.http_posts += 1
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-                try:
-                    body = json.loads(raw) if raw.strip() else {}
-                except ValueError:
-                    body = {}
-                op = body.get("operationName") or ""
-                if not op:
-                    found = re.search(r"(?:query|mutation)\s+(\w+)", body.get("query", ""))
-                    op = found.group(1) if found else ""
-                fake.requests.append(op)
-                auth = self.headers.get("Authorization", "")
-                expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
-                if auth != expected:
-                    self._send(401, {"errors": [{"message": "invalid api key"}]})
-                    return
-                self._send(200, fake.answer(op, body.get("variables") or {}))
+                self._send(*fake.handle(self.headers.get("Authorization", ""), raw))
 
             def _send(self, code: int, payload: dict[str, Any]) -> None:
                 out = json.dumps(payload).encode()

@@ -19,3 +19,24 @@ def test_core_imports_no_optional_dependency(tmp_path):
         [sys.executable, "-c", CODE, str(tmp_path)], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_a_wandb_that_breaks_on_import_gives_the_friendly_error(tmp_path, monkeypatch):
+    # wandb 0.16 under numpy 2 raises AttributeError (np.float_) on import.
+    import pytest
+
+    from cs336_basics import SinkUnavailableError, WandbSink
+    from cs336_basics.wandb_adapter.client import import_wandb
+
+    broken = tmp_path / "wandb"
+    broken.mkdir()
+    (broken / "__init__.py").write_text(
+        "raise AttributeError('`np.float_` was removed in the NumPy 2.0 release')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "wandb", raising=False)
+    with pytest.raises(SinkUnavailableError, match="failed to import.*np.float_") as caught:
+        import_wandb()
+    assert isinstance(caught.value.__cause__, AttributeError)
+    with pytest.raises(SinkUnavailableError, match="pip install 'cs336-basics\\[wandb\\]'"):
+        WandbSink(in_process=True)

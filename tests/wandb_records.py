@@ -1,4 +1,5 @@
-"""Read what an offline wandb run recorded, with wandb's own reader (``wandb leet inspect``)."""
+"""Read what an offline wandb run recorded, with wandb's own reader: ``wandb leet inspect``
+(wandb >= 0.31), else the ``DataStore`` older releases ship."""
 
 from __future__ import annotations
 
@@ -38,18 +39,72 @@ def run_file(sync_dir: str | Path) -> Path:
     return files[0]
 
 
+def _has_leet() -> bool:
+    """``wandb leet inspect`` exists from wandb 0.31 on."""
+    from importlib.metadata import version
+
+    major, minor = (int(part) for part in version("wandb").split(".")[:2])
+    return (major, minor) >= (0, 31)
+
+
+def _leet_records(path: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+
+
+def _items(items: Any) -> dict[str, Any]:
+    """Items as ``{key: value}``; a key may be stored as ``key`` or as ``nested_key`` parts."""
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
+
+
+def _datastore_records(path: Path) -> list[dict[str, Any]]:
+    """The same records as ``leet inspect --json`` gives, read with the ``DataStore`` that
+    wandb releases before 0.31 ship (only the fields the tests look at)."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    store = datastore.DataStore()
+    store.open_for_scan(str(path))
+    try:
+        return [_as_dict(wandb_internal_pb2, data) for data in iter(store.scan_data, None)]
+    finally:
+        store.close()
+
+
+def _as_dict(proto: Any, data: bytes) -> dict[str, Any]:
+    record = proto.Record()
+    record.ParseFromString(data)
+    kind = record.WhichOneof("record_type")
+    body = getattr(record, kind) if kind else None
+    if kind == "history":
+        return {"type": kind, kind: {"item": _items(body.item)}}
+    if kind == "summary":
+        return {"type": kind, kind: {"update": _items(body.update)}}
+    if kind == "run":
+        run = {"display_name": body.display_name, "config": {"update": _items(body.config.update)}}
+        if body.notes:
+            run["notes"] = body.notes
+        return {"type": kind, kind: run}
+    if kind == "exit":
+        return {"type": kind, kind: {"exit_code": body.exit_code}}
+    if kind == "metric":
+        metric = {k: v for k, v in (("name", body.name), ("glob_name", body.glob_name)) if v}
+        return {"type": kind, kind: metric}
+    return {"type": kind}
+
+
 def records(sync_dir: str | Path, timeout: float = 20.0) -> list[dict[str, Any]]:
     """All records of the run, once its exit record is on disk (finish() can return early)."""
     path = run_file(sync_dir)
+    read = _leet_records if _has_leet() else _datastore_records
     deadline = time.monotonic() + timeout
     while True:
-        out = subprocess.run(
-            [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        recs = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+        recs = read(path)
         if any(r.get("type") == "exit" for r in recs) or time.monotonic() > deadline:
             return recs
 

@@ -1,13 +1,28 @@
-"""What the sink, push and pull share about the wandb client: importing it, run ids."""
+"""What the sink, push and pull share about the wandb client: importing it, run ids, and
+every difference between the wandb releases this package supports (``wandb>=0.19.10``).
+
+Differences met, and where they are handled:
+
+- ``wandb.init(reinit="create_new")`` exists from 0.19.10 (the oldest release supported);
+- up to 0.26, ``wandb.Api()`` speaks ``requests``; from 0.27 it goes through the wandb-core
+  service. On 0.25-0.26 a refused connection is retried for days whatever ``timeout`` says,
+  and 0.19 takes half a minute: :func:`bounded` puts a deadline on such calls;
+- 0.16-0.17 do not import under numpy 2 (``AttributeError``): :func:`import_wandb` turns any
+  failure to import into the friendly error.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import secrets
 import string
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from ..tracking.errors import missing_extra
+from ..tracking.errors import WandbPullError, missing_extra
+
+T = TypeVar("T")
 
 DEFAULT_PROJECT = "cs336-basics"
 
@@ -42,3 +57,30 @@ def import_wandb() -> Any:
             )
         raise error from exc
     return wandb
+
+
+def bounded(call: Callable[[], T], seconds: float, what: str) -> T:
+    """``call()``, or :class:`WandbPullError` if it has not returned within ``seconds``.
+
+    Some wandb releases retry a refused connection far longer than the timeout they are
+    given; the call runs on a daemon thread that is abandoned when the deadline passes.
+    """
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # handed to the caller below
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name="cs336-wandb-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise WandbPullError(
+            f"{what}: no answer from W&B within {seconds:g} s (is WANDB_BASE_URL reachable?)"
+        )
+    if error:
+        raise error[0]
+    return result[0]

@@ -32,7 +32,7 @@ from ..tracking.records import (
 )
 from ..tracking.storage import inside, safe_name, write_document
 from ..tracking.values import NonFinite, wrap_float
-from .client import import_wandb
+from .client import bounded, import_wandb
 from .keys import EXTRA_PREFIX, FIELD_TO_KEY
 
 #: Keys other scripts use for each local field, tried after this project's own key.
@@ -216,6 +216,27 @@ def _iso(value: Any) -> str | None:
     return str(value)
 
 
+def apply_summary(log: ExperimentLog, summary: Mapping[str, Any]) -> None:
+    """Best/final losses from the history, overridden by the run's W&B summary where it has
+    them; the duration from the summary's ``_runtime``, else the last row's wall-clock."""
+    log.compute_summary()
+    for name in SUMMARY_FIELDS:
+        value = _number(summary.get(name))
+        if value is not None:
+            setattr(log, name, value)
+    if log.duration_seconds is None:
+        runtime = _number(summary.get("_runtime"))
+        if runtime is None and log.metrics_history:
+            runtime = log.metrics_history[-1].wallclock_time
+        log.duration_seconds = runtime
+
+
+def local_run_id(entity: Any, project: Any, run_id: Any) -> str:
+    """The local run id (and file stem) of a W&B run: ``wandb_<entity>_<project>_<id>``."""
+    parts = (str(entity or ""), str(project or ""), str(run_id))
+    return "wandb_" + "_".join(safe_name(part) for part in parts)
+
+
 def run_to_log(
     run: Any,
     *,
@@ -241,22 +262,11 @@ def run_to_log(
     )
     with gc_paused():
         history_to_log(log, run.scan_history(page_size=page_size), RowMapper(key_aliases))
-    summary = dict(getattr(run, "summary", {}) or {})
-    log.compute_summary()
-    for name in SUMMARY_FIELDS:
-        value = _number(summary.get(name))
-        if value is not None:
-            setattr(log, name, value)
-    if log.duration_seconds is None:
-        runtime = _number(summary.get("_runtime"))
-        if runtime is None and log.metrics_history:
-            runtime = log.metrics_history[-1].wallclock_time
-        log.duration_seconds = runtime
+    apply_summary(log, dict(getattr(run, "summary", {}) or {}))
     if log.status == "finished":
         log.end_time = _iso(getattr(run, "heartbeat_at", None)) or log.start_time
     entity, project = getattr(run, "entity", None), getattr(run, "project", None)
-    parts = (str(entity or ""), str(project or ""), str(run.id))
-    log.run_id = "wandb_" + "_".join(safe_name(part) for part in parts)
+    log.run_id = local_run_id(entity, project, run.id)
     log.mirrors["wandb"] = {
         "run_id": run.id,
         "url": getattr(run, "url", None),
@@ -297,7 +307,7 @@ def pull_runs(
     filters: Mapping[str, Any] | None = None,
     state: str | None = None,
     api: Any = None,
-    timeout: int | None = None,
+    timeout: float | None = None,
     key_aliases: Mapping[str, Iterable[str]] | None = None,
     config_aliases: Mapping[str, str] | None = None,
     save_dir: str | Path | None = None,
@@ -314,16 +324,26 @@ def pull_runs(
     if not isinstance(path, str) or not path.strip() or path.count("/") > 1:
         raise ValueError(f"path: expected 'entity/project' or 'project', got {path!r}")
     wandb = import_wandb()
+    seconds = timeout or int(env.get(env.WANDB_HTTP_TIMEOUT) or 20)
+    deadline = 2 * seconds + 1  # a request and one retry, whatever the release retries
     try:
-        api = api or wandb.Api(timeout=timeout or int(env.get(env.WANDB_HTTP_TIMEOUT) or 20))
+        api = api or bounded(lambda: wandb.Api(timeout=seconds), deadline, "connecting")
+    except WandbPullError:
+        raise
     except Exception as exc:
         raise WandbPullError(
             f"connecting to W&B failed ({_explain(exc)}); check WANDB_API_KEY and WANDB_BASE_URL"
         ) from exc
     query = _filters(run_ids, names, filters, state)
-    try:
+
+    def listing() -> tuple[Any, int]:
         runs = api.runs(path, filters=query, per_page=per_page)
-        total = len(runs)
+        return runs, len(runs)
+
+    try:
+        runs, total = bounded(listing, deadline, f"listing runs of {path!r}")
+    except WandbPullError:
+        raise
     except Exception as exc:
         raise WandbPullError(f"listing runs of {path!r} failed ({_explain(exc)})") from exc
     logs: list[ExperimentLog] = []
