@@ -67,6 +67,16 @@ def _read_until(proc, prefix: str) -> str:
     raise AssertionError(f"child ended before printing {prefix!r}")
 
 
+def _crash_training(log_dir: Path, stop: int, save_every: int, killed_at: int) -> Path:
+    """Run a trainer with the mirror, SIGKILL it after iteration ``killed_at``; its run."""
+    proc = _spawn(log_dir, 0, stop, save_every=save_every)
+    path = Path(_read_until(proc, "PATH ").split(" ", 1)[1])
+    _read_until(proc, f"ITER {killed_at}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return path
+
+
 def _wait_state(path: Path, statuses: set[str], timeout: float = 60.0, not_pid=None) -> dict:
     state = load_experiment_log(path).mirrors.get("wandb", {})
     deadline = time.monotonic() + timeout
@@ -102,11 +112,7 @@ def _exit_code(sync_dir: str) -> int:
 
 
 def test_training_killed_every_journal_row_reaches_wandb_once_and_the_run_is_crashed(tmp_path):
-    proc = _spawn(tmp_path, 0, 400, save_every=120)
-    path = Path(_read_until(proc, "PATH ").split(" ", 1)[1])
-    _read_until(proc, "ITER 300")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    path = _crash_training(tmp_path, 400, save_every=120, killed_at=300)
     state = _wait_state(path, {"crashed", "failed", "incomplete"})
     assert state["status"] == "crashed"
     assert _pid_gone(state["pid"]), "the mirror outlived the run"  # no orphan
@@ -123,11 +129,7 @@ def test_training_killed_every_journal_row_reaches_wandb_once_and_the_run_is_cra
 
 
 def test_resume_after_a_crash_continues_the_same_wandb_run_without_duplicates(tmp_path):
-    proc = _spawn(tmp_path, 0, 300, save_every=100)
-    path = Path(_read_until(proc, "PATH ").split(" ", 1)[1])
-    _read_until(proc, "ITER 200")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    path = _crash_training(tmp_path, 300, save_every=100, killed_at=200)
     first = _wait_state(path, {"crashed", "failed", "incomplete"})
     crashed_at = load_experiment_log(path).last_iteration
     # Restart from a checkpoint older than the crash: rows from 150 on are superseded.

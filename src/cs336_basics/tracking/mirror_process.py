@@ -94,12 +94,20 @@ class MirrorProcess:
             "parent_pid": os.getpid(),
             "sink": sink.process_spec(),
         }
+        # The child imports this package from where this process did (it may not be
+        # installed: a source checkout on sys.path).
+        package_root = str(Path(__file__).resolve().parents[2])
+        child_env = dict(os.environ)
+        child_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
+        )
         with open(log_path(document, sink.name), "ab") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", str(sink.process_module), json.dumps(spec)],
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
+                env=child_env,
                 start_new_session=True,  # a Ctrl-C meant for training must not kill it first
             )
 
