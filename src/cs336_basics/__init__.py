@@ -6,9 +6,9 @@ Everything a user needs is importable from here::
 
 The guide's own modules, :mod:`cs336_basics.experiment_log` and
 :mod:`cs336_basics.experiment_analysis`, export the same names. Names that need an optional
-extra (``WandbSink``, ``push_run``, ``pull_runs``: ``[wandb]``; ``plot_runs``: ``[plot]``) are
-imported on first use. :mod:`cs336_basics.tracking` and :mod:`cs336_basics.wandb_adapter`
-are internal.
+extra (``WandbSink``, ``push_run``, ``pull_runs``, ``import_wandb_runs``: ``[wandb]``;
+``plot_runs``: ``[plot]``) are imported on first use. :mod:`cs336_basics.tracking` and
+:mod:`cs336_basics.wandb_adapter` are internal.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from cs336_basics.tracking.tracker import ExperimentTracker
 
 if TYPE_CHECKING:
     from cs336_basics.tracking.plots import plot_runs
+    from cs336_basics.wandb_adapter.importer import import_wandb_runs
     from cs336_basics.wandb_adapter.pull import pull_runs
     from cs336_basics.wandb_adapter.push import push_run
     from cs336_basics.wandb_adapter.sink import WandbSink
@@ -45,6 +46,7 @@ _LAZY = {
     "WandbSink": "cs336_basics.wandb_adapter.sink",
     "push_run": "cs336_basics.wandb_adapter.push",
     "pull_runs": "cs336_basics.wandb_adapter.pull",
+    "import_wandb_runs": "cs336_basics.wandb_adapter.importer",
     "plot_runs": "cs336_basics.tracking.plots",
 }
 
@@ -66,6 +68,7 @@ __all__ = [
     "UsageError",
     "WandbPullError",
     "WandbSink",
+    "import_wandb_runs",
     "load_experiment_log",
     "plot_runs",
     "pull_runs",

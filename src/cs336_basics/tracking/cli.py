@@ -1,4 +1,4 @@
-"""cs336-exp: list, compare, plot, export, report, pull and push experiment runs.
+"""cs336-exp: list, compare, plot, export, report, pull, import and push experiment runs.
 
 Every command takes ``--log-dir`` (default ``experiment_logs``). A user mistake (any
 ``TrackingError``: unknown run or metric, bad output path, unreadable log, ...) prints one
@@ -283,6 +283,11 @@ def cmd_pull(args: argparse.Namespace) -> None:
         save_dir=args.log_dir,
         timeout=args.timeout,
     )
+    _print_fetched(args, logs, "pulled")
+
+
+def _print_fetched(args: argparse.Namespace, logs: list[ExperimentLog], verb: str) -> None:
+    """What ``pull`` or ``import`` brought into the log dir (``--json``: one object a run)."""
     if args.json:
         _dump(
             [
@@ -298,7 +303,7 @@ def cmd_pull(args: argparse.Namespace) -> None:
         return
     for log in logs:
         print(f"{log.experiment_name}: {len(log.metrics_history)} rows -> {log.source}")
-    print(f"pulled {len(logs)} run(s) from {args.path} into {args.log_dir}")
+    print(f"{verb} {len(logs)} run(s) from {args.path} into {args.log_dir}")
 
 
 def cmd_push(args: argparse.Namespace) -> None:
@@ -317,6 +322,14 @@ def cmd_push(args: argparse.Namespace) -> None:
         print(f"pushed {rows} rows to W&B run {state['run_id']}{note} ({where})")
     else:
         print(f"already on W&B as run {state['run_id']} ({where}); --force to push again")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from ..wandb_adapter.importer import import_runs
+
+    folder = _output_folder("--log-dir", args.log_dir)
+    logs = import_runs(args.path, save_dir=folder)
+    _print_fetched(args, logs, "imported")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -377,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", action="append", help="only runs with this name (repeatable)")
     p.add_argument("--state", help="only runs in this state (finished, crashed, ...)")
     p.add_argument("--timeout", type=int, default=None, help="seconds per W&B request")
+    p = add("import", cmd_import, "offline W&B runs (.wandb files) -> local JSON, no server", True)
+    p.add_argument("path", metavar="PATH", help="a run-*.wandb file, or a folder of them")
     p = add("push", cmd_push, "upload a local run (finished or crashed) to W&B")
     p.add_argument("run")
     p.add_argument("--project")

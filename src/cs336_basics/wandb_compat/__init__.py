@@ -1,0 +1,253 @@
+"""A drop-in for the parts of ``wandb`` training scripts use: ``import cs336_basics.wandb_compat
+as wandb`` and the script runs unchanged, writing the guide's JSON locally.
+
+Every run is an :class:`~cs336_basics.ExperimentTracker` run in ``log_dir`` (default
+``experiment_logs``; ``init(..., log_dir=...)``). With ``mode`` online or offline (the
+argument, ``Settings(mode=)``, else ``WANDB_MODE``, else online) and wandb installed, the run
+is also mirrored to W&B by a ``WandbSink`` in its own process; ``mode="disabled"`` keeps it
+local. Without wandb the run is local only, said once in the log.
+
+Covered: ``init`` (project, entity, name, config, notes, tags, group, job_type, dir, mode,
+resume, id, reinit, settings), ``run.config`` (dict and attribute access, ``update``),
+``log(dict, step=, commit=)``, ``run.summary``, ``define_metric`` (step_metric, summary),
+``finish(exit_code)``, ``run.name``/``id``/``dir``, ``wandb.run``, ``wandb.config``,
+``wandb.summary``, ``wandb.Settings`` and ``with wandb.init(...) as run:``. A run left
+open at exit is finished (exit code 1 after an uncaught exception), as W&B does.
+
+Not representable (media, tables, artifacts, ``watch``, ``save``, strings and other
+non-numbers in ``log``): one ``UserWarning`` naming the call, never an error. How keys,
+steps and config map is in :mod:`._steps` and :mod:`._setup`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..tracking.tracker import ExperimentTracker
+from ..wandb_adapter.client import new_run_id
+from ._objects import PLACEHOLDERS, Config, Settings, Summary, as_dict, warn_once
+from ._run import Run, new_config
+from ._setup import clean_config, make_mirror, resolve_mode, resume_target
+
+__all__ = [
+    "Config",
+    "Run",
+    "Settings",
+    "Summary",
+    "define_metric",
+    "finish",
+    "init",
+    "log",
+    "login",
+    "teardown",
+    *PLACEHOLDERS,
+]
+
+globals().update(PLACEHOLDERS)  # wandb.Image, wandb.Table, wandb.Artifact, ...
+
+DEFAULT_LOG_DIR = "experiment_logs"
+_runs: list[Run] = []  # open runs, the current one last
+_lock = threading.Lock()
+_exit_hooked = False
+_crashed = False
+_IGNORED = (
+    "anonymous",
+    "save_code",
+    "sync_tensorboard",
+    "monitor_gym",
+    "magic",
+    "force",
+    "allow_val_change",
+    "config_exclude_keys",
+    "config_include_keys",
+    "fork_from",
+    "resume_from",
+    "tensorboard",
+)
+
+
+def _current() -> Run | None:
+    return _runs[-1] if _runs else None
+
+
+def __getattr__(name: str) -> Any:
+    # wandb.run, wandb.config and wandb.summary follow the current run.
+    if name == "run":
+        return _current()
+    if name in ("config", "summary"):
+        run = _current()
+        if run is None:
+            return Config() if name == "config" else Summary()
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _forget(run: Run) -> None:
+    with _lock:
+        if run in _runs:
+            _runs.remove(run)
+
+
+def _hook_exit() -> None:
+    """Finish runs left open at exit, as W&B does (after the tracker's own hook exists, so
+    this one runs first)."""
+    global _exit_hooked
+    if _exit_hooked:
+        return
+    _exit_hooked = True
+    previous = sys.excepthook
+
+    def excepthook(*args: Any) -> None:
+        global _crashed
+        _crashed = True
+        previous(*args)
+
+    sys.excepthook = excepthook
+    atexit.register(_finish_all)
+
+
+def _finish_all() -> None:
+    for run in list(reversed(_runs)):
+        try:
+            run.finish(exit_code=1 if _crashed else 0)
+        except Exception:  # at interpreter exit nothing may raise
+            pass
+
+
+def init(
+    project: str | None = None,
+    entity: str | None = None,
+    config: Any = None,
+    name: str | None = None,
+    notes: str | None = None,
+    tags: Any = None,
+    group: str | None = None,
+    job_type: str | None = None,
+    dir: str | Path | None = None,
+    mode: str | None = None,
+    resume: bool | str | None = None,
+    id: str | None = None,
+    reinit: bool | str | None = None,
+    settings: Settings | dict[str, Any] | None = None,
+    *,
+    log_dir: str | Path = DEFAULT_LOG_DIR,
+    **kwargs: Any,
+) -> Run:
+    """Start a run (W&B's arguments; ``log_dir`` is where the local JSON goes)."""
+    for key in kwargs:
+        if key not in _IGNORED:
+            raise TypeError(f"init() got an unexpected keyword argument {key!r}")
+        warn_once("init()", key, f"argument {key}= has no local meaning and is ignored")
+    if isinstance(settings, dict):
+        settings = Settings(**settings)
+    current = _current()
+    if current is not None:
+        if reinit in (None, False, "default", "return_previous"):
+            return current
+        if reinit in (True, "finish_previous"):
+            current.finish()
+        elif reinit != "create_new":
+            raise ValueError(
+                "init(reinit=): expected True, False, 'create_new', 'finish_previous' or "
+                f"'return_previous', got {reinit!r}"
+            )
+    chosen_mode = resolve_mode(mode, settings)
+    run_id = str(id) if id is not None else new_run_id()
+    run_name = str(name) if name else run_id
+    folder = Path(log_dir)
+    target = resume_target(resume, run_id if id is not None else None, folder)
+    raw = clean_config(as_dict(config))
+    options: dict[str, Any] = {"tags": list(tags) if tags else None, "group": group}
+    options["dir"] = str(dir) if dir is not None else None
+    options["config"] = raw
+    if job_type:
+        options["job_type"] = job_type
+    if settings is not None:
+        extra = {k: v for k, v in clean_config(settings.to_dict()).items() if k != "mode"}
+        if extra:
+            options["settings"] = extra
+    sinks = make_mirror(chosen_mode, project=project, entity=entity, run_id=run_id, options=options)
+    experiment = new_config(raw, run_name)
+    tracker = ExperimentTracker(experiment, log_dir=folder, sinks=sinks, resume=target)
+    if notes is not None:
+        tracker.set_notes(str(notes))
+    if not sinks:  # nothing records the W&B identity: keep it for resume=, push and pull
+        tracker.log.mirrors["wandb"] = {
+            "run_id": run_id,
+            "project": project,
+            "entity": entity,
+            "mode": chosen_mode,
+            "status": "disabled",
+        }
+    run = Run(
+        tracker,
+        run_id=run_id,
+        name=run_name,
+        project=project,
+        entity=entity,
+        mode=chosen_mode,
+        group=group,
+        job_type=job_type,
+        tags=list(tags or ()),
+        dir=str(dir) if dir is not None else None,
+        raw_config=raw,
+        save_on_start=not sinks,
+        on_finish=_forget,
+    )
+    with _lock:
+        _runs.append(run)
+    _hook_exit()
+    return run
+
+
+def _need_run(call: str) -> Run:
+    run = _current()
+    if run is None:
+        raise RuntimeError(f"wandb.{call}: call wandb.init() first")
+    return run
+
+
+def log(data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+    """``wandb.log``: the current run's :meth:`Run.log`."""
+    _need_run("log()").log(data, step=step, commit=commit)
+
+
+def define_metric(name: str, *args: Any, **kwargs: Any) -> None:
+    _need_run("define_metric()").define_metric(name, *args, **kwargs)
+
+
+def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
+    """``wandb.finish``: finish the current run (no run: nothing to do)."""
+    run = _current()
+    if run is not None:
+        run.finish(exit_code=exit_code)
+
+
+def login(*args: Any, **kwargs: Any) -> bool:
+    """Nothing to do locally; the W&B mirror logs in with wandb's own settings."""
+    return True
+
+
+def teardown(*args: Any, **kwargs: Any) -> None:
+    """Finish every open run."""
+    _finish_all()
+
+
+def _unsupported(call: str) -> Any:
+    def function(*args: Any, **kwargs: Any) -> None:
+        warn_once(f"{call}()", "", "not supported by the local log; nothing is stored")
+
+    function.__name__ = call
+    return function
+
+
+save = _unsupported("save")
+watch = _unsupported("watch")
+alert = _unsupported("alert")
+log_artifact = _unsupported("log_artifact")
+use_artifact = _unsupported("use_artifact")
+log_model = _unsupported("log_model")
