@@ -389,3 +389,16 @@ def test_a_burst_of_100k_rows_reaches_wandb_whole_with_its_summary_and_exit_code
     assert same(summary["best_val_loss"], 2.0 / 100_000)
     (exit_record,) = [r for r in recs if r.get("type") == "exit"]
     assert exit_record["exit"].get("exit_code", 0) == 0
+
+
+def test_rows_with_only_extra_metrics_reach_wandb(tmp_path):
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="extras_only"), log_dir=tmp_path, sinks=["wandb"]
+    )
+    for i in range(4):
+        tracker.log_metrics(iteration=i, grad_norm=0.5 + i)  # no guide field at all
+    tracker.finish()
+    state = load_experiment_log(tracker.path).mirrors["wandb"]
+    rows = [r for r in wr.history(state["sync_dir"]) if "extra/grad_norm" in r]
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
+    assert [wr.as_float(r["extra/grad_norm"]) for r in rows] == [0.5, 1.5, 2.5, 3.5]

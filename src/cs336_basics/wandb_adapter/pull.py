@@ -38,7 +38,13 @@ from .keys import EXTRA_PREFIX, FIELD_TO_KEY
 #: Keys other scripts use for each local field, tried after this project's own key.
 FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
     "iteration": ("iter", "_step"),
-    "gradient_step": ("global_step", "trainer/global_step", "step", "_step"),
+    "gradient_step": (
+        "global_step",
+        "train/global_step",
+        "trainer/global_step",
+        "step",
+        "_step",
+    ),
     "wallclock_time": ("_runtime",),
     "train_loss": ("train_loss", "loss", "train/train_loss", "training_loss"),
     "val_loss": (
@@ -66,6 +72,8 @@ CONFIG_ALIASES: dict[str, str] = {
     "min_lr": "min_learning_rate",
     "wandb_run_name": "experiment_name",
     "n_layers": "num_layers",
+    "n_layer": "num_layers",
+    "n_head": "num_heads",
     "n_heads": "num_heads",
     "n_embd": "d_model",
     "block_size": "context_length",

@@ -190,8 +190,8 @@ class WandbSink(Sink):
                 self.emit_eval(row)
 
     def emit(self, row: MetricsSnapshot) -> None:
-        if not row.has_train_metrics:
-            return
+        if not row.has_train_metrics and not row.extra:
+            return  # an eval-only row (replayed history): emit_eval sends it
         self.run.log(train_payload(row))
         self.rows += 1
         self.through_iteration = max(self.through_iteration, row.iteration)
