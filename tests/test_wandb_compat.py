@@ -94,7 +94,7 @@ def test_nanogpt_loop_writes_the_guides_json_locally(tmp_path: Path) -> None:
     config = log.config
     assert config.max_learning_rate == 6e-4 and config.min_learning_rate == 6e-5
     assert (config.d_model, config.context_length) == (64, 32)
-    assert config.n_layer == 2  # pull's alias table knows n_layers, not nanoGPT's n_layer
+    assert config.num_layers == 2  # nanoGPT's n_layer, through pull's alias table
     assert log.best_val_loss == pytest.approx(2.5) and log.final_train_loss == pytest.approx(2.4)
     assert log.mirrors["wandb"]["status"] == "disabled" and log.mirrors["wandb"]["run_id"] == run.id
     analyzer = ExperimentAnalyzer(tmp_path)
@@ -112,7 +112,7 @@ def test_hf_trainer_callback_loop_with_the_real_wandb_mirror(tmp_path: Path) -> 
     assert log.superseded_history == []  # rows at one global step merged, never superseded
     assert rows[10].train_loss == pytest.approx(0.2) and rows[10].gradient_step == 10
     assert rows[10].learning_rate == pytest.approx(5e-5 * (1 - 10 / 30))
-    assert rows[10].extra == {"train/grad_norm": 1.5, "train/epoch": 1.0, "train/global_step": 10}
+    assert rows[10].extra == {"train/grad_norm": 1.5, "train/epoch": 1.0}  # global_step: axis
     assert rows[15].train_loss is None and rows[15].val_loss == pytest.approx(0.2)
     assert rows[15].extra["eval/runtime"] == 0.5
     assert rows[30].val_loss == pytest.approx(0.1) and rows[30].train_loss == pytest.approx(2 / 30)
