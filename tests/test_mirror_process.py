@@ -30,7 +30,10 @@ TRAINER = textwrap.dedent(
     from cs336_basics import ExperimentConfig, ExperimentTracker
     log_dir = sys.argv[1]
     start, stop, save_every = (int(a) for a in sys.argv[2:5])
-    resume = sys.argv[5] if len(sys.argv) > 5 else None
+    resume = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] else None
+    if len(sys.argv) > 6:  # the script uses wandb itself too: its own service runs here
+        import wandb
+        wandb.init(project="own", mode="offline").finish()
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="mirrored"), log_dir=log_dir,
                                 sinks=["wandb"], resume=resume)
     tracker.start()
@@ -52,10 +55,11 @@ TRAINER = textwrap.dedent(
 )
 
 
-def _spawn(log_dir: Path, start: int, stop: int, save_every: int = 0, resume: str = ""):
+def _spawn(
+    log_dir: Path, start: int, stop: int, save_every: int = 0, resume: str = "", own_wandb=False
+):
     args = [sys.executable, "-c", TRAINER, str(log_dir), str(start), str(stop), str(save_every)]
-    if resume:
-        args.append(resume)
+    args += [resume, "own-wandb"] if own_wandb else [resume] if resume else []
     return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
 
 
@@ -67,9 +71,11 @@ def _read_until(proc, prefix: str) -> str:
     raise AssertionError(f"child ended before printing {prefix!r}")
 
 
-def _crash_training(log_dir: Path, stop: int, save_every: int, killed_at: int) -> Path:
+def _crash_training(
+    log_dir: Path, stop: int, save_every: int, killed_at: int, own_wandb: bool = False
+) -> Path:
     """Run a trainer with the mirror, SIGKILL it after iteration ``killed_at``; its run."""
-    proc = _spawn(log_dir, 0, stop, save_every=save_every)
+    proc = _spawn(log_dir, 0, stop, save_every=save_every, own_wandb=own_wandb)
     path = Path(_read_until(proc, "PATH ").split(" ", 1)[1])
     _read_until(proc, f"ITER {killed_at}")
     proc.send_signal(signal.SIGKILL)
@@ -111,8 +117,13 @@ def _exit_code(sync_dir: str) -> int:
     return int(exits[-1]["exit"].get("exit_code", 0))
 
 
-def test_training_killed_every_journal_row_reaches_wandb_once_and_the_run_is_crashed(tmp_path):
-    path = _crash_training(tmp_path, 400, save_every=120, killed_at=300)
+@pytest.mark.parametrize("own_wandb", [False, True], ids=["plain", "trainer-uses-wandb-too"])
+def test_training_killed_every_journal_row_reaches_wandb_once_and_the_run_is_crashed(
+    tmp_path, own_wandb
+):
+    # With own_wandb the trainer has a wandb service of its own, which dies with it: the
+    # mirror must not have joined it.
+    path = _crash_training(tmp_path, 400, save_every=120, killed_at=300, own_wandb=own_wandb)
     state = _wait_state(path, {"crashed", "failed", "incomplete"})
     assert state["status"] == "crashed"
     assert _pid_gone(state["pid"]), "the mirror outlived the run"  # no orphan

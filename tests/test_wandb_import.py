@@ -57,6 +57,7 @@ WRITER = textwrap.dedent(
 def offline_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("offline")
     env = dict(os.environ, **offline_env(base))
+    env.pop("WANDB_SERVICE", None)  # not this test process's wandb service: its own
     subprocess.run([sys.executable, "-c", WRITER], env=env, check=True, timeout=120)
     return base / "runs" / "wandb"
 

@@ -8,6 +8,7 @@
 | ``WANDB_ENTITY`` | W&B sink, push, pull | entity when none is given |
 | ``WANDB_MODE`` | W&B sink | online, offline or disabled (wandb's own variable) |
 | ``WANDB_HTTP_TIMEOUT`` | pull | seconds per W&B request when ``timeout`` is not given |
+| ``WANDB_SERVICE`` | mirror process | wandb's pointer to its service; not passed on to a mirror |
 
 wandb itself reads more of its own (``WANDB_API_KEY``, ``WANDB_BASE_URL``, ``WANDB_DIR``, ...);
 they pass through untouched.
@@ -24,6 +25,9 @@ WANDB_PROJECT = "WANDB_PROJECT"
 WANDB_ENTITY = "WANDB_ENTITY"
 WANDB_MODE = "WANDB_MODE"
 WANDB_HTTP_TIMEOUT = "WANDB_HTTP_TIMEOUT"
+#: Set by wandb in a process that started its service; a child that inherits it joins that
+#: service, which dies with its parent: a mirror must start its own.
+WANDB_SERVICE = "WANDB_SERVICE"
 
 
 def get(name: str) -> str | None:

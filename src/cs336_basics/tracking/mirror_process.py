@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import env
 from .codec import decode_log, unmark
 from .errors import LogFormatError
 from .journal import (
@@ -101,6 +102,8 @@ class MirrorProcess:
         child_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
         )
+        # Not the training process's wandb service (if it has one): it dies with it.
+        child_env.pop(env.WANDB_SERVICE, None)
         with open(log_path(document, sink.name), "ab") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", str(sink.process_module), json.dumps(spec)],
