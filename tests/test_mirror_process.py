@@ -238,3 +238,72 @@ def test_rotation_while_mirroring_loses_and_repeats_nothing(tmp_path):
     assert _exit_code(state["sync_dir"]) == 0
     leftovers = [p.name for p in tmp_path.iterdir()]
     assert leftovers == [tracker.path.name]  # journal, segments, state and lock files gone
+
+
+def test_a_mirror_finish_stopped_waiting_for_finishes_and_records_itself(tmp_path):
+    # finish(sink_timeout=0) returns before the mirror has even started; the trainer goes on
+    # living (a notebook, a sweep). The mirror must still end the W&B run as finished, with
+    # its summary, write its final state into the document and remove its own files.
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="detached"), log_dir=tmp_path, sinks=["wandb"]
+    )
+    for i in range(50):
+        tracker.log_metrics(i, 1.0 / (i + 1))
+        if i % 20 == 19:
+            tracker.save()
+    tracker.finish(sink_timeout=0)
+    raw = json.loads(tracker.path.read_text())
+    assert raw["mirrors"]["wandb"]["status"] == "incomplete"
+    assert "goes on in the background" in raw["mirrors"]["wandb"]["error"]
+    deadline = time.monotonic() + 60
+    while json.loads(tracker.path.read_text())["mirrors"]["wandb"]["status"] != "finished":
+        assert time.monotonic() < deadline, json.loads(tracker.path.read_text())["mirrors"]
+        time.sleep(0.1)
+    state = json.loads(tracker.path.read_text())["mirrors"]["wandb"]
+    assert state["rows"] == 50 and state["durable"] is True
+    _pid_gone(state["pid"])
+    assert [r["iteration"] for r in _wandb_train_rows(state["sync_dir"])] == list(range(50))
+    assert _exit_code(state["sync_dir"]) == 0
+    assert wr.summary(state["sync_dir"])["final_train_loss"] == pytest.approx(1 / 50)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [tracker.path.name]
+
+
+def test_resume_after_mirror_and_trainer_were_killed_starts_a_new_complete_wandb_run(tmp_path):
+    # What wandb kept of what a killed mirror handed it is unknown: continuing its run could
+    # duplicate rows, so the resumed run's mirror sends the whole history to a new W&B run.
+    proc = _spawn(tmp_path, 0, 2000)
+    path = Path(_read_until(proc, "PATH ").split(" ", 1)[1])
+    _read_until(proc, "ITER 200")
+    state = _wait_state(path, {"running"})
+    os.kill(state["pid"], signal.SIGKILL)  # the mirror first, then the whole job
+    _read_until(proc, "ITER 300")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    second = _spawn(tmp_path, 0, 0, resume=str(path))  # resume, log nothing more
+    _read_until(second, "LOOPED")
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    final = _wait_state(path, {"crashed"}, not_pid=state["pid"])
+    assert final["replaced"] == state["run_id"] and final["run_id"] != state["run_id"]
+    got = [r["iteration"] for r in _wandb_train_rows(final["sync_dir"])]
+    assert got == [r.iteration for r in load_experiment_log(path).metrics_history]
+
+
+def test_push_after_a_restart_from_an_older_checkpoint_sends_the_replacing_rows(tmp_path):
+    config = ExperimentConfig(experiment_name="rollback_push")
+    first = ExperimentTracker(config, log_dir=tmp_path, sinks=["wandb"])
+    for i in range(100):
+        first.log_metrics(i, 1.0)
+    first.close()  # the mirror ends the W&B run cleanly: it holds 0..99 at loss 1.0
+    second = ExperimentTracker(config, log_dir=tmp_path, resume=first.path)  # no sink
+    for i in range(50, 120):  # restarted from the checkpoint at 50
+        second.log_metrics(i, 0.5)
+    second.finish()
+    before = load_experiment_log(first.path).mirrors["wandb"]
+    time.sleep(1.1)  # offline wandb names a run's folder by id and second: keep them apart
+    pushed = push_run(first.path)
+    assert pushed["run_id"] == before["run_id"] and pushed["pushed_rows"] == 70
+    latest: dict[int, float] = {}
+    for row in _wandb_train_rows(before["sync_dir"], pushed["sync_dir"]):
+        latest[row["iteration"]] = wr.as_float(row["train/loss"])
+    assert [latest[i] for i in (0, 49, 50, 99, 119)] == [1.0, 1.0, 0.5, 0.5, 0.5]

@@ -359,3 +359,53 @@ def test_a_config_the_document_cannot_hold_is_refused_at_creation(tmp_path):
         ExperimentTracker(
             ExperimentConfig(experiment_name="bad", optimizer_obj=object()), log_dir=tmp_path
         )
+
+
+@pytest.mark.parametrize("bad", [None, -1, "60", float("nan")])
+def test_a_bad_sink_timeout_is_refused_before_the_run_is_touched(tmp_path, bad):
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="timeout"), log_dir=tmp_path)
+    _train(tracker, 0, 3)
+    with pytest.raises(ValueError, match="sink_timeout: expected seconds >= 0"):
+        tracker.finish(sink_timeout=bad)
+    _train(tracker, 3, 5)  # still open
+    assert tracker.finish().last_iteration == 4
+
+
+def test_logging_after_a_finish_whose_save_failed_is_refused(tmp_path, monkeypatch):
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="late"), log_dir=tmp_path)
+    _train(tracker, 0, 3)
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "replace", full_disk)
+    with pytest.raises(OSError):
+        tracker.finish()
+    monkeypatch.undo()
+    with pytest.raises(RunClosedError, match="already finished"):
+        tracker.log_metrics(iteration=3, train_loss=1.0)
+    assert tracker.finish().last_iteration == 2
+
+
+def test_a_device_value_that_cannot_be_read_loses_only_itself(tmp_path, caplog):
+    torch = pytest.importorskip("torch")
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="meta"), log_dir=tmp_path)
+    unreadable = torch.empty((), device="meta")  # stands in for a device that fails a read
+    with expect_log(caplog, r"could not be read.*iteration 0: train_loss", level=40):
+        tracker.log_metrics(iteration=0, train_loss=unreadable, learning_rate=1e-3)
+        for i in range(1, 50):
+            tracker.log_metrics(iteration=i, train_loss=1.0 / i)
+        tracker.close()
+    log = load_experiment_log(tracker.path)
+    assert [r.iteration for r in log.metrics_history] == list(range(50))
+    assert log.metrics_history[0].train_loss is None
+    assert log.metrics_history[0].learning_rate == 1e-3
+
+
+def test_an_extra_metric_needs_a_name_and_save_needs_a_file(tmp_path):
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="names"), log_dir=tmp_path)
+    with pytest.raises(ValueError, match="an extra metric needs a name"):
+        tracker.log_metrics(iteration=0, **{"": 1.0})
+    with pytest.raises(ValueError, match="a folder; expected a file path"):
+        tracker.save(path=tmp_path)
+    tracker.close()

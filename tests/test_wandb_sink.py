@@ -236,27 +236,34 @@ def test_resume_continues_the_same_wandb_run(tmp_path):
     assert train_iters == list(range(20))  # no duplicates, nothing dropped
 
 
-def test_resume_after_crash_backfills_rows_wandb_missed(tmp_path):
-    config = ExperimentConfig(experiment_name="backfill")
+@pytest.mark.parametrize("durable", [True, False])
+def test_resume_continues_a_cleanly_ended_wandb_run_else_replaces_it(tmp_path, durable):
+    config = ExperimentConfig(experiment_name=f"backfill_{durable}")
     first = ExperimentTracker(config, log_dir=tmp_path, sinks=[InMemorySink()])
     train(first, 0, 5)
     first.close()
     log = load_experiment_log(first.path)
-    # Pretend the mirror had only seen iterations 0..2 when the process died.
+    # The last mirror had sent iterations 0..2; durable: it ended its W&B run cleanly.
     log.mirrors["wandb"] = {
-        "run_id": "bkfill01",
-        "status": "running",
+        "run_id": f"bkfill0{int(durable)}",
+        "status": "unfinished" if durable else "running",
+        "durable": durable,
         "rows": 3,
         "evals": 0,
         "through_iteration": 2,
     }
-    sink = WandbSink()
-    assert sink.bind(log)["run_id"] == "bkfill01"
+    sink = WandbSink(in_process=True)
+    state = sink.bind(log)
     sink.start(log)
     sink.finish(log)
     rows = wr.history(sink.sync_dir)
-    assert [r["iteration"] for r in rows if "train/loss" in r] == [3, 4]
-    assert [r["iteration"] for r in rows if "val/loss" in r] == [4]
+    if durable:  # the same W&B run gets only what it lacks
+        assert state["run_id"] == "bkfill01" and "replaced" not in state
+        assert [r["iteration"] for r in rows if "train/loss" in r] == [3, 4]
+        assert [r["iteration"] for r in rows if "val/loss" in r] == [4]
+    else:  # what a killed mirror left is unknown: a new run with the whole history
+        assert state["run_id"] != "bkfill00" and state["replaced"] == "bkfill00"
+        assert [r["iteration"] for r in rows if "train/loss" in r] == [0, 1, 2, 3, 4]
 
 
 def test_push_uploads_whole_history_once(tmp_path):

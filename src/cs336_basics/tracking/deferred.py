@@ -14,6 +14,7 @@ ones) queue behind it, and rows are handed on (``emit``) in the order they were 
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import Any
 from .records import TRAIN_FIELDS, MetricsSnapshot
 from .values import is_device_tensor, wrap_float
 
+logger = logging.getLogger("cs336_basics")
 #: The row fields ``log_metrics`` may fill with a tensor.
 _VALUE_FIELDS = ("val_loss", *TRAIN_FIELDS)
 
@@ -47,8 +49,13 @@ def has_device_values(row: MetricsSnapshot) -> bool:
     return False
 
 
-def convert(rows: list[MetricsSnapshot]) -> None:
-    """Replace every tensor value of ``rows`` by its float, with one host sync."""
+def convert(rows: list[MetricsSnapshot]) -> list[str]:
+    """Replace every tensor value of ``rows`` by its float, with one host sync.
+
+    If the batch cannot be read, each value is read alone; one that still fails becomes
+    ``None`` (the row and its other values are kept). Returns what was dropped, as
+    ``"iteration N: field (error)"``.
+    """
     slots: list[tuple[MetricsSnapshot, str | None, str]] = []
     tensors: list[Any] = []
     for row in rows:
@@ -62,15 +69,33 @@ def convert(rows: list[MetricsSnapshot]) -> None:
                 slots.append((row, key, key))
                 tensors.append(value)
     if not tensors:
-        return
+        return []
     torch = sys.modules["torch"]
-    stacked = torch.stack([t.detach().reshape(()).float() for t in tensors])
-    for (target, extra_key, field_name), value in zip(slots, stacked.cpu().tolist(), strict=True):
+    try:
+        stacked = torch.stack([t.detach().reshape(()).float() for t in tensors])
+        values: list[Any] = stacked.cpu().tolist()
+    except Exception:
+        values = [_read_one(t) for t in tensors]
+    dropped = []
+    for (target, extra_key, field_name), value in zip(slots, values, strict=True):
+        if isinstance(value, Exception):
+            dropped.append(f"iteration {target.iteration}: {field_name} ({value})")
+            value = None
+        else:
+            value = wrap_float(value)
         if extra_key is None:
-            setattr(target, field_name, wrap_float(value))
+            setattr(target, field_name, value)
         else:
             assert target.extra is not None  # the key was found in it above
-            target.extra[extra_key] = wrap_float(value)
+            target.extra[extra_key] = value
+    return dropped
+
+
+def _read_one(tensor: Any) -> Any:
+    try:
+        return float(tensor.detach().reshape(()).float().cpu())
+    except Exception as exc:  # reported by the caller, with the row and field
+        return exc
 
 
 class DeferredRows:
@@ -112,12 +137,14 @@ class DeferredRows:
                 if not self._rows or time.monotonic() - self._since < min_age:
                     return
                 rows, self._rows = self._rows, []
-            try:
-                convert(rows)
-            except BaseException:
-                with self._lock:  # keep them, in front, for the next try
-                    self._rows[:0] = rows
-                raise
+            dropped = convert(rows)
+            if dropped:
+                logger.error(
+                    "%d logged device value(s) could not be read and are left out (the rows "
+                    "are kept): %s",
+                    len(dropped),
+                    "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""),
+                )
             for row in rows:
                 self._emit(row)
             with self._lock:

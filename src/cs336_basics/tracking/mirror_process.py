@@ -28,10 +28,12 @@ sends the rows the old one had not sent, from the document.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,7 +44,7 @@ from typing import Any
 
 from . import env
 from .codec import decode_log, unmark
-from .errors import LogFormatError
+from .errors import RunInUseError
 from .journal import (
     CLOSED,
     EVAL,
@@ -55,7 +57,13 @@ from .journal import (
 )
 from .records import ExperimentConfig, ExperimentLog
 from .sinks import Sink
-from .storage import mirror_state_path, read_mirror_state, write_mirror_state
+from .storage import (
+    RunLock,
+    mirror_state_path,
+    read_mirror_state,
+    write_document,
+    write_mirror_state,
+)
 
 logger = logging.getLogger("cs336_basics")
 
@@ -65,6 +73,8 @@ STATE_EVERY_S = 0.5
 POLL_S = 0.05
 #: Once the training process is gone, give up after this long without progress.
 STALL_LIMIT_S = 60.0
+#: How long a mirror that outlived ``finish()`` waits for the tracker's last save to end.
+HANDOVER_WAIT_S = 30.0
 #: How much lower the mirror's CPU priority is than the training process's (``nice``); the
 #: services it starts (wandb's) inherit it.
 MIRROR_NICENESS = 10
@@ -83,14 +93,17 @@ def log_path(document: Path, name: str) -> Path:
 class MirrorProcess:
     """The training process's handle on one sink running in its own process."""
 
-    def __init__(self, sink: Sink, document: Path, journal: Path) -> None:
+    def __init__(self, sink: Sink, document: Path, journal: Path, base: int) -> None:
         self.sink = sink
         self.name = sink.name
         self.state_file = mirror_state_path(document, sink.name)
+        self.gave_up: str | None = None  # why finish() stopped waiting for it, if it did
         spec = {
             "name": sink.name,
             "document": str(document),
             "journal": str(journal),
+            "base": base,
+            "snapshot": _snapshot(document, sink.name),
             "state": str(self.state_file),
             "parent_pid": os.getpid(),
             "sink": sink.process_spec(),
@@ -119,13 +132,22 @@ class MirrorProcess:
         return self.process.poll() is None
 
     def state(self) -> dict[str, Any]:
-        """The mirror's recorded state; ``failed`` if the process died without saying so."""
+        """The mirror's recorded state; ``failed`` if the process died without saying so,
+        ``incomplete`` while it still sends after ``finish()`` stopped waiting."""
         state = read_mirror_state(self.state_file)
         code = self.process.poll()
         if code is not None and state.get("status") not in FINAL_STATES:
             state["status"] = "failed"
             state["error"] = f"the mirror process exited with code {code}"
+        elif code is None and self.gave_up:
+            state["status"] = "incomplete"
+            state["error"] = self.gave_up
         return state
+
+    def give_up(self, why: str) -> None:
+        """``finish()`` stops waiting: the mirror goes on by itself (see ``_hand_over``)."""
+        self.gave_up = why
+        _leave_running_at_exit(self.process)
 
     def wait(self, timeout: float) -> bool:
         """Wait for the mirror to end; False if it still runs after ``timeout`` seconds."""
@@ -134,6 +156,41 @@ class MirrorProcess:
         except subprocess.TimeoutExpired:
             return False
         return True
+
+
+_left_running: list[subprocess.Popen[bytes]] = []
+
+
+def _leave_running_at_exit(process: subprocess.Popen[bytes]) -> None:
+    """A mirror still sending when this process exits is meant to go on (it finishes and
+    records its state by itself): tell ``subprocess`` so, to spare the ResourceWarning."""
+    if not _left_running:
+        atexit.register(_mark_left_running)
+    _left_running.append(process)
+
+
+def _mark_left_running() -> None:
+    for process in _left_running:
+        if process.poll() is None:
+            process.returncode = 0  # not waited for, on purpose
+
+
+def _snapshot(document: Path, name: str) -> str | None:
+    """The document as it is now, for a mirror starting later (a hard link: no copy)."""
+    if not document.exists():
+        return None
+    snapshot = snapshot_path(document, name)
+    with contextlib.suppress(FileNotFoundError):
+        snapshot.unlink()
+    try:
+        os.link(document, snapshot)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(document, snapshot)
+    return str(snapshot)
+
+
+def snapshot_path(document: Path, name: str) -> Path:
+    return document.with_name(f".{document.stem}.{name}-mirror-start.json")
 
 
 # ---------------------------------------------------------------------------------------
@@ -148,16 +205,21 @@ class _Mirror:
         self.journal = Path(spec["journal"])
         self.state_file = Path(spec["state"])
         self.parent = int(spec["parent_pid"])
-        self.run_id = spec["sink"].get("run_id")  # chosen by the tracker's bind()
+        self.base = int(spec.get("base") or 0)
+        self.snapshot = Path(spec["snapshot"]) if spec.get("snapshot") else None
+        self.log: ExperimentLog | None = None
         self.stop_requested = False
         self.position: tuple[int, int] = (0, 0)
         self.last_progress = time.monotonic()
 
-    def _load(self) -> tuple[ExperimentLog, int]:
-        """The run as the document has it (or the journal header, before any save)."""
-        if self.document.exists():
-            with contextlib.suppress(LogFormatError, OSError):
-                return decode_log(self.document.read_bytes(), str(self.document))
+    def _load(self) -> ExperimentLog:
+        """The run as it was when the mirror was launched: the document then (its snapshot),
+        or, for a run never saved, the journal's header."""
+        if self.snapshot is not None:
+            log, _ = decode_log(self.snapshot.read_bytes(), str(self.document))
+            with contextlib.suppress(OSError):
+                self.snapshot.unlink()
+            return log
         header = read_header(self.journal) or {}
         config = ExperimentConfig.from_dict(unmark(header.get("config") or {}))
         log = ExperimentLog(
@@ -166,7 +228,7 @@ class _Mirror:
             notes=header.get("notes") or "",
             run_id=str(header.get("run_id") or self.document.stem),
         )
-        return log, 0
+        return log
 
     def _record(self, status: str | None = None, error: str | None = None) -> None:
         state = dict(self.sink.state())
@@ -176,21 +238,19 @@ class _Mirror:
             state["error"] = error
         state["position"] = list(self.position)
         state["pid"] = os.getpid()
+        if self.log is not None:  # lets a later backlog see restarts made since
+            state["superseded"] = len(self.log.superseded_history)
         write_mirror_state(self.state_file, state)
 
     def _parent_gone(self) -> bool:
         return os.getppid() != self.parent  # re-parented: the training process died
 
     def run(self) -> int:
-        log, save_id = self._load()
-        recorded = dict(log.mirrors.get(self.name) or {})
-        recorded.update(read_mirror_state(self.state_file))
-        recorded.setdefault("run_id", self.run_id)
-        log.mirrors[self.name] = recorded
-        self.sink.bind(log)  # picks the recorded run and the rows it had not received
+        log = self.log = self._load()
+        self.sink.prepare(log)  # the rows to send first, as the tracker's bind() chose
         self._record(status="starting")  # this mirror's, not the last one's, from now on
         self.sink.start(log)
-        follower = JournalFollower(self.journal, base=save_id, writer_pid=self.parent)
+        follower = JournalFollower(self.journal, base=self.base, writer_pid=self.parent)
         self.position = (follower.base, follower.offset)
         self._record()
         last_state = time.monotonic()
@@ -238,6 +298,7 @@ class _Mirror:
         if ending == "finish":
             self.sink.finish(log)
             self._record()
+            self._hand_over()
         else:
             status = {"closed": "unfinished", "crashed": "crashed", "stopped": "incomplete"}
             self.sink.close()
@@ -247,6 +308,35 @@ class _Mirror:
                 with contextlib.suppress(OSError):
                     segment.unlink()
         return 0
+
+    def _hand_over(self) -> None:
+        """After ``finish()`` stopped waiting for this mirror (the tracker made its last save
+        and removed the live journal): record the final state in the document itself and
+        remove the mirror's files. The run lock makes this the only writer."""
+        if self.journal.exists():
+            return  # the tracker still waits for this mirror: it records the state itself
+        deadline = time.monotonic() + HANDOVER_WAIT_S
+        while True:
+            try:
+                lock = RunLock.acquire(self.document.parent, self.document.stem)
+                break
+            except RunInUseError:  # the tracker is finishing its last save
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.2)
+        try:
+            log, save_id = decode_log(self.document.read_bytes(), str(self.document))
+            log.mirrors[self.name] = read_mirror_state(self.state_file)
+            write_document(self.document, log, save_id + 1)
+            for leftover in (
+                self.state_file,
+                Path(f"{self.state_file}.lock"),
+                log_path(self.document, self.name),
+            ):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+        finally:
+            lock.release()
 
 
 def _watchdog(mirror: _Mirror) -> None:

@@ -52,8 +52,12 @@ class Sink:
     process_module: str | None = None
 
     def process_spec(self) -> dict[str, Any]:
-        """JSON-able settings the sink's process rebuilds the sink from."""
+        """JSON-able settings the sink's process rebuilds the sink from (after ``bind``)."""
         return {}
+
+    def prepare(self, log: ExperimentLog) -> None:
+        """In the sink's own process, before ``start``: ``log`` is the run as it was when
+        the process was launched (the document then, or only the journal's header)."""
 
     def bind(self, log: ExperimentLog) -> dict[str, Any]:
         """Called on the training thread as the run starts (no I/O): pick ids, read

@@ -27,7 +27,7 @@ from .codec import dumps
 from .deferred import DeferredRows, has_device_values
 from .errors import LogFormatError, RunClosedError
 from .journal import JournalWriter, segment_path
-from .mirror_process import MirrorProcess, log_path
+from .mirror_process import MirrorProcess, log_path, snapshot_path
 from .records import (
     ROW_FIELDS,
     ExperimentConfig,
@@ -93,6 +93,8 @@ def _sinks_from(spec: Any) -> list[Sink]:
 
 
 def _check_extra_names(where: str, extra: dict[str, Any]) -> None:
+    if "" in extra:
+        raise ValueError(f"{where}: an extra metric needs a name, got ''")
     clash = _RESERVED_METRICS.intersection(extra)
     if clash:
         name = sorted(clash)[0]
@@ -168,6 +170,7 @@ class ExperimentTracker:
         self._started = False
         self._finished = False
         self._closed = False
+        self._accepting = False  # between start() and finish()/close(): rows are taken
         self._deferred = DeferredRows(self._emit, DEFERRED_MAX_AGE)
         self._deferred_error: str | None = None
         if self.enabled:
@@ -246,6 +249,7 @@ class ExperimentTracker:
             self._journal = self._open_journal(None)
         self._t0 = time.perf_counter()
         self._started = True
+        self._accepting = True
         in_process = []
         for sink in self._sinks:
             self._record_mirror(sink.name, sink.bind(self._log))
@@ -263,7 +267,9 @@ class ExperimentTracker:
         """Launch a sink's own process; it follows the journal (see ``mirror_process``)."""
         assert self._path is not None and self._journal is not None
         try:
-            self._mirrors.append(MirrorProcess(sink, self._path, self._journal.path))
+            self._mirrors.append(
+                MirrorProcess(sink, self._path, self._journal.path, self._journal_base)
+            )
         except OSError as exc:
             logger.error("could not start the %s mirror process: %s", sink.name, exc)
             state = dict(self._log.mirrors.get(sink.name) or {})
@@ -405,7 +411,7 @@ class ExperimentTracker:
         """
         if not self.enabled:
             return None
-        if self._journal is None:  # not started yet, or already finished/closed
+        if not self._accepting:  # not started yet, or already finished/closed
             self._open_for_logging("log_metrics")
         it = (
             iteration
@@ -422,7 +428,7 @@ class ExperimentTracker:
             if gradient_step is None
             else to_int("gradient_step", gradient_step)
         )
-        if extra and "wallclock_time" in extra:  # the only row field not a parameter here
+        if extra and ("wallclock_time" in extra or "" in extra):  # what no parameter catches
             _check_extra_names("log_metrics", extra)
         row = MetricsSnapshot(
             it,
@@ -465,7 +471,7 @@ class ExperimentTracker:
         """Record validation results at ``iteration`` (fills that row, or adds one)."""
         if not self.enabled:
             return None
-        if self._journal is None:
+        if not self._accepting:
             self._open_for_logging("log_eval")
         it = to_int("iteration", iteration)
         vl = optional_float("val_loss", val_loss)
@@ -536,6 +542,12 @@ class ExperimentTracker:
             self.start()
         if notes is not None and not isinstance(notes, str):
             raise TypeError(f"notes: expected a string, got {type(notes).__name__}")
+        if (
+            isinstance(sink_timeout, bool)
+            or not isinstance(sink_timeout, (int, float))
+            or not (sink_timeout >= 0)
+        ):
+            raise ValueError(f"sink_timeout: expected seconds >= 0, got {sink_timeout!r}")
         tl = optional_float("train_loss", train_loss)
         vl = optional_float("val_loss", val_loss)
         self._deferred.resolve()
@@ -548,6 +560,7 @@ class ExperimentTracker:
         except OSError:
             pass  # logged by the writer; the document below holds everything if it saves
         self._finished = True
+        self._accepting = False
         self._dirty = True
         deadline = time.monotonic() + sink_timeout
         self._close_sinks(sink_timeout)
@@ -562,16 +575,16 @@ class ExperimentTracker:
             ended = mirror.wait(max(0.0, deadline - time.monotonic()))
             state = mirror.state()
             if not ended:
-                state["status"] = "incomplete"
-                state["error"] = (
-                    f"still sending after {timeout:.0f} s; it goes on in the background "
-                    "(load the run again for its final state)"
+                mirror.give_up(
+                    f"still sending after {timeout:g} s; it goes on in the background and "
+                    "records its final state in the run when it is done"
                 )
                 logger.warning(
-                    "the %s mirror did not finish within %.0f s; it goes on in the background",
+                    "the %s mirror did not finish within %g s; it goes on in the background",
                     mirror.name,
                     timeout,
                 )
+                state = mirror.state()
             self._log.mirrors[mirror.name] = state
 
     def _close_sinks(self, timeout: float) -> None:
@@ -613,6 +626,8 @@ class ExperimentTracker:
         self._deferred.resolve()
         if path is not None:
             target = Path(path)
+            if target.is_dir():
+                raise ValueError(f"save(path={str(path)!r}): a folder; expected a file path")
             target.parent.mkdir(parents=True, exist_ok=True)
             write_document(target, self._log, self._save_id)
             return target
@@ -653,6 +668,7 @@ class ExperimentTracker:
         for mirror in self._mirrors:
             state_file = mirror_state_path(self._path, mirror.name)
             leftovers += [state_file, state_file.with_name(state_file.name + ".lock")]
+            leftovers.append(snapshot_path(self._path, mirror.name))
             if mirror.state().get("status") == "finished":
                 leftovers.append(log_path(self._path, mirror.name))
         for leftover in leftovers:
@@ -681,6 +697,7 @@ class ExperimentTracker:
         if self._closed or not self.enabled:
             return
         self._closed = True
+        self._accepting = False
         _live.discard(self)
         if not self._started:
             return

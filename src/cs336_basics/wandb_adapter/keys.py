@@ -20,6 +20,7 @@ never passed: a lower step is silently dropped by W&B, which breaks restarts.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ..tracking.records import SUMMARY_FIELDS, TRAIN_FIELDS, ExperimentLog, MetricsSnapshot
@@ -73,6 +74,9 @@ def eval_payload(row: MetricsSnapshot) -> dict[str, Any]:
 
 def summary_payload(log: ExperimentLog) -> dict[str, Any]:
     """The W&B summary of a run; one that never finished locally says so (``local_status``)."""
+    if not log.finished:  # no summary was computed: take it from the history so far
+        log = copy.copy(log)
+        log.compute_summary()
     out: dict[str, Any] = {
         name: float(value) for name in SUMMARY_FIELDS if (value := getattr(log, name)) is not None
     }

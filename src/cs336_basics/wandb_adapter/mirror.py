@@ -17,18 +17,7 @@ from .sink import WandbSink
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     spec = json.loads(args[0])
-    settings = dict(spec["sink"])
-    sink = WandbSink(
-        project=settings.get("project"),
-        entity=settings.get("entity"),
-        mode=settings.get("mode"),
-        run_id=None,  # bind() takes the recorded one (and the rows it has not received)
-        tags=settings.get("tags"),
-        group=settings.get("group"),
-        dir=settings.get("dir"),
-        init_kwargs=settings.get("init_kwargs"),
-        in_process=True,
-    )
+    sink = WandbSink.from_process_spec(dict(spec["sink"]))
     return run_mirror(sink, spec)
 
 

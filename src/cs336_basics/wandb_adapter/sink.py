@@ -40,6 +40,20 @@ _MODES = (None, "online", "offline", "disabled")
 _PROGRESS_EVERY_S = 0.5
 
 
+def backlog_rows(
+    log: ExperimentLog, through_iteration: int, known_superseded: int
+) -> list[MetricsSnapshot]:
+    """The rows of ``log`` a W&B run lacks that received rows up to ``through_iteration``
+    while the log had ``known_superseded`` superseded rows: those after that iteration, and,
+    if a restart from an older checkpoint superseded rows since, every row from the
+    restart's iteration on (W&B keeps the old ones too; a pull keeps the latest)."""
+    start = through_iteration + 1
+    later = log.superseded_history[known_superseded:]
+    if later:
+        start = min(start, min(row.iteration for row in later))
+    return [row for row in log.metrics_history if row.iteration >= start]
+
+
 class WandbSink(Sink):
     """Mirrors rows, evals and the summary of one run to a W&B run."""
 
@@ -89,10 +103,13 @@ class WandbSink(Sink):
         self.sync_dir: str | None = None
         self.on_state: Callable[[dict[str, Any]], None] | None = None
         self.durable = False
+        self.replaced: str | None = None
+        self._backlog_from: tuple[int, int] | None = None
         self._backlog: list[MetricsSnapshot] = []
         self._last_progress = 0.0
 
     def process_spec(self) -> dict[str, Any]:
+        """Settings and, after :meth:`bind`, its decisions (the run, what to send first)."""
         return {
             "project": self.project,
             "entity": self.entity,
@@ -102,26 +119,71 @@ class WandbSink(Sink):
             "group": self.group,
             "dir": self.dir,
             "init_kwargs": self.init_kwargs,
+            "rows": self.rows,
+            "evals": self.evals,
+            "through_iteration": self.through_iteration,
+            "replaced": self.replaced,
+            "backlog_from": list(self._backlog_from) if self._backlog_from else None,
         }
+
+    @classmethod
+    def from_process_spec(cls, spec: dict[str, Any]) -> WandbSink:
+        """The sink :meth:`process_spec` describes, in the mirror process (wandb imported)."""
+        sink = cls(
+            project=spec.get("project"),
+            entity=spec.get("entity"),
+            mode=spec.get("mode"),
+            run_id=spec.get("run_id"),
+            tags=spec.get("tags"),
+            group=spec.get("group"),
+            dir=spec.get("dir"),
+            init_kwargs=spec.get("init_kwargs"),
+            in_process=True,
+        )
+        sink.rows = int(spec.get("rows") or 0)
+        sink.evals = int(spec.get("evals") or 0)
+        sink.through_iteration = int(spec.get("through_iteration", -1))
+        sink.replaced = spec.get("replaced")
+        backlog_from = spec.get("backlog_from")
+        sink._backlog_from = tuple(backlog_from) if backlog_from else None
+        return sink
+
+    def prepare(self, log: ExperimentLog) -> None:
+        """In the mirror process: the backlog :meth:`bind` chose, from the run as it was when
+        the mirror started."""
+        if self._backlog_from is not None:
+            self._backlog = backlog_rows(log, *self._backlog_from)
 
     # ------------------------------------------------------------ training thread
     def bind(self, log: ExperimentLog) -> dict[str, Any]:
-        """Choose the W&B run id before anything is sent (resumes the recorded one)."""
+        """Choose the W&B run before anything is sent, and the local rows to send first.
+
+        The run recorded in ``log`` is continued where what it holds is known (its mirror
+        ended it cleanly: ``durable``; or it never started: ``pending``), with the rows it
+        lacks. Otherwise (a mirror killed mid-way: what wandb kept of what it was handed is
+        unknown) a new W&B run gets the whole history; the old id is kept as ``replaced``.
+        """
         previous = log.mirrors.get(self.name) or {}
-        if self.run_id is None and previous.get("run_id") and previous.get("status") != "failed":
-            self.continue_run(previous, log)
+        if self.run_id is None and previous.get("run_id"):
+            if previous.get("durable") or previous.get("status") == "pending":
+                self.continue_run(previous, log)
+            else:
+                self.replaced = str(previous["run_id"])
+                self._backlog_from = (-1, 0)
+                self._backlog = list(log.metrics_history)
         if self.run_id is None:
             self.run_id = new_run_id()
         return self.state()
 
     def continue_run(self, previous: dict[str, Any], log: ExperimentLog) -> None:
         """Continue the W&B run ``previous`` records: same id, and as backlog the local rows
-        it has not received (those after its ``through_iteration``)."""
+        it has not received (see :func:`backlog_rows`)."""
         self.run_id = str(previous["run_id"])
         self.rows = int(previous.get("rows") or 0)
         self.evals = int(previous.get("evals") or 0)
         self.through_iteration = int(previous.get("through_iteration", -1))
-        self._backlog = [r for r in log.metrics_history if r.iteration > self.through_iteration]
+        self._backlog_from = (self.through_iteration, int(previous.get("superseded") or 0))
+        self._backlog = backlog_rows(log, *self._backlog_from)
 
     def take_backlog(self) -> list[MetricsSnapshot]:
         """The rows :meth:`start` would send first, handed to the caller instead."""
@@ -247,4 +309,5 @@ class WandbSink(Sink):
             # W&B confirmed the run's end, so what ``rows``/``through_iteration`` count is
             # really there (a killed client can lose what it had handed to wandb).
             "durable": self.durable,
+            **({"replaced": self.replaced} if self.replaced else {}),
         }
