@@ -271,7 +271,9 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
     pending: list[torch.Tensor] = []
     window_start, window_steps = time.perf_counter(), 0
     last_eval = ""
-    live_progress = not args.quiet and sys.stderr.isatty()
+    bar = progress_bar(args, start_iter)  # tqdm on a terminal; None: plain lines
+    live_progress = bar is not None
+    shown_loss = float("nan")
     losses = {"train": float("nan"), "val": float("nan")}
     it = start_iter
     for it in range(start_iter, args.max_iters):
@@ -308,16 +310,18 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
                 gradient_step=it + 1,
                 grad_norm=grad_norm.detach(),
             )
+            if bar is not None:
+                shown = tracker.last_read_row  # read off the device by the tracker: no sync
+                if shown is not None and shown.train_loss is not None:
+                    shown_loss = shown.train_loss
+                bar.set_postfix_str(
+                    f"loss {shown_loss:.3f} | {tokens_per_step / iter_time:,.0f} tok/s "
+                    f"| lr {lr:.2e}{last_eval}",
+                    refresh=False,
+                )
+                bar.update(it + 1 - bar.n)
             pending.clear()
             window_start, window_steps = time.perf_counter(), 0
-            if live_progress:
-                print(
-                    f"\riter {it + 1}/{args.max_iters} | {tokens_per_step / iter_time:,.0f} tok/s "
-                    f"| lr {lr:.2e}{last_eval}   ",
-                    end="",
-                    file=sys.stderr,
-                    flush=True,
-                )
         tracker.increment_gradient_step()
 
         if (it + 1) % args.eval_interval == 0 or it + 1 == args.max_iters:
@@ -325,7 +329,7 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
                 model, {"train": train_data, "val": val_data}, args, device, autocast, gen
             )
             tracker.log_eval(iteration=it, train_loss=losses["train"], val_loss=losses["val"])
-            last_eval = f" | val loss {losses['val']:.3f} (iter {it + 1})"
+            last_eval = f" | val {losses['val']:.3f}"
             if not args.quiet and not live_progress:
                 print(
                     f"iter {it + 1}/{args.max_iters}: train {losses['train']:.3f} "
@@ -341,8 +345,8 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
             save_checkpoint(args, model, optimizer, it, tracker)
         if args.stop_at is not None and it >= args.stop_at:
             break
-    if live_progress:
-        print(file=sys.stderr)
+    if bar is not None:
+        bar.close()
     if args.stop_at is not None and it < args.max_iters - 1:
         tracker.save()
         tracker.close()
@@ -354,6 +358,25 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
     if not args.no_plot:
         write_plot(tracker)
     return tracker
+
+
+def progress_bar(args: argparse.Namespace, start_iter: int):
+    """A tqdm bar (loss, tokens/s, lr, last val loss, ETA) when stdout is a terminal and
+    tqdm is installed (the ``train`` extra); else None, and the loop prints plain lines."""
+    if args.quiet or not sys.stdout.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(
+        total=args.max_iters,
+        initial=start_iter,
+        unit="it",
+        dynamic_ncols=True,
+        file=sys.stdout,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+    )
 
 
 def checkpoint_path(args: argparse.Namespace) -> Path:

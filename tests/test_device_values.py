@@ -69,6 +69,7 @@ def test_deferred_values_reach_the_journal_within_a_second_without_more_calls(
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="age"), log_dir=tmp_path)
     tracker.log_metrics(iteration=0, train_loss=torch.tensor(1.0), grad_norm=torch.tensor(2.0))
     tracker.log_metrics(iteration=1, train_loss=0.5)  # a float row queues behind it, in order
+    assert tracker.last_read_row is None  # nothing read yet, and asking does not sync
     logged = time.monotonic()
     while _journal_rows(tracker) < 2 and time.monotonic() - logged < 3.0:
         time.sleep(0.02)
@@ -78,6 +79,7 @@ def test_deferred_values_reach_the_journal_within_a_second_without_more_calls(
     assert '"iteration":0' in lines[1] and '"train_loss":1.0' in lines[1]
     assert '"grad_norm":2.0' in lines[1] and '"iteration":1' in lines[2]
     assert tracker.health()["waiting_device_rows"] == 0
+    assert tracker.last_read_row.iteration == 1 and tracker.last_read_row.train_loss == 0.5
     tracker.close()
 
 

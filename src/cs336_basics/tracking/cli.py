@@ -332,6 +332,12 @@ def cmd_import(args: argparse.Namespace) -> None:
     _print_fetched(args, logs, "imported")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from ..dashboard import serve
+
+    serve(args.log_dir, host=args.host, port=args.port, allow_remote=args.allow_remote)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -398,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entity")
     p.add_argument("--mode", choices=["online", "offline"])
     p.add_argument("--force", action="store_true", help="push even if already mirrored")
+    p = add("serve", cmd_serve, "a local page of live curves of the runs (read-only)")
+    p.add_argument("--host", default="127.0.0.1", help="where to listen (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8336, help="0: any free port (default: %(default)s)")
+    p.add_argument(
+        "--allow-remote", action="store_true", help="allow a --host that is not loopback"
+    )
     return parser
 
 

@@ -172,6 +172,7 @@ class ExperimentTracker:
         self._closed = False
         self._accepting = False  # between start() and finish()/close(): rows are taken
         self._deferred = DeferredRows(self._emit, DEFERRED_MAX_AGE)
+        self._last_read: MetricsSnapshot | None = None
         self._deferred_error: str | None = None
         if self.enabled:
             _register(self)
@@ -200,6 +201,15 @@ class ExperimentTracker:
     @gradient_step.setter
     def gradient_step(self, value: int) -> None:
         self._steps_done = to_int("gradient_step", value)
+
+    @property
+    def last_read_row(self) -> MetricsSnapshot | None:
+        """The latest logged row whose values are all numbers already: for a progress bar.
+
+        Never waits for the device: a row logged with accelerator tensors shows here once
+        they were read off the training thread (within about a second).
+        """
+        return self._last_read
 
     @property
     def sinks(self) -> list[Sink]:
@@ -450,6 +460,7 @@ class ExperimentTracker:
         return row
 
     def _emit(self, row: MetricsSnapshot) -> None:
+        self._last_read = row
         journal = self._journal
         if journal is not None:
             journal.append(row)

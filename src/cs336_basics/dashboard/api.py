@@ -1,0 +1,146 @@
+"""What the page asks for, as JSON-ready dicts: the runs table and the curves.
+
+Every request names runs by run id (the file stem) and metrics by name; anything unknown or
+malformed raises :class:`BadRequest` naming the parameter, the value and what was expected
+(the server answers 400 or 404 with that message).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .columns import AXES, RunData
+from .series import MAX_POINTS, MAX_SMOOTHING, X_AXES, curve
+from .store import RunStore
+
+MAX_RUNS_PER_REQUEST = 500
+
+
+class BadRequest(ValueError):
+    """A request the server refuses: ``status`` 400 (malformed) or 404 (unknown run)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: non-finite floats as the document spells them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def run_summary(run_id: str, data: RunData | None, error: str | None) -> dict[str, Any]:
+    """One row of the runs table."""
+    if data is None:
+        return {
+            "id": run_id,
+            "name": run_id,
+            "status": "unreadable" if error else "loading",
+            "error": error,
+        }
+    best_train, last_train = data.best_last("train_loss")
+    best_val, last_val = data.best_last("val_loss")
+    diverged = data.diverged_at()
+    summary = data.summary
+    if data.status == "finished":  # the document's summary (explicit final losses win)
+        best_train = summary.get("best_train_loss", best_train)
+        best_val = summary.get("best_val_loss", best_val)
+        last_train = summary.get("final_train_loss", last_train)
+        last_val = summary.get("final_val_loss", last_val)
+    return {
+        "id": run_id,
+        "name": data.name,
+        "status": "diverged" if diverged is not None else data.status,
+        "live": data.status == "running",
+        "source": "wandb" if run_id.startswith("wandb_") else "local",
+        "start_time": data.start_time,
+        "rows": data.n,
+        "diverged_at": diverged,
+        "best_train_loss": _finite(best_train),
+        "last_train_loss": _finite(last_train),
+        "best_val_loss": _finite(best_val),
+        "last_val_loss": _finite(last_val),
+        "last": {k: _finite(v) for k, v in data.last_values().items()},
+        "metrics": sorted(data.metrics),
+        "config": {k: _finite(v) for k, v in data.config.items() if _plain(v)},
+        "version": data.version,
+    }
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def runs(store: RunStore, only: set[str] | None = None) -> dict[str, Any]:
+    """The runs table (``only``: just these runs, for live updates)."""
+    out = []
+    for run_id, entry in sorted(store.entries.items()):
+        if only is None or run_id in only:
+            out.append(run_summary(run_id, store.snapshot(run_id), entry.error))
+    return {
+        "log_dir": str(store.log_dir),
+        "version": store.version,
+        "loading": store.loading,
+        "ids": sorted(store.entries),
+        "runs": out,
+        "axes": list(X_AXES),
+        "stored_axes": list(AXES),
+    }
+
+
+def _one(query: dict[str, list[str]], name: str, default: str | None = None) -> str:
+    values = query.get(name)
+    if not values:
+        if default is None:
+            raise BadRequest(f"{name}: missing (expected {name}=...)")
+        return default
+    if len(values) > 1:
+        raise BadRequest(f"{name}: given {len(values)} times, expected once")
+    return values[0]
+
+
+def _number(query: dict[str, list[str]], name: str, default: str, low: float, high: float) -> float:
+    text = _one(query, name, default)
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(f"{name}={text[:40]!r}: expected a number") from None
+    if not (math.isfinite(value) and low <= value <= high):
+        raise BadRequest(f"{name}={text[:40]!r}: expected a number from {low:g} to {high:g}")
+    return value
+
+
+def series(store: RunStore, query: dict[str, list[str]]) -> dict[str, Any]:
+    """``metric``, ``runs`` (comma-separated ids), ``x``, ``smoothing``, ``points`` and an
+    optional ``x0``/``x1`` range: the thinned curves of those runs."""
+    metric = _one(query, "metric")
+    x = _one(query, "x", "gradient_step")
+    if x not in X_AXES:
+        raise BadRequest(f"x={x[:40]!r}: expected one of {', '.join(X_AXES)}")
+    smoothing = _number(query, "smoothing", "0", 0.0, MAX_SMOOTHING)
+    points = int(_number(query, "points", "1200", 2, MAX_POINTS))
+    x_range = None
+    if "x0" in query or "x1" in query:
+        x0 = _number(query, "x0", "-1e308", -1e308, 1e308)
+        x1 = _number(query, "x1", "1e308", -1e308, 1e308)
+        if x0 > x1:
+            raise BadRequest(f"x0={x0:g} > x1={x1:g}: expected x0 <= x1")
+        x_range = (x0, x1)
+    ids = [r for r in _one(query, "runs").split(",") if r]
+    if not ids or len(ids) > MAX_RUNS_PER_REQUEST:
+        raise BadRequest(f"runs: expected 1 to {MAX_RUNS_PER_REQUEST} run ids, got {len(ids)}")
+    out = []
+    for run_id in ids:
+        if run_id not in store.entries:
+            raise BadRequest(f"run {run_id[:80]!r}: no such run in {store.log_dir}", 404)
+        data = store.snapshot(run_id)
+        if data is None:
+            continue
+        points_of_run = curve(data, metric, x, smoothing, points, x_range)
+        if points_of_run is not None:
+            points_of_run["version"] = data.version
+            out.append(points_of_run)
+    return {"metric": metric, "x": x, "smoothing": smoothing, "series": out}

@@ -1,0 +1,102 @@
+"""Loading one run into columns, with the journal position where reading stopped.
+
+This runs in a worker process (see :mod:`.store`): decoding a document builds every row as
+an object first (a 1M-row run peaks well above a gigabyte), and that peak, and the CPU time,
+stay out of the server. The worker sends back only the columns.
+
+The reading is the package's own: the document through ``codec.decode_log``, the journal
+through ``journal.replay``, the same two steps ``storage.load_run`` takes. Only the journal
+is handed to ``replay`` as a snapshot of its complete lines, so that the byte offset where
+the replay stopped is known exactly and the live follower goes on from there (no record read
+twice, none missed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PosixPath
+from typing import Any
+
+import orjson
+
+from ..tracking import journal
+from ..tracking.codec import decode_log
+from ..tracking.errors import LogFormatError
+from ..tracking.storage import pid_alive
+from .columns import RunData, from_log
+from .series import precompute
+
+
+class _Snapshot(PosixPath):
+    """The journal's path, whose ``read_bytes`` returns the bytes read once, up front."""
+
+    _data: bytes
+
+    def read_bytes(self) -> bytes:
+        return self._data
+
+
+@dataclass
+class Loaded:
+    """A loaded run and where its journal follower starts: ``(base, offset)`` as in
+    :class:`~cs336_basics.tracking.journal.JournalFollower`."""
+
+    data: RunData
+    base: int
+    offset: int
+    follow: bool
+    problems: list[str]
+
+
+def load(path: str) -> Loaded:
+    """:func:`read`, plus the fine thinning of the first chart's curves."""
+    loaded = read(path)
+    precompute(loaded.data)
+    return loaded
+
+
+def read(path: str) -> Loaded:
+    """Load the run whose ``.json`` or ``.jsonl`` is ``path``; raises ``LogFormatError`` or
+    ``OSError`` when it cannot be read."""
+    where = Path(path)
+    document, live = where.with_suffix(".json"), where.with_suffix(journal.SUFFIX)
+    log = None
+    save_id = 0
+    if document.exists():
+        log, save_id = decode_log(document.read_bytes(), str(document))
+        if log.status == "finished":
+            return Loaded(from_log(log, save_id), save_id, 0, False, [])
+    try:
+        raw = live.read_bytes()
+    except FileNotFoundError:
+        raw = b""
+    complete = raw[: raw.rfind(b"\n") + 1]
+    if not complete:
+        if log is None:
+            raise LogFormatError(f"{live}: empty journal")
+        if log.status == "running":  # saved, then the process died before its journal
+            log.status = "unfinished"
+        return Loaded(from_log(log, save_id), save_id, 0, True, [])
+    header = _header(complete)
+    snapshot = _Snapshot(live)
+    snapshot._data = complete
+    replayed, problems = journal.replay(snapshot, log, save_id if log else None, pid_alive)
+    if replayed is None:
+        raise LogFormatError(f"{live}: empty journal")
+    base = header.get("base") or 0
+    if log is not None and header.get("base") != save_id:  # stale: wait for the next one
+        return Loaded(from_log(replayed, save_id), save_id, 0, True, problems)
+    if not replayed.run_id:
+        replayed.run_id = document.stem
+    if not document.exists():
+        replayed.source = str(live)
+    return Loaded(from_log(replayed, save_id), int(base), len(complete), True, problems)
+
+
+def _header(complete: bytes) -> dict[str, Any]:
+    """The header record of these journal bytes (``{}`` when the first line is not one)."""
+    try:
+        record = orjson.loads(complete[: complete.find(b"\n")])
+    except orjson.JSONDecodeError:
+        return {}
+    return record if isinstance(record, dict) and record.get(journal.KIND) == journal.HEADER else {}

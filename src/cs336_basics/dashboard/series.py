@@ -1,0 +1,176 @@
+"""The points of one curve as the page draws them: x-axis, x-range, smoothing, thinning.
+
+- x-axes: ``iteration``, ``gradient_step``, ``tokens`` (gradient steps x tokens per step)
+  and ``wallclock`` (seconds since the run started).
+- Smoothing: TensorBoard's and W&B's debiased exponential moving average, computed over
+  every finite value of the run (not over the thinned points, so zooming does not change
+  it); the raw curve is sent too, to be drawn faint behind.
+- Thinning: ``tracking.plots.thin_min_max``, the function the PNG plots use: about
+  ``points`` points, each bin keeping its minimum and its maximum, so a spike is never lost.
+  A whole curve of a long run is thinned from a finer thinning (8k points, itself min/max;
+  made by the loading worker for the first chart, else cached), a zoomed range from the
+  raw values in it.
+- Non-finite values are left out of the curve; the x of the first one is returned as the
+  place the run diverged, as the PNG plots mark it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from ..tracking.plots import thin_min_max
+from .columns import RunData
+
+X_AXES = ("gradient_step", "iteration", "tokens", "wallclock")
+_STORED = {
+    "gradient_step": "gradient_step",
+    "iteration": "iteration",
+    "wallclock": "wallclock_time",
+}
+FINE_POINTS = 8192
+MAX_POINTS = 20000
+MAX_SMOOTHING = 0.999
+#: The page's default smoothing (TensorBoard's); its fine thinning is made when loading.
+DEFAULT_SMOOTHING = 0.6
+
+
+class _Cache:
+    """A small LRU cache shared by the request threads."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
+_cache = _Cache(512)  # prepared curves (usually views, not copies) and fine thinnings
+_ema_cache = _Cache(8)  # whole smoothed curves (8 bytes a row), for zoomed views
+
+
+def ema(values: array, weight: float) -> array:
+    """The debiased exponential moving average (TensorBoard's smoothing) of ``values``."""
+    if weight <= 0:
+        return values
+    out = array("d", bytes(8 * len(values)))
+    last, decay, keep = 0.0, 1.0, 1.0 - weight
+    for k, v in enumerate(values):
+        last = last * weight + keep * v
+        decay *= weight
+        out[k] = last / (1.0 - decay)
+    return out
+
+
+Prepared = tuple[array, array, tuple[float, float | None] | None]
+
+
+def _prepared(data: RunData, metric: str, x: str) -> Prepared:
+    """Finite (x, y) of a metric in row order, and the x of its first non-finite value with
+    the last finite value before it."""
+    column = data.metrics[metric]
+    if x == "tokens":
+        steps = data.axes["gradient_step"]
+        per = float(data.tokens_per_step or 1)
+        axis = array("d", (s * per for s in steps))
+    else:
+        axis = data.axes[_STORED[x]]
+    xs = axis if column.index is None else array("d", (axis[i] for i in column.index))
+    ys = column.values
+    if len(xs) > len(ys):  # a dense column of a row being appended: align
+        xs = xs[: len(ys)]
+    if all(map(math.isfinite, ys)):
+        return xs, ys, None
+    keep = [k for k, v in enumerate(ys) if math.isfinite(v)]
+    first_bad = next(k for k, v in enumerate(ys) if not math.isfinite(v))
+    before = next((ys[k] for k in range(first_bad - 1, -1, -1)), None)
+    finite_xs, finite_ys = array("d", (xs[k] for k in keep)), array("d", (ys[k] for k in keep))
+    return finite_xs, finite_ys, (xs[first_bad], before)
+
+
+def _thin(xs: Any, ys: Any, points: int) -> tuple[list[float], list[float]]:
+    return thin_min_max(xs, ys, points)
+
+
+def fine_level(ys: array, smoothing: float) -> tuple[array, array]:
+    """A finer min/max thinning of a whole curve, by position: (positions, values)."""
+    values = ema(ys, smoothing)
+    idx, vals = thin_min_max(range(len(values)), values, FINE_POINTS)
+    return array("l", idx), array("d", vals)
+
+
+def precompute(data: RunData, metrics: tuple[str, ...] = ("train_loss",)) -> None:
+    """Fill ``data.fine`` for the first chart's curves (done in the loading worker)."""
+    for metric in metrics:
+        if metric in data.metrics and len(data.metrics[metric].values) > FINE_POINTS:
+            _xs, ys, _ = _prepared(data, metric, "iteration")
+            for smoothing in (0.0, DEFAULT_SMOOTHING):
+                data.fine[(metric, smoothing)] = fine_level(ys, smoothing)
+
+
+def _fine(data: RunData, metric: str, ys: array, smoothing: float) -> tuple[array, array]:
+    found = data.fine.get((metric, smoothing))
+    if found is not None:
+        return found
+    return _cache.get(
+        (data.run_id, data.version, metric, "fine", smoothing), lambda: fine_level(ys, smoothing)
+    )
+
+
+def curve(
+    data: RunData,
+    metric: str,
+    x: str,
+    smoothing: float,
+    points: int,
+    x_range: tuple[float, float] | None = None,
+) -> dict[str, Any] | None:
+    """The thinned raw and smoothed points of ``metric`` (None when the run lacks it)."""
+    if metric not in data.metrics:
+        return None
+    xs, ys, diverged = _cache.get(
+        (data.run_id, data.version, metric, x), lambda: _prepared(data, metric, x)
+    )
+    n = len(xs)
+    lo, hi = 0, n
+    if x_range is not None:
+        lo = bisect.bisect_left(xs, x_range[0])
+        hi = bisect.bisect_right(xs, x_range[1])
+        lo, hi = max(0, lo - 1), min(n, hi + 1)  # one point beyond each edge: lines reach it
+    whole = lo == 0 and hi == n
+    out: dict[str, Any] = {"run": data.run_id, "metric": metric, "points": n, "in_range": hi - lo}
+    for name, weight in (("y", 0.0), ("s", smoothing)):
+        if name == "s" and smoothing <= 0:
+            continue
+        if whole and n > FINE_POINTS and points < FINE_POINTS:
+            idx, vals = _fine(data, metric, ys, weight)
+            px, py = thin_min_max([xs[i] for i in idx], vals, points)
+        else:
+            values = ys
+            if weight > 0:
+                values = _ema_cache.get(
+                    (data.run_id, data.version, metric, weight), partial(ema, ys, weight)
+                )
+            px, py = _thin(xs[lo:hi], values[lo:hi], points)
+        out[name] = py
+        out["x" if name == "y" else "sx"] = px
+    if diverged is not None:
+        out["diverged"] = {"x": diverged[0], "y": diverged[1]}
+    return out

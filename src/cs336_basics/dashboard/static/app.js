@@ -1,0 +1,429 @@
+// cs336-exp serve: the page. Runs table + one chart per metric group, drawn with plotly
+// (served from the installed plotly wheel). The server thins every curve (min and max per
+// bin); the page asks again for the visible x-range after a zoom and for the runs that
+// changed after each live event. Its state is in window.__dash for tests.
+"use strict";
+
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+  "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#ad494a", "#637939", "#e6550d", "#6b6ecf",
+  "#843c39", "#7b4173", "#3182bd", "#31a354", "#756bb1"];
+const ORDER = ["loss", "learning_rate", "grad_norm", "tokens_per_sec", "iter_time_ms"];
+const TITLES = { loss: "train / val loss", learning_rate: "learning rate", grad_norm: "grad norm",
+  tokens_per_sec: "tokens / s", iter_time_ms: "iteration time (ms)" };
+const X_TITLES = { gradient_step: "gradient step", iteration: "iteration",
+  tokens: "tokens seen", wallclock: "wall-clock time (s since start)" };
+const COLUMNS = [
+  ["", null], ["name", "name"], ["status", "status"], ["rows", "rows"],
+  ["best train", "best_train_loss"], ["last train", "last_train_loss"],
+  ["best val", "best_val_loss"], ["last val", "last_val_loss"]];
+
+const S = {
+  runs: new Map(), selected: new Set(), seen: new Set(), colours: new Map(), highlight: null,
+  x: "gradient_step", smoothing: 0.6, logy: false, outliers: false, metricFilter: "",
+  runFilter: null, sort: { key: "start_time", dir: 1 }, charts: new Map(),
+};
+const dash = window.__dash = { ready: false, runs: {}, charts: {}, draws: 0, firstChartMs: null,
+  lastDrawMs: null, errors: [], x: S.x, smoothing: S.smoothing, events: 0 };
+const $ = (id) => document.getElementById(id);
+
+function fmt(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "string") return v;
+  if (typeof v !== "number") return String(v);
+  if (Number.isInteger(v)) return v.toLocaleString("en");
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(3) : String(Number(v.toPrecision(4)));
+}
+
+async function getJSON(url) {
+  const r = await fetch(url);
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || r.statusText);
+  return body;
+}
+
+// ---------------------------------------------------------------- runs and selection
+function colour(id) {
+  if (!S.colours.has(id)) S.colours.set(id, PALETTE[S.colours.size % PALETTE.length]);
+  return S.colours.get(id);
+}
+
+function mergeRuns(payload) {
+  $("logdir").textContent = payload.log_dir;
+  const ids = new Set(payload.ids);
+  for (const id of [...S.runs.keys()]) if (!ids.has(id)) { S.runs.delete(id); S.selected.delete(id); }
+  // New runs get colours in start order, so a colour never changes while the page is open.
+  const fresh = payload.runs.filter((r) => !S.seen.has(r.id) && r.status !== "loading")
+    .sort((a, b) => String(a.start_time).localeCompare(String(b.start_time)) || a.id.localeCompare(b.id));
+  for (const r of payload.runs) S.runs.set(r.id, r);
+  for (const r of fresh) { S.seen.add(r.id); S.selected.add(r.id); colour(r.id); }
+  for (const r of S.runs.values()) {
+    dash.runs[r.id] = { name: r.name, status: r.status, rows: r.rows, last: r.last,
+      version: r.version, colour: S.colours.get(r.id) };
+  }
+  for (const id of Object.keys(dash.runs)) if (!S.runs.has(id)) delete dash.runs[id];
+  $("message").textContent = payload.loading ? `loading ${payload.loading} run(s)...` : "";
+}
+
+function matches(r) {
+  return !S.runFilter || S.runFilter.test(r.name) || S.runFilter.test(r.id);
+}
+
+function shownRuns() {
+  return [...S.runs.values()].filter((r) => r.rows !== undefined && S.selected.has(r.id) && matches(r))
+    .sort((a, b) => a.id.localeCompare(b.id));
+}
+
+function setRunFilter(text) {
+  const input = $("run-filter");
+  input.classList.remove("bad");
+  S.runFilter = null;
+  if (!text) return;
+  try {
+    if (/[*?]/.test(text) && !/[()[\]^$+|\\{}]/.test(text)) {
+      const re = text.replace(/[.]/g, "\\.").replace(/\*/g, ".*").replace(/\?/g, ".");
+      S.runFilter = new RegExp(`^${re}$`, "i");
+    } else {
+      S.runFilter = new RegExp(text, "i");
+    }
+  } catch (e) {
+    input.classList.add("bad");
+  }
+}
+
+function differingConfig(runs) {
+  const keys = new Set();
+  for (const r of runs) for (const k of Object.keys(r.config || {})) keys.add(k);
+  keys.delete("experiment_name");
+  return [...keys].filter((k) => new Set(runs.map((r) => JSON.stringify((r.config || {})[k]))).size > 1)
+    .sort();
+}
+
+function renderTable() {
+  const all = [...S.runs.values()].filter(matches);
+  const cfg = differingConfig(all.filter((r) => S.selected.has(r.id)));
+  const cols = [...COLUMNS, ...cfg.map((k) => [k, "config." + k])];
+  const value = (r, key) => (key.startsWith("config.") ? (r.config || {})[key.slice(7)] : r[key]);
+  const { key, dir } = S.sort;
+  all.sort((a, b) => {
+    const va = value(a, key), vb = value(b, key);
+    if (va === vb) return a.id.localeCompare(b.id);
+    if (va === null || va === undefined) return 1;
+    if (vb === null || vb === undefined) return -1;
+    return (typeof va === "number" && typeof vb === "number" ? va - vb : String(va).localeCompare(String(vb))) * dir;
+  });
+  const head = document.createElement("tr");
+  for (const [label, k] of cols) {
+    const th = document.createElement("th");
+    th.textContent = label;
+    if (k) {
+      th.dataset.key = k;
+      if (k === key) th.className = dir > 0 ? "sorted" : "sorted desc";
+    }
+    head.appendChild(th);
+  }
+  const rows = all.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = r.id;
+    if (r.id === S.highlight) tr.className = "highlight";
+    const box = `<input type="checkbox" ${S.selected.has(r.id) ? "checked" : ""}>`;
+    const sw = `<span class="swatch" style="background:${S.colours.get(r.id) || "#ccc"}"></span>`;
+    const status = `<span class="status ${r.status}">${r.status}${r.source === "wandb" ? " (W&amp;B)" : ""}</span>`;
+    const cells = [`${box} ${sw}`, esc(r.name), status, fmt(r.rows),
+      fmt(r.best_train_loss), fmt(r.last_train_loss), fmt(r.best_val_loss), fmt(r.last_val_loss),
+      ...cfg.map((k) => esc(fmt((r.config || {})[k])))];
+    tr.innerHTML = cells.map((c, i) => `<td class="${i >= 3 ? "num" : ""}">${c}</td>`).join("");
+    if (r.error) tr.title = r.error;
+    return tr;
+  });
+  $("runs").tHead.replaceChildren(head);
+  $("runs").tBodies[0].replaceChildren(...rows);
+}
+
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+// ---------------------------------------------------------------- charts
+function chartKeys() {
+  const metrics = new Set();
+  for (const r of S.runs.values()) for (const m of r.metrics || []) metrics.add(m);
+  const keys = [];
+  if (metrics.has("train_loss") || metrics.has("val_loss")) keys.push("loss");
+  for (const m of [...metrics].sort()) if (m !== "train_loss" && m !== "val_loss") keys.push(m);
+  keys.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  return keys;
+}
+const rank = (k) => (ORDER.includes(k) ? ORDER.indexOf(k) : ORDER.length);
+const metricsOf = (key) => (key === "loss" ? ["train_loss", "val_loss"] : [key]);
+
+function ensureCharts() {
+  const filter = S.metricFilter.toLowerCase();
+  for (const key of chartKeys()) {
+    let chart = S.charts.get(key);
+    if (!chart) {
+      const card = document.createElement("div");
+      card.className = "chart";
+      card.innerHTML = `<header><h2></h2><span class="note"></span>
+        <button type="button" data-act="csv">CSV</button>
+        <button type="button" data-act="png">PNG</button></header><div class="plot"></div>`;
+      card.querySelector("h2").textContent = TITLES[key] || key;
+      $("charts").appendChild(card);
+      chart = { key, card, div: card.querySelector(".plot"), data: new Map(), range: null,
+        busy: false, queued: null, drawn: false };
+      card.querySelector("[data-act=csv]").onclick = () => exportCSV(chart);
+      card.querySelector("[data-act=png]").onclick = () =>
+        Plotly.downloadImage(chart.div, { format: "png", filename: `cs336_${key}`, width: 1200, height: 600 });
+      S.charts.set(key, chart);
+      order();
+    }
+    const metricNames = metricsOf(key).join(" ");
+    chart.card.style.display = !filter || (key + " " + metricNames + " " + (TITLES[key] || "")).toLowerCase().includes(filter) ? "" : "none";
+  }
+}
+
+function order() {
+  const cards = [...S.charts.values()].sort((a, b) => rank(a.key) - rank(b.key) || a.key.localeCompare(b.key));
+  for (const c of cards) $("charts").appendChild(c.card);
+}
+
+// Ask for curves: all shown runs (ids=null) or only some (live updates).
+async function load(chart, ids) {
+  if (chart.busy) {  // one request per chart at a time; what comes meanwhile is merged
+    chart.queued = ids === null || chart.queued === "all" ? "all" : new Set([...(chart.queued || []), ...ids]);
+    return;
+  }
+  const runs = (ids || shownRuns().map((r) => r.id)).filter((id) => S.runs.has(id));
+  if (!runs.length) { draw(chart); return; }
+  chart.busy = true;
+  try {
+    const width = Math.max(300, chart.div.clientWidth || 600);
+    const params = new URLSearchParams({ runs: runs.join(","), x: S.x, smoothing: S.smoothing,
+      points: String(Math.round(width * 2)) });
+    if (chart.range) { params.set("x0", chart.range[0]); params.set("x1", chart.range[1]); }
+    const wanted = `${S.x}|${S.smoothing}|${chart.range}`;
+    const answers = await Promise.all(metricsOf(chart.key).map((m) => {
+      params.set("metric", m);
+      return getJSON("/api/series?" + params);
+    }));
+    if (wanted === `${S.x}|${S.smoothing}|${chart.range}`) {
+      if (ids === null) chart.data.clear();
+      for (const a of answers) {
+        for (const id of runs) chart.data.delete(`${id}|${a.metric}`);
+        for (const s of a.series) chart.data.set(`${s.run}|${s.metric}`, s);
+      }
+      draw(chart);
+    } else {
+      chart.queued = "all";  // the view changed while this was asked: ask again
+    }
+  } catch (e) {
+    dash.errors.push(String(e));
+    $("message").textContent = String(e);
+  } finally {
+    chart.busy = false;
+    const q = chart.queued;
+    chart.queued = null;
+    if (q) load(chart, q === "all" ? null : [...q]);
+  }
+}
+
+function quantile(sorted, q) {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.floor(q * (sorted.length - 1))))];
+}
+
+function draw(chart) {
+  const t0 = performance.now();
+  const traces = [];
+  const info = { series: 0, points: {}, smoothed: {}, lastX: {}, diverged: [] };
+  const ys = [];
+  for (const r of shownRuns()) {
+    const c = colour(r.id);
+    const dim = S.highlight && S.highlight !== r.id;
+    const width = S.highlight === r.id ? 3 : 1.5;
+    let firstBad = null;
+    for (const m of metricsOf(chart.key)) {
+      const s = chart.data.get(`${r.id}|${m}`);
+      if (!s) continue;
+      const label = `${r.name} ${m}`;
+      info.series += 1;
+      info.points[`${r.id}|${m}`] = s.x.length;
+      info.lastX[`${r.id}|${m}`] = s.x.length ? s.x[s.x.length - 1] : null;
+      for (const v of s.y) ys.push(v);
+      if (m === "val_loss") {
+        traces.push({ x: s.x, y: s.y, name: label, mode: s.x.length < 80 ? "lines+markers" : "lines",
+          type: "scatter", line: { color: c, width, dash: "dash" }, marker: { size: 5 },
+          opacity: dim ? 0.25 : 1 });
+      } else if (s.s) {
+        info.smoothed[`${r.id}|${m}`] = s.s.length;
+        traces.push({ x: s.x, y: s.y, name: label + " (raw)", mode: "lines", type: "scatter",
+          line: { color: c, width: 1 }, opacity: dim ? 0.08 : 0.25, hoverinfo: "skip", showlegend: false });
+        traces.push({ x: s.sx, y: s.s, name: label, mode: "lines", type: "scatter",
+          line: { color: c, width }, opacity: dim ? 0.25 : 1 });
+      } else {
+        traces.push({ x: s.x, y: s.y, name: label, mode: "lines", type: "scatter",
+          line: { color: c, width }, opacity: dim ? 0.25 : 1 });
+      }
+      if (s.diverged) {
+        info.diverged.push({ run: r.id, metric: m, x: s.diverged.x });
+        if (!firstBad || s.diverged.x < firstBad.x) firstBad = s.diverged;
+      }
+    }
+    if (firstBad) {  // one mark per run, where its loss first went NaN/inf (as the PNG plots)
+      traces.push({ x: [firstBad.x], y: [firstBad.y], name: `${r.name} diverged`,
+        mode: "markers+text", type: "scatter", text: ["diverged"], textposition: "top right",
+        textfont: { color: c }, marker: { symbol: "x", size: 12, color: c, line: { width: 2 } } });
+    }
+  }
+  const layout = {
+    margin: { l: 56, r: 12, t: 8, b: 40 }, hovermode: "x unified", showlegend: false,
+    uirevision: `${chart.key}|${S.x}|${S.logy}`,
+    xaxis: { title: { text: X_TITLES[S.x] }, zeroline: false },
+    yaxis: { type: S.logy ? "log" : "linear", zeroline: false, exponentformat: "e" },
+    font: { size: 11 },
+  };
+  let lo = Infinity, hi = -Infinity;
+  for (const v of ys) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  if (ys.length && !S.logy && hi - lo <= 1e-9 * Math.max(Math.abs(hi), 1e-300)) {
+    const pad = Math.abs(hi) * 0.05 || 1;  // a constant: no axis over rounding noise
+    layout.yaxis.range = [lo - pad, hi + pad];
+    layout.yaxis.autorange = false;
+  }
+  if (S.outliers && ys.length > 10) {
+    ys.sort((a, b) => a - b);
+    let lo = quantile(ys, 0.02), hi = quantile(ys, 0.98);
+    const pad = (hi - lo) * 0.1 || Math.abs(hi) * 0.1 || 1;
+    lo -= pad; hi += pad;
+    layout.yaxis.autorange = false;
+    layout.yaxis.range = S.logy ? [Math.log10(Math.max(lo, ys[0] || 1e-12, 1e-12)), Math.log10(hi)] : [lo, hi];
+    layout.uirevision += "|outliers";
+  }
+  Plotly.react(chart.div, traces, layout, { displaylogo: false, responsive: true });
+  if (!chart.drawn) {
+    chart.drawn = true;
+    chart.div.on("plotly_relayout", (ev) => onRelayout(chart, ev));
+  }
+  const now = performance.now();
+  dash.draws += 1;
+  dash.lastDrawMs = now - t0;
+  if (dash.firstChartMs === null && info.series > 0) dash.firstChartMs = now;
+  info.range = chart.range;
+  info.x = S.x;
+  dash.charts[chart.key] = info;
+  const total = [...chart.data.values()].reduce((n, s) => n + s.points, 0);
+  chart.card.querySelector(".note").textContent = `${total.toLocaleString("en")} points`;
+}
+
+function onRelayout(chart, ev) {
+  if (ev["xaxis.autorange"] || ev["autosize"]) {
+    if (chart.range !== null) { chart.range = null; load(chart, null); }
+  } else if ("xaxis.range[0]" in ev || Array.isArray(ev["xaxis.range"])) {
+    const r = ev["xaxis.range"] || [ev["xaxis.range[0]"], ev["xaxis.range[1]"]];
+    chart.range = [Number(r[0]), Number(r[1])];
+    load(chart, null);
+  }
+}
+
+async function reloadAll() {
+  // One chart after the other, in page order: the first one is not slowed by the rest.
+  ensureCharts();
+  const charts = [...S.charts.values()].sort((a, b) => rank(a.key) - rank(b.key) || a.key.localeCompare(b.key));
+  for (const chart of charts) await load(chart, null);
+}
+
+function exportCSV(chart) {
+  const lines = ["run,metric,x_axis,x,y,smoothed"];
+  for (const r of shownRuns()) {
+    for (const m of metricsOf(chart.key)) {
+      const s = chart.data.get(`${r.id}|${m}`);
+      if (!s) continue;
+      const smooth = new Map();
+      if (s.s) s.sx.forEach((x, i) => smooth.set(x, s.s[i]));
+      s.x.forEach((x, i) => lines.push([JSON.stringify(r.name), m, S.x, x, s.y[i], smooth.get(x) ?? ""].join(",")));
+    }
+  }
+  const blob = new Blob([lines.join("\n") + "\n"], { type: "text/csv" });
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = `cs336_${chart.key}_${S.x}.csv`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+}
+
+// ---------------------------------------------------------------- live events
+function connect() {
+  const source = new EventSource("/api/events");
+  source.onopen = () => { $("live").textContent = "\u25CF live"; $("live").className = "on"; };
+  source.onerror = () => { $("live").textContent = "\u25CF reconnecting"; $("live").className = ""; };
+  source.onmessage = (ev) => {
+    const payload = JSON.parse(ev.data);
+    const first = !dash.ready;
+    const before = new Map([...S.runs].map(([id, r]) => [id, r.version]));
+    mergeRuns(payload);
+    renderTable();
+    dash.events += 1;
+    if (first) { dash.ready = true; reloadAll(); return; }
+    const changed = payload.runs.filter((r) => r.rows !== undefined && before.get(r.id) !== r.version)
+      .map((r) => r.id).filter((id) => S.selected.has(id));
+    const known = S.charts.size;
+    ensureCharts();
+    for (const chart of S.charts.values()) {
+      if (!chart.drawn && S.charts.size !== known) load(chart, null);
+      else if (changed.length) load(chart, changed);
+    }
+  };
+}
+
+// ---------------------------------------------------------------- controls
+function debounce(fn, ms) {
+  let t = null;
+  return (...a) => { clearTimeout(t); t = setTimeout(() => fn(...a), ms); };
+}
+
+function bind() {
+  $("x").onchange = (e) => {
+    S.x = dash.x = e.target.value;
+    for (const c of S.charts.values()) c.range = null;
+    reloadAll();
+  };
+  const smooth = debounce(() => reloadAll(), 150);
+  $("smoothing").oninput = (e) => {
+    S.smoothing = dash.smoothing = Number(e.target.value);
+    $("smoothing-value").textContent = S.smoothing.toFixed(2);
+    smooth();
+  };
+  $("logy").onchange = (e) => { S.logy = e.target.checked; S.charts.forEach(draw); };
+  $("outliers").onchange = (e) => { S.outliers = e.target.checked; S.charts.forEach(draw); };
+  $("metric-filter").oninput = (e) => { S.metricFilter = e.target.value; ensureCharts(); };
+  $("run-filter").oninput = debounce((e) => { setRunFilter(e.target.value); renderTable(); reloadAll(); }, 150);
+  $("select-all").onclick = () => { for (const r of S.runs.values()) if (matches(r)) S.selected.add(r.id); renderTable(); reloadAll(); };
+  $("select-none").onclick = () => { S.selected.clear(); renderTable(); S.charts.forEach(draw); };
+  $("runs").onclick = (e) => {
+    const th = e.target.closest("th");
+    if (th && th.dataset.key) {
+      S.sort = { key: th.dataset.key, dir: S.sort.key === th.dataset.key ? -S.sort.dir : 1 };
+      renderTable();
+      return;
+    }
+    const tr = e.target.closest("tbody tr");
+    if (!tr) return;
+    const id = tr.dataset.id;
+    if (e.target.type === "checkbox") {
+      if (e.target.checked) S.selected.add(id); else S.selected.delete(id);
+      renderTable();
+      if (e.target.checked) S.charts.forEach((c) => load(c, [id])); else S.charts.forEach(draw);
+      return;
+    }
+    S.highlight = S.highlight === id ? null : id;
+    renderTable();
+    S.charts.forEach(draw);
+  };
+}
+
+if (typeof Plotly === "undefined") {
+  document.body.insertAdjacentHTML("afterbegin",
+    "<p id=\"message\">plotly is not installed: pip install 'cs336-basics[dashboard]'</p>");
+  dash.errors.push("plotly missing");
+} else {
+  bind();
+  connect();
+}

@@ -1,0 +1,336 @@
+"""``cs336-exp serve``: real runs written by a real tracker, a real server on 127.0.0.1, and
+the page driven in a real headless chromium (skipped only outside CI when it is missing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from dashboard_helpers import (
+    chrome,
+    have_chromium,
+    save_screenshot,
+    served,
+    wait_for,
+    wait_until,
+)
+from helpers import run_simulated
+
+from cs336_basics.dashboard.series import ema
+from cs336_basics.dashboard.store import RunStore
+from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
+
+needs_browser = pytest.mark.skipif(
+    not have_chromium() and not os.environ.get("CI"),
+    reason="chromium and chromium-driver are not installed (apt-get install chromium "
+    "chromium-driver); under CI=true these tests run",
+)
+
+
+def get(server, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(server.url.rstrip("/") + path, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def raw_request(server, request: bytes) -> bytes:
+    """Send bytes as they are (no client-side normalisation of ``..``)."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=5) as conn:
+        conn.sendall(request)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def live_tracker(log_dir: Path, name: str = "live_run") -> ExperimentTracker:
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name=name, batch_size=8, context_length=16), log_dir=log_dir
+    )
+    tracker.start()
+    for i in range(20):
+        tracker.log_metrics(iteration=i, train_loss=3.0 - i * 0.01, learning_rate=1e-3)
+        tracker.increment_gradient_step()
+    tracker.flush()
+    return tracker
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not have_chromium():
+        pytest.skip("chromium missing")
+    driver = chrome()
+    yield driver
+    driver.quit()
+
+
+# ----------------------------------------------------------------------- no browser
+
+
+def test_ema_is_the_debiased_formula():
+    values = [1.0, 2.0, 3.0]
+    w = 0.5
+    expected, last = [], 0.0
+    for k, v in enumerate(values, start=1):
+        last = last * w + (1 - w) * v
+        expected.append(last / (1 - w**k))
+    assert list(ema(values, w)) == pytest.approx(expected)
+    assert ema(values, 0.5)[0] == 1.0  # debiased: starts at the first value, not at 0
+
+
+def test_store_follows_rotation_and_removal_and_never_writes(tmp_path):
+    tracker = live_tracker(tmp_path)
+    store = RunStore(tmp_path, interval=60)  # polled by hand here
+    store.start()
+    try:
+        run_id = tracker.run_id
+        wait_until(lambda: (store.poll(), store.snapshot(run_id))[1], 20)
+        before = listing(tmp_path)
+        for i in range(20, 30):
+            tracker.log_metrics(iteration=i, train_loss=2.0, learning_rate=1e-3)
+            tracker.increment_gradient_step()
+
+        def rows() -> int:
+            store.poll()
+            data = store.snapshot(run_id)
+            return data.n if data else 0
+
+        wait_until(lambda: rows() == 30, 5)
+        tracker.save()  # the journal is replaced by a fresh one
+        for i in range(30, 40):
+            tracker.log_metrics(iteration=i, train_loss=1.5)
+            tracker.increment_gradient_step()
+        tracker.log_eval(iteration=39, val_loss=1.7)
+        wait_until(lambda: rows() == 40, 10)
+        data = store.snapshot(run_id)
+        assert data.status == "running"
+        assert data.metrics["val_loss"].value_at(39) == 1.7
+        tracker.finish()  # the journal is removed, the document completed
+        wait_until(lambda: rows() == 40 and store.snapshot(run_id).status == "finished", 10)
+        assert store.snapshot(run_id).summary["best_val_loss"] == 1.7
+        # The store never wrote: every file it saw was written by the tracker.
+        assert not [n for n in listing(tmp_path) if n not in before and run_id not in n]
+    finally:
+        store.stop()
+
+
+def test_thinning_keeps_a_spike_and_range_requests(tmp_path):
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="spiky"), log_dir=tmp_path)
+    for i in range(50_000):
+        tracker.log_metrics(iteration=i, train_loss=50.0 if i == 31_337 else 2.0)
+        tracker.increment_gradient_step()
+    tracker.finish()
+    with served(tmp_path) as server:
+        wait_until(lambda: get(server, "/api/runs")[1]["runs"][0].get("rows") == 50_000, 20)
+        run = tracker.run_id
+        status, body = get(server, f"/api/series?metric=train_loss&runs={run}&points=400")
+        assert status == 200
+        curve = body["series"][0]
+        assert len(curve["x"]) <= 400 and max(curve["y"]) == 50.0
+        assert curve["points"] == 50_000
+        status, body = get(
+            server, f"/api/series?metric=train_loss&runs={run}&points=400&x0=31000&x1=32000"
+        )
+        zoomed = body["series"][0]
+        assert 31_000 - 1 <= zoomed["x"][0] and zoomed["x"][-1] <= 32_000 + 1
+        assert max(zoomed["y"]) == 50.0 and zoomed["in_range"] < 1010
+
+
+def test_bad_requests_are_refused_without_traceback(tmp_path):
+    run_simulated(tmp_path, "ok", iters=10)
+    before = listing(tmp_path)
+    with served(tmp_path) as server:
+        wait_until(lambda: get(server, "/api/runs")[1]["runs"][0].get("rows"), 20)
+        run = get(server, "/api/runs")[1]["ids"][0]
+        cases = {
+            "/api/series?metric=train_loss&runs=..%2F..%2Fetc%2Fpasswd": 404,
+            f"/api/series?metric=train_loss&runs={run}&x=../../etc": 400,
+            f"/api/series?metric=train_loss&runs={run}&points=abc": 400,
+            f"/api/series?metric=train_loss&runs={run}&points=1e999": 400,
+            f"/api/series?metric=train_loss&runs={run}&smoothing=nan": 400,
+            f"/api/series?metric=train_loss&runs={run}&x0=5&x1=1": 400,
+            f"/api/series?metric=train_loss&runs={run}&x=iteration&x=tokens": 400,
+            "/api/series?metric=train_loss": 400,
+            "/api/series?runs=" + run: 400,
+            "/static/..%2f..%2fserver.py": 404,
+            "/static/%2e%2e/server.py": 404,
+            "/etc/passwd": 404,
+        }
+        for path, code in cases.items():
+            status, body = get(server, path)
+            assert status == code, (path, body)
+            assert "error" in body and "Traceback" not in json.dumps(body)
+        for request in (
+            b"GET /../../../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /static/../../tracking/cli.py HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"POST /api/runs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            b"DELETE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GARBAGE / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /api/series?metric=%ff%fe&runs=%00 HTTP/1.1\r\nConnection: close\r\n\r\n",
+        ):
+            answer = raw_request(server, request)
+            status = int(answer.split(b" ", 2)[1])
+            assert 400 <= status < 500, (request, answer[:200])
+            assert b"Traceback" not in answer and b"root:" not in answer
+    assert listing(tmp_path) == before  # nothing written into the log dir
+
+
+def test_cli_serve_refuses_remote_host_and_missing_dir(tmp_path):
+    cmd = [sys.executable, "-m", "cs336_basics", "serve", "--log-dir", str(tmp_path)]
+    proc = subprocess.run([*cmd, "--host", "0.0.0.0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--allow-remote" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = subprocess.run(
+        [sys.executable, "-m", "cs336_basics", "serve", "--log-dir", str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "no such directory" in proc.stderr
+
+
+def test_cli_serve_prints_the_url_and_serves(tmp_path):
+    run_simulated(tmp_path, "from_cli", iters=5)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cs336_basics", "serve", "--log-dir", str(tmp_path), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line, line + proc.stderr.read()
+        url = line.split(" at ", 1)[1].split()[0]
+
+        def names():
+            with urllib.request.urlopen(url + "api/runs", timeout=5) as answer:
+                return [r["name"] for r in json.loads(answer.read())["runs"]]
+
+        assert wait_until(lambda: names() == ["from_cli"], 20)
+        with urllib.request.urlopen(url + "vendor/plotly.min.js", timeout=5) as answer:
+            assert answer.status == 200 and len(answer.read()) > 1_000_000
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# ----------------------------------------------------------------------- in the browser
+
+
+@needs_browser
+def test_page_lists_runs_and_shows_a_live_row_within_a_second(tmp_path, browser):
+    run_simulated(tmp_path, "lr_1e-3", iters=300, lr=1e-3)
+    run_simulated(tmp_path, "lr_3e-3", iters=300, lr=3e-3, d_model=256)
+    run_simulated(tmp_path, "diverging", iters=300, lr=1e-2, diverge_at=150)
+    tracker = live_tracker(tmp_path)
+    live = tracker.run_id
+    with served(tmp_path) as server:
+        browser.get(server.url)
+        wait_for(browser, "Object.keys(window.__dash.runs).length === 4")
+        statuses = browser.execute_script(
+            "return Object.fromEntries(Object.values(window.__dash.runs).map("
+            "r => [r.name, r.status]))"
+        )
+        assert statuses == {
+            "lr_1e-3": "finished",
+            "lr_3e-3": "finished",
+            "diverging": "diverged",
+            "live_run": "running",
+        }
+        wait_for(browser, "window.__dash.charts.loss && window.__dash.charts.loss.series >= 7")
+        diverged = browser.execute_script("return window.__dash.charts.loss.diverged")
+        assert [d["x"] for d in diverged if d["metric"] == "train_loss"] == [151]  # its step
+        table = browser.find_element("id", "runs").text
+        assert "d_model" in table and "diverged" in table  # config that differs; status
+
+        # Live: rows logged now show on the open page, through the journal, within 1 s.
+        key = f"{live}|train_loss"
+        for i in range(20, 23):
+            tracker.log_metrics(iteration=i, train_loss=2.5, learning_rate=1e-3)
+            tracker.increment_gradient_step()
+            start = time.perf_counter()
+            tracker._journal.wake()  # noqa: SLF001 (the writer's 0.25 s tick, not waited for)
+            wait_for(browser, f"window.__dash.charts.loss.lastX['{key}'] === {i + 1}", 5)
+            assert time.perf_counter() - start < 1.0
+
+        # A save replaces the journal; rows after it still arrive; finish removes it.
+        tracker.save()
+        tracker.log_metrics(iteration=23, train_loss=2.4)
+        wait_for(browser, f"window.__dash.charts.loss.lastX['{key}'] === 24", 5)
+        tracker.finish()
+        wait_for(browser, f"window.__dash.runs['{live}'].status === 'finished'", 5)
+
+        # x-axis: iteration is one less than the (1-based) gradient step; tokens x 128.
+        select = browser.find_element("id", "x")
+        select.send_keys("iteration")
+        wait_for(browser, f"window.__dash.charts.loss.lastX['{key}'] === 23")
+        browser.execute_script(
+            "const s = document.getElementById('x'); s.value = 'tokens';"
+            "s.dispatchEvent(new Event('change'))"
+        )
+        wait_for(browser, f"window.__dash.charts.loss.lastX['{key}'] === {24 * 8 * 16}")
+        browser.execute_script(
+            "const s = document.getElementById('x'); s.value = 'gradient_step';"
+            "s.dispatchEvent(new Event('change'))"
+        )
+        wait_for(browser, f"window.__dash.charts.loss.lastX['{key}'] === 24")
+
+        # Smoothing: off, then on; the smoothed curve is drawn beside the raw one.
+        set_smoothing = (
+            "const s = document.getElementById('smoothing'); s.value = arguments[0];"
+            "s.dispatchEvent(new Event('input'))"
+        )
+        browser.execute_script(set_smoothing, "0")
+        wait_for(browser, "Object.keys(window.__dash.charts.loss.smoothed).length === 0")
+        browser.execute_script(set_smoothing, "0.9")
+        wait_for(browser, f"window.__dash.charts.loss.smoothed['{key}'] > 0")
+        browser.execute_script("window.scrollTo(0, 0)")
+        shot = save_screenshot(browser, tmp_path / "dashboard.png")
+        assert shot.stat().st_size > 20_000
+        assert not browser.execute_script("return window.__dash.errors")
+
+
+@needs_browser
+def test_a_million_row_run_loads_and_redraws_quickly(tmp_path, browser):
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="million"), log_dir=tmp_path)
+    log = tracker.log_metrics
+    step = tracker.increment_gradient_step
+    for i in range(1_000_000):
+        log(iteration=i, train_loss=2.0 + (i % 97) * 0.001 + (5.0 if i == 777_777 else 0.0))
+        step()
+    tracker.finish()
+    with served(tmp_path) as server:
+        browser.get(server.url)
+        wait_for(browser, "window.__dash.charts.loss && window.__dash.charts.loss.series === 1", 60)
+        points = browser.execute_script("return window.__dash.charts.loss.points")
+        assert 100 < list(points.values())[0] <= 4000  # thinned on the server
+        # Zoom in by relayout (what a drag does): the server thins the range; then reset.
+        draws = browser.execute_script("return window.__dash.draws")
+        start = time.perf_counter()
+        browser.execute_script(
+            "Plotly.relayout(document.querySelector('.plot'), {'xaxis.range': [700000, 800000]})"
+        )
+        wait_for(browser, f"window.__dash.draws > {draws} && window.__dash.charts.loss.range", 10)
+        zoom_s = time.perf_counter() - start
+        rng = browser.execute_script("return window.__dash.charts.loss.range")
+        assert rng == [700000, 800000]
+        assert zoom_s < 2.0, zoom_s  # generous: the benchmark has the figures
+        draws = browser.execute_script("return window.__dash.draws")
+        browser.execute_script(
+            "Plotly.relayout(document.querySelector('.plot'), {'xaxis.autorange': true})"
+        )
+        wait_for(browser, f"window.__dash.draws > {draws} && !window.__dash.charts.loss.range")
