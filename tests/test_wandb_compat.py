@@ -249,3 +249,56 @@ def test_a_run_left_open_is_finished_at_exit(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     (path,) = tmp_path.glob("*.json")
     assert load_experiment_log(path).status == "finished"
+
+
+def test_a_resumed_run_goes_on_after_its_last_step(tmp_path: Path) -> None:
+    run = wandb.init(name="again", id="resume7", mode="disabled", log_dir=tmp_path)
+    for i in range(5):
+        run.log({"loss": 2.0 - i / 10})
+    run.finish(exit_code=1)  # crashed: unfinished, resumable
+    run = wandb.init(name="again", id="resume7", resume="allow", mode="disabled", log_dir=tmp_path)
+    for i in range(3):
+        run.log({"loss": 1.0 - i / 10})
+    run.finish()
+    log = load_experiment_log(run.local_path)
+    assert [r.iteration for r in log.metrics_history] == list(range(8))
+    assert log.superseded_history == []
+    assert log.metrics_history[5].train_loss == pytest.approx(1.0)
+
+
+def test_rows_without_the_scripts_iteration_key_join_the_latest_iteration(tmp_path: Path) -> None:
+    run = wandb.init(name="mixed", mode="disabled", log_dir=tmp_path)
+    run.log({"iter": 1000, "train/loss": 1.5})
+    run.log({"tokens_seen": 5.0})  # no "iter": W&B's own step here is 1
+    run.log({"iter": 2000, "train/loss": 1.0})
+    run.log({"tokens_seen": 6.0})
+    run.finish()
+    log = load_experiment_log(run.local_path)
+    assert [r.iteration for r in log.metrics_history] == [1000, 2000]
+    assert log.superseded_history == []
+    assert [r.extra["tokens_seen"] for r in log.metrics_history] == [5.0, 6.0]
+    assert log.final_train_loss == 1.0
+
+
+def test_values_real_wandb_accepts_are_accepted(tmp_path: Path) -> None:
+    run = wandb.init(
+        name="odd", mode="disabled", log_dir=tmp_path, config={"batch_size": "auto", "lr": "3e-4"}
+    )
+    run.define_metric("acc", summary="copy")
+    run.log({"loss": 1.0, "self": 2.0, "tokens": 10**400, "acc": 0.5})
+    assert run.summary["acc"] == 0.5
+    run.finish()
+    log = load_experiment_log(run.local_path)  # readable: no text in a numeric field
+    assert log.config.extra["wandb.batch_size"] == "auto" and log.config.batch_size == 64
+    assert log.config.extra["wandb.lr"] == "3e-4"
+    row = log.metrics_history[0]
+    assert row.extra["self"] == 2.0 and row.extra["tokens"] == math.inf
+
+
+def test_config_before_init_is_refused_as_wandb_does() -> None:
+    from cs336_basics import UsageError
+
+    with pytest.raises(UsageError, match=r"after wandb.init\(\)"):
+        wandb.config.update({"lr": 0.1})
+    with pytest.raises(UsageError, match="'lr'"):
+        wandb.config.lr = 0.1

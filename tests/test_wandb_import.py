@@ -45,6 +45,12 @@ WRITER = textwrap.dedent(
             run.log({"loss": 2.0 - session - i / 10})
         run.finish(exit_code=code)
 
+    for project, loss in (("A", 5.0), ("B", 7.0)):  # one id in two projects: two runs
+        time.sleep(1.1)
+        run = wandb.init(project=project, id="dupid", name=f"dup_{project}")
+        run.log({"loss": loss})
+        run.finish()
+
     run = wandb.init(project="..evil", id="crash1", name="../../evil")
     run.log({"loss": 1.0})
     run.finish(exit_code=1)
@@ -68,7 +74,9 @@ def _by_name(logs: list) -> dict:
 
 def test_import_maps_history_config_summary_like_pull(offline_runs: Path, tmp_path: Path) -> None:
     logs = _by_name(import_wandb_runs(offline_runs, save_dir=tmp_path))
-    assert set(logs) == {"nano", "again", "../../evil"}
+    assert set(logs) == {"nano", "again", "../../evil", "dup_A", "dup_B"}
+    assert [r.train_loss for r in logs["dup_A"].metrics_history] == [5.0]  # not merged
+    assert [r.train_loss for r in logs["dup_B"].metrics_history] == [7.0]
     nano = logs["nano"]
     assert nano.status == "finished" and nano.notes == "baseline"
     assert len(nano.metrics_history) == 100 and nano.superseded_history == []
@@ -102,6 +110,8 @@ def test_cli_import_then_list_and_nothing_outside_the_log_dir(
     assert main(["import", str(offline_runs), "--log-dir", str(log_dir)]) == 0
     assert {p.parent for p in tmp_path.rglob("*.json")} == {log_dir}
     assert sorted(p.name for p in log_dir.iterdir()) == [
+        "wandb_run_A_dupid.json",
+        "wandb_run_B_dupid.json",
         "wandb_run_evil_crash1.json",
         "wandb_run_owt_nano1.json",
         "wandb_run_owt_resumed.json",
@@ -109,12 +119,12 @@ def test_cli_import_then_list_and_nothing_outside_the_log_dir(
     before = (log_dir / "wandb_run_owt_nano1.json").read_bytes()
     single = next(offline_runs.glob("offline-run-*-nano1/run-nano1.wandb"))
     assert main(["import", str(single), "--log-dir", str(log_dir), "--json"]) == 0  # overwrites
-    assert len(list(log_dir.iterdir())) == 3
+    assert len(list(log_dir.iterdir())) == 5
     assert (log_dir / "wandb_run_owt_nano1.json").read_bytes() == before
     capsys.readouterr()
     assert main(["list", "--log-dir", str(log_dir), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert len(listed) == 3
+    assert len(listed) == 5
     analyzer = ExperimentAnalyzer(log_dir)
     analyzer.load_all(quiet=True)
     assert analyzer.get_best_experiment("val_loss")[0]

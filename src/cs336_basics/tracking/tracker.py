@@ -404,6 +404,7 @@ class ExperimentTracker:
     # ------------------------------------------------------------------ logging
     def log_metrics(
         self,
+        /,
         iteration: int,
         train_loss: Any = None,
         learning_rate: Any = None,
@@ -474,6 +475,7 @@ class ExperimentTracker:
 
     def log_eval(
         self,
+        /,
         iteration: int,
         train_loss: Any = None,
         val_loss: Any = None,

@@ -61,6 +61,29 @@ def find_run_files(path: str | Path) -> dict[str, list[Path]]:
     }
 
 
+def _project_of(file: Path) -> tuple[str, str]:
+    """(entity, project) as the file's first run record names them."""
+    records = read_records(file)
+    try:
+        for record in records:
+            if record.get("type") == "run":
+                run = record.get("run") or {}
+                return str(run.get("entity") or ""), str(run.get("project") or "")
+    finally:
+        records.close()  # type: ignore[attr-defined]
+    return "", ""
+
+
+def _split_by_project(files: list[Path]) -> dict[tuple[str, str], list[Path]]:
+    """One run id in two projects is two runs: keep their sessions apart."""
+    if len(files) == 1:
+        return {("", ""): files}
+    split: dict[tuple[str, str], list[Path]] = {}
+    for file in files:
+        split.setdefault(_project_of(file), []).append(file)
+    return split
+
+
 class _OfflineRun:
     """What the records of one run say besides history (filled while history streams)."""
 
@@ -180,7 +203,11 @@ def import_runs(
     groups = find_run_files(path)
     reader_name()  # no reader in this wandb: say so before anything else
     logs: list[ExperimentLog] = []
-    items = list(groups.items())
+    items = [
+        (run_id, files)
+        for run_id, by_id in groups.items()
+        for files in _split_by_project(by_id).values()
+    ]
     for run_id, files in progress(items, len(items), f"Importing {path}", enabled=show_progress):
         log = file_to_log(run_id, files, key_aliases=key_aliases, config_aliases=config_aliases)
         if save_dir is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
         "_step",
     ),
     "wallclock_time": ("_runtime",),
-    "train_loss": ("train_loss", "loss", "train/train_loss", "training_loss"),
+    "train_loss": ("train_loss", "loss", "training_loss"),
     "val_loss": (
         "val_loss",
         "eval/loss",
@@ -101,6 +102,19 @@ def _number(value: Any) -> float | None:
         return None
 
 
+#: ExperimentConfig's numeric fields: a W&B value that is not a finite number (``"auto"``,
+#: ``"3e-4"``, ``None``) is kept under ``wandb.<key>`` instead, so the run stays readable.
+_NUMERIC_CONFIG = frozenset(
+    f.name for f in dataclass_fields(ExperimentConfig) if type(f.default) in (int, float)
+)
+
+
+def _fits(target: str, value: Any) -> bool:
+    if target not in _NUMERIC_CONFIG:
+        return True
+    return type(value) in (int, float) and math.isfinite(value)
+
+
 def unwrap_config(raw: Mapping[str, Any], aliases: Mapping[str, str]) -> dict[str, Any]:
     """W&B config -> ExperimentConfig kwargs: drop internals, unwrap ``{"value": ...}``."""
     out: dict[str, Any] = {}
@@ -110,6 +124,9 @@ def unwrap_config(raw: Mapping[str, Any], aliases: Mapping[str, str]) -> dict[st
         if isinstance(value, dict) and "value" in value and set(value) <= {"value", "desc"}:
             value = value["value"]
         target = aliases.get(key, key)
+        if not _fits(target, value):
+            out[f"wandb.{key}"] = value
+            continue
         if target in out and target != key:
             out.setdefault(key, value)  # both present: keep the foreign key as extra
             continue

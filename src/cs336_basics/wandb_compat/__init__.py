@@ -27,6 +27,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..tracking.errors import UsageError
+from ..tracking.storage import load_experiment_log
 from ..tracking.tracker import ExperimentTracker
 from ..wandb_adapter.client import new_run_id
 from ._objects import PLACEHOLDERS, Config, Settings, Summary, as_dict, warn_once
@@ -81,9 +83,16 @@ def __getattr__(name: str) -> Any:
     if name in ("config", "summary"):
         run = _current()
         if run is None:
-            return Config() if name == "config" else Summary()
+            return Config(_before_init) if name == "config" else Summary()
         return getattr(run, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _before_init(data: dict[str, Any]) -> None:
+    raise UsageError(
+        f"wandb.config: set {', '.join(map(repr, data))} after wandb.init() (or pass "
+        "config= to it): there is no run to hold it yet, as with W&B"
+    )
 
 
 def _forget(run: Run) -> None:
@@ -197,6 +206,7 @@ def init(
         raw_config=raw,
         save_on_start=not sinks,
         on_finish=_forget,
+        resumed_after=load_experiment_log(target).last_iteration if target else None,
     )
     with _lock:
         _runs.append(run)

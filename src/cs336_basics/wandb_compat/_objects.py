@@ -145,7 +145,7 @@ class Summary(MutableMapping[str, Any]):
         if "none" in ops:
             raise KeyError(key)
         if ops and stats is not None:
-            op = next(o for o in ops if o not in ("copy", "best"))
+            op = next((o for o in ops if o not in ("copy", "best")), "last")
             if op == "mean":
                 return stats["sum"] / stats["n"]
             if op in ("min", "max", "first"):

@@ -41,6 +41,7 @@ class Run:
         raw_config: dict[str, Any],
         save_on_start: bool = False,
         on_finish: Any = None,
+        resumed_after: int | None = None,
     ) -> None:
         self.tracker = tracker
         self.id = run_id
@@ -56,7 +57,7 @@ class Run:
         self.config = Config(self._config_changed)
         dict.update(self.config, raw_config)
         self.summary = Summary()
-        self._steps = StepLog(tracker, self.summary)
+        self._steps = StepLog(tracker, self.summary, resumed_after)
         self._on_finish = on_finish
         self._save_on_start = save_on_start
         self.finished = False

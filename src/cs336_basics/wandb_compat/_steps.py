@@ -40,6 +40,14 @@ def _is_number(value: Any) -> bool:
     return len(tuple(shape)) == 0 and "complex" not in str(getattr(value, "dtype", ""))
 
 
+def _as_float(value: Any) -> float:
+    """A logged number as a float; an integer too large for one is +-inf, as W&B stores it."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if int(value) > 0 else -math.inf
+
+
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dicts become dotted keys, as W&B stores them (``{"a": {"b": 1}}`` -> ``a.b``)."""
     out: dict[str, Any] = {}
@@ -66,7 +74,9 @@ def _index(value: Any) -> int | None:
 class StepLog:
     """Turns W&B ``log`` calls of one run into ``log_metrics``/``log_eval`` calls."""
 
-    def __init__(self, tracker: ExperimentTracker, summary: Summary) -> None:
+    def __init__(
+        self, tracker: ExperimentTracker, summary: Summary, resumed_after: int | None = None
+    ) -> None:
         self.tracker = tracker
         self.summary = summary
         self.mapper = RowMapper()
@@ -78,6 +88,10 @@ class StepLog:
         self.current: dict[str, Any] = {}  # train fields and extras sent at last_iteration
         self.current_val: Any = None
         self.rows = 0
+        self.explicit = False  # whether rows carry their own iteration (a key or step metric)
+        if resumed_after is not None:  # a resumed run: W&B's step goes on after its last row
+            self.step = resumed_after + 1
+            self.last_iteration = resumed_after
 
     # ------------------------------------------------------------------ W&B side
     def define_step_metric(self, pattern: str, step_metric: str) -> None:
@@ -130,6 +144,7 @@ class StepLog:
         return None
 
     def _write(self, item: dict[str, Any], wandb_step: int) -> None:
+        item = {k: _as_float(v) for k, v in item.items()}
         fields, extra = self.mapper.map(item)
         chosen = {
             next(k for k in self.mapper.aliases[name] if item.get(k) is not None) for name in fields
@@ -137,14 +152,20 @@ class StepLog:
         for key, value in item.items():  # claimed by an alias but not the one used: keep it
             if key in self.mapper.claimed and key not in chosen and key not in ROW_FIELDS:
                 extra[key] = float(value)
-        floats = {k: float(v) for k, v in item.items()}
+        floats = item
         self.summary.observe(floats)
         self.last_values.update(floats)
         by_metric = self._step_metric_value(item)
         iteration = _index(fields.get("iteration"))
         if iteration is None:
             iteration = _index(by_metric)
-        if iteration is None:
+        if iteration is not None:
+            self.explicit = True
+        elif self.explicit and self.last_iteration is not None:
+            # The script names its iterations (nanoGPT's "iter"); a row without one adds
+            # to the latest, rather than going back to W&B's own (lower) step.
+            iteration = self.last_iteration
+        else:
             iteration = wandb_step
         step = _index(fields.get("gradient_step"))
         if step is None:
