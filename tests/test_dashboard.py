@@ -223,9 +223,52 @@ def test_cli_serve_prints_the_url_and_serves(tmp_path):
         assert wait_until(lambda: names() == ["from_cli"], 20)
         with urllib.request.urlopen(url + "vendor/plotly.min.js", timeout=5) as answer:
             assert answer.status == 200 and len(answer.read()) > 1_000_000
-    finally:
-        proc.terminate()
+        workers = _children(proc.pid)
+        assert workers  # the run was decoded in worker processes
+        proc.terminate()  # `kill PID`: stops as Ctrl-C does, workers included
         proc.wait(10)
+        assert wait_until(lambda: not any(_alive(pid) for pid in workers), 15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_requests_naming_another_host_are_refused(tmp_path):
+    # A page elsewhere reaching 127.0.0.1 through DNS rebinding sends its own host name.
+    run_simulated(tmp_path, "private", iters=3)
+    with served(tmp_path) as server:
+        port = server.server_address[1]
+        for host, status in (
+            (f"attacker.example:{port}", b"403"),
+            (f"127.0.0.1:{port}", b"200"),
+            (f"localhost:{port}", b"200"),
+        ):
+            answer = raw_request(
+                server,
+                f"GET /api/runs HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode(),
+            )
+            assert answer.split(b" ", 2)[1] == status, (host, answer[:200])
 
 
 # ----------------------------------------------------------------------- in the browser
@@ -334,3 +377,49 @@ def test_a_million_row_run_loads_and_redraws_quickly(tmp_path, browser):
             "Plotly.relayout(document.querySelector('.plot'), {'xaxis.autorange': true})"
         )
         wait_for(browser, f"window.__dash.draws > {draws} && !window.__dash.charts.loss.range")
+
+
+def test_thin_min_max_picks_what_min_and_max_over_positions_pick():
+    """The slice-based thinning keeps the points the plain definition keeps (ties, NaN first,
+    -0.0/0.0, ints), for lists and arrays."""
+    import random
+    from array import array
+
+    from cs336_basics.tracking.plots import thin_min_max
+
+    def reference(xs, ys, max_points):
+        n = len(xs)
+        if n <= max_points:
+            return list(xs), list(ys)
+        bins = max(1, max_points // 2)
+        out_x, out_y = [], []
+        for b in range(bins):
+            lo, hi = b * n // bins, (b + 1) * n // bins
+            if lo < hi:
+                i_min = min(range(lo, hi), key=lambda i: ys[i])
+                i_max = max(range(lo, hi), key=lambda i: ys[i])
+                for i in sorted({i_min, i_max}):
+                    out_x.append(xs[i])
+                    out_y.append(ys[i])
+        return out_x, out_y
+
+    rng = random.Random(7)
+    pool = [0.0, -0.0, 1.0, 1, 2.5, float("nan"), float("inf"), -float("inf"), 3]
+    for _ in range(2000):
+        n = rng.randint(1, 200)
+        ys = [rng.choice(pool) if rng.random() < 0.5 else rng.random() for _ in range(n)]
+        if rng.random() < 0.5:
+            ys = array("d", ys)
+        xs = range(n) if rng.random() < 0.5 else [float(i) for i in range(n)]
+        points = rng.randint(1, 50)
+        assert repr(thin_min_max(xs, ys, points)) == repr(reference(xs, ys, points))
+
+
+def test_series_of_every_run_names_the_runs(tmp_path):
+    run_simulated(tmp_path, "a", iters=10)
+    run_simulated(tmp_path, "b", iters=10)
+    with served(tmp_path) as server:
+        wait_until(lambda: all(r.get("rows") for r in get(server, "/api/runs")[1]["runs"]), 20)
+        ids = get(server, "/api/runs")[1]["ids"]
+        status, body = get(server, "/api/series?metric=train_loss&runs=*")
+        assert status == 200 and body["runs"] == ids == sorted(s["run"] for s in body["series"])

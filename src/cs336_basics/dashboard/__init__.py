@@ -16,10 +16,16 @@ Nothing here writes into the log directory.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ..tracking.errors import UsageError
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def serve(
@@ -54,6 +60,8 @@ def serve(
             file=sys.stderr,
         )
     print(f"serving the runs of {directory} at {server.url}  (Ctrl-C stops)", flush=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)  # `kill` stops it as Ctrl-C does: workers too
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:

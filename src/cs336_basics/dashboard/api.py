@@ -32,15 +32,29 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_summaries: dict[str, tuple[int, dict[str, Any]]] = {}  # by run id: (version, row)
+
+
 def run_summary(run_id: str, data: RunData | None, error: str | None) -> dict[str, Any]:
-    """One row of the runs table."""
+    """One row of the runs table (kept per run version: the page and its live events ask
+    for every run at once)."""
     if data is None:
+        _summaries.pop(run_id, None)
         return {
             "id": run_id,
             "name": run_id,
             "status": "unreadable" if error else "loading",
             "error": error,
         }
+    found = _summaries.get(run_id)
+    if found is not None and found[0] == data.version:
+        return found[1]
+    row = _run_summary(run_id, data)
+    _summaries[run_id] = (data.version, row)
+    return row
+
+
+def _run_summary(run_id: str, data: RunData) -> dict[str, Any]:
     best_train, last_train = data.best_last("train_loss")
     best_val, last_val = data.best_last("val_loss")
     diverged = data.diverged_at()
@@ -77,6 +91,9 @@ def _plain(value: Any) -> bool:
 def runs(store: RunStore, only: set[str] | None = None) -> dict[str, Any]:
     """The runs table (``only``: just these runs, for live updates)."""
     out = []
+    if only is None:  # forget runs gone from the directory
+        for gone in set(_summaries).difference(store.entries):
+            _summaries.pop(gone, None)
     for run_id, entry in sorted(store.entries.items()):
         if only is None or run_id in only:
             out.append(run_summary(run_id, store.snapshot(run_id), entry.error))
@@ -114,8 +131,9 @@ def _number(query: dict[str, list[str]], name: str, default: str, low: float, hi
 
 
 def series(store: RunStore, query: dict[str, list[str]]) -> dict[str, Any]:
-    """``metric``, ``runs`` (comma-separated ids), ``x``, ``smoothing``, ``points`` and an
-    optional ``x0``/``x1`` range: the thinned curves of those runs."""
+    """``metric``, ``runs`` (comma-separated ids, or ``*``: every loaded run), ``x``,
+    ``smoothing``, ``points`` and an optional ``x0``/``x1`` range: the thinned curves of those
+    runs (``runs`` in the answer: the loaded runs asked for)."""
     metric = _one(query, "metric")
     x = _one(query, "x", "gradient_step")
     if x not in X_AXES:
@@ -129,18 +147,21 @@ def series(store: RunStore, query: dict[str, list[str]]) -> dict[str, Any]:
         if x0 > x1:
             raise BadRequest(f"x0={x0:g} > x1={x1:g}: expected x0 <= x1")
         x_range = (x0, x1)
-    ids = [r for r in _one(query, "runs").split(",") if r]
+    wanted = _one(query, "runs")
+    ids = sorted(store.entries) if wanted == "*" else [r for r in wanted.split(",") if r]
     if not ids or len(ids) > MAX_RUNS_PER_REQUEST:
         raise BadRequest(f"runs: expected 1 to {MAX_RUNS_PER_REQUEST} run ids, got {len(ids)}")
     out = []
+    asked = []
     for run_id in ids:
         if run_id not in store.entries:
             raise BadRequest(f"run {run_id[:80]!r}: no such run in {store.log_dir}", 404)
         data = store.snapshot(run_id)
         if data is None:
             continue
+        asked.append(run_id)
         points_of_run = curve(data, metric, x, smoothing, points, x_range)
         if points_of_run is not None:
             points_of_run["version"] = data.version
             out.append(points_of_run)
-    return {"metric": metric, "x": x, "smoothing": smoothing, "series": out}
+    return {"metric": metric, "x": x, "smoothing": smoothing, "runs": asked, "series": out}

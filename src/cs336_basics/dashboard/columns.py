@@ -161,15 +161,18 @@ class RunData:
         column = self.metrics.get(metric)
         if column is None or not column.values:
             return None, None
-        finite = [v for v in column.values if math.isfinite(v)]
-        return (min(finite) if finite else None), column.values[-1]
+        values = column.values
+        if math.isfinite(sum(values)):  # every value finite (a sum that overflows: below)
+            return min(values), values[-1]
+        finite = [v for v in values if math.isfinite(v)]
+        return (min(finite) if finite else None), values[-1]
 
     def diverged_at(self) -> int | None:
         """The first iteration whose train or val loss is NaN or infinite (as the log says)."""
         first: int | None = None
         for name in ("train_loss", "val_loss"):
             column = self.metrics.get(name)
-            if column is None:
+            if column is None or math.isfinite(sum(column.values)):  # none non-finite
                 continue
             for k, v in enumerate(column.values):
                 if not math.isfinite(v):

@@ -17,6 +17,10 @@ Routes (GET and HEAD only; anything else is 405):
 ``/api/events``          server-sent events: ``{"version", "runs": [...]}`` per change
 =======================  ========================================================
 
+Files are sent as they are: plotly kept an hour, the rest ``no-store``. On loopback gzip
+saved no time, and with gzip or ETags chromium's second visit took 1 s or more, not 0.4 s,
+when measured (see benchmarks/bench_dashboard.py).
+
 A bad request gets 400 or 404 with a one-line JSON message; a bug gets 500 with no
 traceback (the traceback goes to the ``cs336_basics`` logger).
 """
@@ -64,6 +68,9 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class DashboardServer(ThreadingHTTPServer):
@@ -118,7 +125,19 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
         self.do_GET()
 
+    def _host_allowed(self) -> bool:
+        """On a loopback address, only requests naming a loopback host: a page elsewhere
+        cannot read the runs through DNS rebinding (its requests carry its own host name)."""
+        if not is_loopback(str(self.server.server_address[0])):
+            return True  # --allow-remote: the user chose to serve any name
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name.strip("[]") in _LOOPBACK_NAMES
+
     def do_GET(self) -> None:  # noqa: N802
+        if not self._host_allowed():
+            self._error(403, "host not allowed: open the page at 127.0.0.1 or localhost")
+            return
         try:
             self._route()
         except api.BadRequest as exc:

@@ -52,10 +52,13 @@ def thin_min_max(
         lo, hi = b * n // bins, (b + 1) * n // bins
         if lo >= hi:
             continue
-        segment = range(lo, hi)
-        i_min = min(segment, key=lambda i: ys[i])
-        i_max = max(segment, key=lambda i: ys[i])
-        for i in sorted({i_min, i_max}):
+        # min/max of a slice, then its first position: what min/max over the positions
+        # keyed by value pick (a NaN wins only where it comes first), at C speed.
+        segment = ys[lo:hi]
+        low, high = min(segment), max(segment)
+        i_min = lo if low != low else lo + segment.index(low)
+        i_max = lo if high != high else lo + segment.index(high)
+        for i in (i_min,) if i_min == i_max else sorted((i_min, i_max)):
             out_x.append(xs[i])
             out_y.append(ys[i])
     return out_x, out_y

@@ -1,7 +1,8 @@
 // cs336-exp serve: the page. Runs table + one chart per metric group, drawn with plotly
-// (served from the installed plotly wheel). The server thins every curve (min and max per
-// bin); the page asks again for the visible x-range after a zoom and for the runs that
-// changed after each live event. Its state is in window.__dash for tests.
+// (served from the installed plotly wheel, loaded after this script). The server thins
+// every curve (min and max per bin); the page asks again for the visible x-range after a
+// zoom and for the runs that changed after each live event. Its state is in window.__dash
+// for tests.
 "use strict";
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
@@ -187,6 +188,42 @@ function order() {
   for (const c of cards) $("charts").appendChild(c.card);
 }
 
+const plotWidth = (div) => Math.max(300, div.clientWidth || 600);
+const pointsFor = (width) => Math.round(width * 2);
+let prefetched = null;
+const waiting = new Set();  // charts whose curves came before plotly did
+
+// Run before plotly is loaded (a deferred script after this one): the first chart's curves,
+// for every run, are asked for at once, so the server thins them while the browser
+// compiles plotly (most of a fresh page's time). load() uses them if they fit.
+function prefetch() {
+  const probe = document.createElement("div");
+  probe.className = "chart";
+  probe.style.visibility = "hidden";
+  probe.innerHTML = `<div class="plot"></div>`;
+  $("charts").appendChild(probe);
+  const points = pointsFor(plotWidth(probe.firstChild));
+  probe.remove();
+  const params = new URLSearchParams({ runs: "*", x: S.x, smoothing: S.smoothing, points: String(points) });
+  const answers = metricsOf("loss").map((m) => {
+    params.set("metric", m);
+    return getJSON("/api/series?" + params).catch(() => null);
+  });
+  prefetched = { x: S.x, smoothing: S.smoothing, points, answers: Promise.all(answers) };
+}
+
+// The prefetched curves, when they are what load() would ask for (the width may differ a
+// little: a scroll bar came since).
+async function takePrefetched(chart, runs, points) {
+  const pre = prefetched;
+  if (!pre || chart.key !== "loss" || chart.range) return null;
+  prefetched = null;
+  if (pre.x !== S.x || pre.smoothing !== S.smoothing || Math.abs(pre.points - points) > 0.15 * points) return null;
+  const answers = await pre.answers;
+  const same = (a) => a && a.runs.length === runs.length && [...a.runs].sort().every((id, i) => id === runs[i]);
+  return answers.every(same) ? answers : null;
+}
+
 // Ask for curves: all shown runs (ids=null) or only some (live updates).
 async function load(chart, ids) {
   if (chart.busy) {  // one request per chart at a time; what comes meanwhile is merged
@@ -197,15 +234,16 @@ async function load(chart, ids) {
   if (!runs.length) { draw(chart); return; }
   chart.busy = true;
   try {
-    const width = Math.max(300, chart.div.clientWidth || 600);
+    const points = pointsFor(plotWidth(chart.div));
     const params = new URLSearchParams({ runs: runs.join(","), x: S.x, smoothing: S.smoothing,
-      points: String(Math.round(width * 2)) });
+      points: String(points) });
     if (chart.range) { params.set("x0", chart.range[0]); params.set("x1", chart.range[1]); }
     const wanted = `${S.x}|${S.smoothing}|${chart.range}`;
-    const answers = await Promise.all(metricsOf(chart.key).map((m) => {
-      params.set("metric", m);
-      return getJSON("/api/series?" + params);
-    }));
+    const answers = (ids === null && await takePrefetched(chart, [...runs].sort(), points)) ||
+      await Promise.all(metricsOf(chart.key).map((m) => {
+        params.set("metric", m);
+        return getJSON("/api/series?" + params);
+      }));
     if (wanted === `${S.x}|${S.smoothing}|${chart.range}`) {
       if (ids === null) chart.data.clear();
       for (const a of answers) {
@@ -232,6 +270,7 @@ function quantile(sorted, q) {
 }
 
 function draw(chart) {
+  if (typeof Plotly === "undefined") { waiting.add(chart); return; }
   const t0 = performance.now();
   const traces = [];
   const info = { series: 0, points: {}, smoothed: {}, lastX: {}, diverged: [] };
@@ -419,11 +458,18 @@ function bind() {
   };
 }
 
-if (typeof Plotly === "undefined") {
-  document.body.insertAdjacentHTML("afterbegin",
-    "<p id=\"message\">plotly is not installed: pip install 'cs336-basics[dashboard]'</p>");
-  dash.errors.push("plotly missing");
-} else {
-  bind();
-  connect();
-}
+// Deferred, before plotly: everything but drawing starts now; plotly has run (or failed
+// to load) by DOMContentLoaded.
+bind();
+prefetch();
+connect();
+document.addEventListener("DOMContentLoaded", () => {
+  if (typeof Plotly === "undefined") {
+    document.body.insertAdjacentHTML("afterbegin",
+      "<p class=\"error\">plotly is not installed: pip install 'cs336-basics[dashboard]'</p>");
+    dash.errors.push("plotly missing");
+    return;
+  }
+  for (const chart of waiting) draw(chart);
+  waiting.clear();
+});
