@@ -400,6 +400,7 @@ def test_a_device_value_that_cannot_be_read_loses_only_itself(tmp_path, caplog):
     assert [r.iteration for r in log.metrics_history] == list(range(50))
     assert log.metrics_history[0].train_loss is None
     assert log.metrics_history[0].learning_rate == 1e-3
+    assert "iteration 0: train_loss" in tracker.health()["device_error"]
 
 
 def test_an_extra_metric_needs_a_name_and_save_needs_a_file(tmp_path):

@@ -110,6 +110,8 @@ class DeferredRows:
         self._converting = threading.Lock()  # one batch at a time, batches in order
         #: True while a row waits or is being converted: new rows must queue behind it.
         self.active = False
+        #: The last values that could not be read (``iteration N: field (error)``), if any.
+        self.last_dropped: str | None = None
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -139,11 +141,12 @@ class DeferredRows:
                 rows, self._rows = self._rows, []
             dropped = convert(rows)
             if dropped:
+                self.last_dropped = "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else "")
                 logger.error(
                     "%d logged device value(s) could not be read and are left out (the rows "
                     "are kept): %s",
                     len(dropped),
-                    "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""),
+                    self.last_dropped,
                 )
             for row in rows:
                 self._emit(row)

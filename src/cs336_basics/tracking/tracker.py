@@ -173,7 +173,6 @@ class ExperimentTracker:
         self._accepting = False  # between start() and finish()/close(): rows are taken
         self._deferred = DeferredRows(self._emit, DEFERRED_MAX_AGE)
         self._last_read: MetricsSnapshot | None = None
-        self._deferred_error: str | None = None
         if self.enabled:
             _register(self)
 
@@ -220,7 +219,8 @@ class ExperimentTracker:
 
         ``journal`` is ``"ok"``, ``"behind"`` (an I/O error: ``journal_error`` says which;
         ``journal_backlog`` records wait in memory and are retried), or ``"closed"``.
-        ``waiting_device_rows``: rows whose tensors are not read yet. ``sink_backlog``:
+        ``waiting_device_rows``: rows whose tensors are not read yet; ``device_error``: the
+        last values that could not be read (left out, rows kept). ``sink_backlog``:
         events the sinks have not handled yet; ``sinks``: each mirror's recorded state.
         """
         self._refresh_mirrors()
@@ -231,7 +231,7 @@ class ExperimentTracker:
             "journal_error": journal.error if journal is not None else None,
             "journal_backlog": journal.backlog if journal is not None else 0,
             "waiting_device_rows": len(self._deferred),
-            "device_error": self._deferred_error,
+            "device_error": self._deferred.last_dropped,
             "sink_backlog": dispatcher.backlog if dispatcher is not None else 0,
             "sinks_dropped": dispatcher.dropped if dispatcher is not None else 0,
             "sinks": {name: dict(state) for name, state in self._log.mirrors.items()},
@@ -300,24 +300,8 @@ class ExperimentTracker:
             self._path.with_suffix(JOURNAL_SUFFIX),
             self._header(base),
             self.flush_interval,
-            before_write=self._convert_waiting_rows,
+            before_write=self._deferred.resolve_old,  # the thread reports what fails
         )
-
-    def _convert_waiting_rows(self) -> None:
-        """On the journal thread: read the tensors of rows that waited long enough."""
-        try:
-            self._deferred.resolve_old()
-        except Exception as exc:
-            if self._deferred_error is None:
-                logger.error(
-                    "reading logged device tensors failed (%s: %s); the rows wait and are "
-                    "tried again (eval, save and finish raise this error)",
-                    type(exc).__name__,
-                    exc,
-                )
-            self._deferred_error = f"{type(exc).__name__}: {exc}"
-        else:
-            self._deferred_error = None
 
     def _record_mirror(self, name: str, state: dict[str, Any]) -> None:
         """Keep a sink's state in the log and the journal (safe from the dispatcher thread)."""
