@@ -151,7 +151,6 @@ class SinkDispatcher:
         self._failed: dict[int, str] = {}
         self._reported: set[tuple[int, str]] = set()
         self.dropped = 0
-        self.handled = 0
         self._thread = threading.Thread(target=self._run, name="cs336-sinks", daemon=True)
         self._thread.start()
 
@@ -255,7 +254,6 @@ class SinkDispatcher:
             return True
         for i, sink in enumerate(self.sinks):
             self._call(i, sink, method, arg)
-        self.handled += 1
         return True
 
     def _run(self) -> None:
