@@ -1,11 +1,25 @@
-"""Benchmark of the core tracker against a naive baseline, measured in the same run.
+"""Benchmark of the core tracker against baselines measured in the same run.
 
-Baseline (named in the issue): a list of dataclasses dumped with stdlib ``json`` at the end.
-Figures: training-thread cost of ``log_metrics`` with the crash-safe journal on (median and
-p99 per call over 100k calls of 6 scalars, val_loss every 1,000), finish+save and load of a
+Part 1, against a naive baseline (a list of dataclasses dumped with stdlib ``json`` at the
+end): training-thread cost of ``log_metrics`` with the crash-safe journal on (median and p99
+per call over 100k calls of 6 scalars, val_loss every 1,000), finish+save and load of a
 100k-row run, and save/load/resident memory of a 1M-row run (each in a fresh subprocess).
 
-    python benchmarks/bench_core.py [--rows 100000] [--big-rows 1000000]
+Part 2, a week-long run (each figure against the way it was done before, same run):
+
+- save stall: what ``save()`` costs the training thread (background write) against writing
+  the document on it (``save(wait=True)``'s write, what every save did before), and the
+  slowest ``log_metrics`` call while the background write runs; paired, random order,
+  ``--repeats`` times, at each of ``--stall-rows``;
+- tracker memory: RSS growth of a process that logged N rows, against the same rows kept
+  as row objects (the old history);
+- load: time and RSS growth loading an N-row run from its columnar cache, against parsing
+  its JSON document, in fresh processes, alternating, ``--repeats`` times;
+- ``load_all`` of ``--runs`` runs x 10k rows: without caches on all cores (first load),
+  without caches on one core (what the package did), and with caches (every later load);
+  then a listing (``cs336-exp list``'s table) from caches against parsing every document.
+
+    python benchmarks/bench_core.py [--rows 100000] [--big-rows 1000000] [--week]
 """
 
 from __future__ import annotations
@@ -15,6 +29,8 @@ import dataclasses
 import gc
 import json
 import os
+import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -153,11 +169,240 @@ def bench_big(n: int, tmp: Path) -> dict[str, float]:
     }
 
 
+WEEK_CHILD = r"""
+import gc, json, os, random, resource, sys, time
+from pathlib import Path
+from cs336_basics import ExperimentConfig, ExperimentTracker
+from cs336_basics.tracking.records import MetricsSnapshot
+from cs336_basics.tracking.storage import load_run, write_document
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+def fill(tracker, start, n):
+    log = tracker.log_metrics
+    for i in range(start, start + n):
+        log(i, 3.0 + i * 1e-7, 1e-3, 1e5, 2.0)
+        if i % 1000 == 999:
+            tracker.log_eval(i, val_loss=3.1)
+
+mode, n, where = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+if mode == "stall":
+    repeats = int(sys.argv[4])
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="week"), log_dir=where)
+    tracker.start()
+    fill(tracker, 0, n)
+    tracker.save(wait=True)
+    out = {"background": [], "foreground": [], "write": [], "slowest_log": []}
+    done = n
+    for _ in range(repeats):
+        for how in random.sample(["background", "foreground"], 2):
+            fill(tracker, done, 1000)
+            done += 1000
+            gc.collect()
+            if how == "background":
+                a = time.perf_counter()
+                tracker.save()
+                out["background"].append(time.perf_counter() - a)
+                slowest, saver = 0.0, tracker._saver
+                while saver.busy:  # keep logging while the document is written
+                    b = time.perf_counter()
+                    tracker.log_metrics(done, 3.0, 1e-3, 1e5, 2.0)
+                    slowest = max(slowest, time.perf_counter() - b)
+                    done += 1
+                    time.sleep(0.001)  # a training step's GPU wait
+                out["slowest_log"].append(slowest)
+                out["write"].append(saver.last_duration)
+            else:
+                a = time.perf_counter()
+                write_document(where / "copy.json", tracker._log, 1)
+                out["foreground"].append(time.perf_counter() - a)
+    tracker.close()
+    print(json.dumps(out))
+elif mode == "memory":
+    gc.collect(); before = rss()
+    if sys.argv[4] == "tracker":
+        tracker = ExperimentTracker(ExperimentConfig(experiment_name="mem"), log_dir=where)
+        tracker.start()
+        fill(tracker, 0, n)
+        tracker.flush()
+        held = tracker
+    else:
+        held = [MetricsSnapshot(i, i + 1, i * 0.01, 3.0 + i * 1e-7,
+                3.1 if i % 1000 == 999 else None, 1e-3, 1e5, 2.0) for i in range(n)]
+    gc.collect()
+    print(json.dumps({"mb": rss() - before}))
+    os._exit(0)  # (the tracker's files are the caller's to remove)
+elif mode == "make":
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name=sys.argv[4]), log_dir=where)
+    tracker.start()
+    fill(tracker, 0, n)
+    tracker.finish()
+    print(tracker.path)
+elif mode == "load":
+    path, how = where, sys.argv[4]
+    gc.collect(); before, top = rss(), peak()
+    a = time.perf_counter()
+    log, _ = load_run(path, cache=False) if how == "parse" else load_run(path)
+    last = log.metrics_history[-1].iteration
+    t = time.perf_counter() - a
+    gc.collect()
+    assert len(log.metrics_history) == n, (len(log.metrics_history), n)
+    print(json.dumps({"s": t, "mb": rss() - before, "peak_mb": max(0.0, peak() - top)}))
+"""
+
+
+def _child(*args: object) -> dict:
+    out = subprocess.check_output([sys.executable, "-c", WEEK_CHILD, *map(str, args)])
+    return json.loads(out.splitlines()[-1])
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def bench_stall(rows: list[int], repeats: int, tmp: Path) -> None:
+    print(f"\nsave stall on the training thread ({repeats} paired repeats, random order)")
+    print(
+        f"{'rows':>9}{'save() ms':>11}{'foreground ms':>15}{'ratio':>8}"
+        f"{'bg write s':>12}{'slowest log ms':>16}"
+    )
+    for n in rows:
+        out = _child("stall", n, tmp / f"stall{n}", repeats)
+        bg, fg = _med(out["background"]), _med(out["foreground"])
+        print(
+            f"{n:>9}{bg * 1e3:>11.2f}{fg * 1e3:>15.1f}{fg / bg:>7.0f}x"
+            f"{_med(out['write']):>12.2f}{max(out['slowest_log']) * 1e3:>16.2f}"
+        )
+
+
+def bench_memory(rows: list[int], tmp: Path) -> None:
+    print("\ntracker memory (RSS growth after logging N rows; journal on, no save)")
+    print(f"{'rows':>9}{'tracker MB':>12}{'row objects MB':>16}{'ratio':>8}{'B/row':>8}")
+    for n in rows:
+        ours = _child("memory", n, tmp / f"mem{n}", "tracker")["mb"]
+        objects = _child("memory", n, tmp, "objects")["mb"]
+        print(f"{n:>9}{ours:>12.0f}{objects:>16.0f}{objects / ours:>7.1f}x{ours * 1e6 / n:>8.0f}")
+
+
+def bench_load(rows: list[int], repeats: int, tmp: Path) -> None:
+    print(f"\nload (fresh process each; {repeats} alternating repeats, medians)")
+    print(
+        f"{'rows':>9}{'cache s':>9}{'cache MB':>10}{'parse s':>9}{'parse MB':>10}"
+        f"{'parse peak MB':>15}{'ratio':>8}"
+    )
+    for n in rows:
+        path = Path(_child_path("make", n, tmp / f"load{n}", "load"))
+        times: dict[str, list[dict]] = {"cache": [], "parse": []}
+        for _ in range(repeats):
+            for how in random.sample(["cache", "parse"], 2):
+                times[how].append(_child("load", n, path, how))
+        c = {k: _med([r[k] for r in times["cache"]]) for k in ("s", "mb")}
+        p = {k: _med([r[k] for r in times["parse"]]) for k in ("s", "mb", "peak_mb")}
+        print(
+            f"{n:>9}{c['s']:>9.3f}{c['mb']:>10.0f}{p['s']:>9.3f}{p['mb']:>10.0f}"
+            f"{p['peak_mb']:>15.0f}{p['s'] / c['s']:>7.0f}x"
+        )
+        shutil.rmtree(tmp / f"load{n}")
+
+
+def _child_path(*args: object) -> str:
+    out = subprocess.check_output([sys.executable, "-c", WEEK_CHILD, *map(str, args)])
+    return out.decode().strip().splitlines()[-1]
+
+
+LOAD_ALL_CHILD = r"""
+import json, sys, time
+from cs336_basics import ExperimentAnalyzer
+how, folder = sys.argv[1], sys.argv[2]
+a = time.perf_counter()
+analyzer = ExperimentAnalyzer(folder)
+if how == "listing-parse":  # (run with CS336_NO_CACHE=1: every document parsed)
+    analyzer.load_all(quiet=True, workers=1)
+elif how.startswith("listing"):
+    analyzer.load_all(quiet=True)
+else:
+    analyzer.load_all(quiet=True, workers=int(how))
+loaded = time.perf_counter() - a
+if how.startswith("listing"):
+    table = analyzer.get_comparison_table()
+print(json.dumps({"s": time.perf_counter() - a, "load_s": loaded, "runs": len(analyzer.logs)}))
+"""
+
+
+def bench_load_all(runs: int, repeats: int, tmp: Path) -> None:
+    folder = tmp / "many"
+    folder.mkdir()
+    first = Path(_child_path("make", 10_000, folder, "run0"))
+    for k in range(1, runs):  # copies of one 10k-row run (making 200 would take minutes)
+        shutil.copy(first, folder / f"experiment_run{k}_20260101_000000.json")
+
+    def clear_caches() -> None:
+        for cache in folder.glob(".*.columns"):
+            cache.unlink()
+
+    def child(how: str) -> dict:
+        environ = {**os.environ, "CS336_NO_CACHE": "1" if how == "listing-parse" else "0"}
+        out = subprocess.check_output(
+            [sys.executable, "-c", LOAD_ALL_CHILD, how, str(folder)], env=environ
+        )
+        return json.loads(out.splitlines()[-1])
+
+    cores = os.cpu_count() or 1
+    samples: dict[str, list[float]] = {k: [] for k in ("all", "one", "cached", "list", "parse")}
+    for _ in range(repeats):
+        for how in random.sample(list(samples), len(samples)):
+            if how in ("all", "one"):
+                clear_caches()
+                samples[how].append(child(str(cores if how == "all" else 1))["s"])
+            elif how == "cached":
+                child("1")  # (writes the caches if a parse ran last)
+                samples[how].append(child("1")["s"])
+            elif how == "list":
+                child("1")
+                samples[how].append(child("listing")["s"])
+            else:
+                samples[how].append(child("listing-parse")["s"])
+    m = {k: _med(v) for k, v in samples.items()}
+    print(f"\nload_all of {runs} runs x 10k rows ({repeats} repeats in random order, medians)")
+    one = m["one"]
+    print(f"  first load, no caches, {cores} cores:  {m['all']:.2f} s")
+    print(f"  first load, no caches, 1 core:    {one:.2f} s  ({one / m['all']:.1f}x)")
+    print(f"  with caches:                      {m['cached']:.2f} s  ({one / m['cached']:.0f}x)")
+    print(
+        f"  listing (load + comparison table): {m['list']:.2f} s from caches, "
+        f"{m['parse']:.2f} s parsing every document ({m['parse'] / m['list']:.0f}x)"
+    )
+
+
+def _ints(text: str) -> list[int]:
+    return [int(float(x)) for x in text.split(",") if x]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--big-rows", type=int, default=1_000_000)
+    parser.add_argument("--week", action="store_true", help="only part 2 (a week-long run)")
+    parser.add_argument("--stall-rows", default="100000,1000000,6000000")
+    parser.add_argument("--memory-rows", default="1000000,6000000")
+    parser.add_argument("--load-rows", default="1000000,6000000")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
+    if args.week:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus")
+            bench_stall(_ints(args.stall_rows), args.repeats, tmp)
+            bench_memory(_ints(args.memory_rows), tmp)
+            bench_load(_ints(args.load_rows), args.repeats, tmp)
+            bench_load_all(args.runs, args.repeats, tmp)
+        return
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         naive = bench_naive(args.rows, tmp / "naive.json")

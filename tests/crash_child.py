@@ -36,3 +36,30 @@ elif mode == "save":
     while True:
         tracker.log_metrics(iteration=20_000, train_loss=1.0)  # same row re-logged: rollback
         tracker.save()
+elif mode == "bgsave":
+    # Saves in the background all the time, each widened by a delay per chunk of rows, so a
+    # kill at a random moment falls inside a document write most of the time.
+    import cs336_basics.tracking.codec as codec
+
+    real_encode = codec.encode_chunk
+
+    def slow_encode(chunk):
+        time.sleep(0.05)
+        return real_encode(chunk)
+
+    codec.encode_chunk = slow_encode
+    i = 0
+    while True:
+        tracker.log_metrics(iteration=i, train_loss=5.0 / (1 + i), learning_rate=1e-3)
+        tracker.increment_gradient_step()
+        if i % 300 == 299:
+            tracker.log_eval(iteration=i, val_loss=1.0)
+        if i % 250 == 249:
+            tracker.flush()
+            print(f"FLUSHED {i}", flush=True)
+        if i % 1000 == 999:
+            tracker.save()
+            print(f"SAVE {i}", flush=True)
+        i += 1
+        if i % 20 == 0:
+            time.sleep(0.001)

@@ -85,3 +85,13 @@ def simulate_death(tracker: ExperimentTracker) -> None:
     os.close(tracker._lock._fd)
     tracker._lock = None
     tracker._closed = True
+
+
+def run_files_in(folder: Path) -> list[str]:
+    """The names of the files in ``folder``, less the documents' columnar caches
+    (``.<stem>.columns``, derived files that may or may not be there)."""
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if not (p.name.startswith(".") and p.name.endswith(".columns"))
+    )

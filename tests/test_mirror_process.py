@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import wandb_records as wr
+from helpers import run_files_in
 
 from cs336_basics import ExperimentConfig, ExperimentTracker, load_experiment_log, push_run
 from cs336_basics.tracking.storage import mirror_state_path
@@ -236,7 +237,7 @@ def test_rotation_while_mirroring_loses_and_repeats_nothing(tmp_path):
     assert state["status"] == "finished" and state["rows"] == 600 and state["evals"] == 6
     assert [r["iteration"] for r in _wandb_train_rows(state["sync_dir"])] == list(range(600))
     assert _exit_code(state["sync_dir"]) == 0
-    leftovers = [p.name for p in tmp_path.iterdir()]
+    leftovers = run_files_in(tmp_path)
     assert leftovers == [tracker.path.name]  # journal, segments, state and lock files gone
 
 
@@ -265,7 +266,7 @@ def test_a_mirror_finish_stopped_waiting_for_finishes_and_records_itself(tmp_pat
     assert [r["iteration"] for r in _wandb_train_rows(state["sync_dir"])] == list(range(50))
     assert _exit_code(state["sync_dir"]) == 0
     assert wr.summary(state["sync_dir"])["final_train_loss"] == pytest.approx(1 / 50)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [tracker.path.name]
+    assert run_files_in(tmp_path) == [tracker.path.name]
 
 
 def test_resume_after_mirror_and_trainer_were_killed_starts_a_new_complete_wandb_run(tmp_path):

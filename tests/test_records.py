@@ -216,7 +216,9 @@ def test_names_never_write_outside_log_dir(tmp_path, name):
     tracker.log_metrics(iteration=0, train_loss=1.0)
     tracker.finish()
     assert tracker.path.parent == log_dir
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [tracker.path.name]
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    stem = tracker.path.stem
+    assert [str(p) for p in written] == [f"logs/.{stem}.columns", f"logs/{stem}.json"]
     assert load_experiment_log(tracker.path).experiment_name == name
     assert "/" not in safe_name(name) and len(tracker.path.name) < 120
 
@@ -252,7 +254,7 @@ def test_non_rank_zero_is_a_no_op(tmp_path, monkeypatch):
 def test_save_is_atomic_and_keeps_previous_file_on_failure(tmp_path, monkeypatch):
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="atomic"), log_dir=tmp_path)
     tracker.log_metrics(iteration=0, train_loss=1.0)
-    tracker.save()
+    tracker.save(wait=True)
     before = tracker.path.read_bytes()
     tracker.log_metrics(iteration=1, train_loss=0.5)
 
@@ -263,10 +265,15 @@ def test_save_is_atomic_and_keeps_previous_file_on_failure(tmp_path, monkeypatch
 
     monkeypatch.setattr(storage.os, "replace", exploding_replace)
     with pytest.raises(OSError, match="disk vanished"):
-        tracker.save()
+        tracker.save(wait=True)  # written in the background: wait=True reports the failure
+    assert tracker.health()["save"] == "failed"
     monkeypatch.undo()
     assert tracker.path.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    # Nothing is lost: the kept journal continues the old document.
+    assert load_experiment_log(tracker.path).last_iteration == 1
+    tracker.save(wait=True)
+    assert tracker.health()["save"] == "ok"
     tracker.close()
 
 

@@ -109,7 +109,7 @@ def test_cli_import_then_list_and_nothing_outside_the_log_dir(
     log_dir = tmp_path / "logs"
     assert main(["import", str(offline_runs), "--log-dir", str(log_dir)]) == 0
     assert {p.parent for p in tmp_path.rglob("*.json")} == {log_dir}
-    assert sorted(p.name for p in log_dir.iterdir()) == [
+    assert sorted(p.name for p in log_dir.iterdir() if not p.name.startswith(".")) == [
         "wandb_run_A_dupid.json",
         "wandb_run_B_dupid.json",
         "wandb_run_evil_crash1.json",
@@ -119,7 +119,7 @@ def test_cli_import_then_list_and_nothing_outside_the_log_dir(
     before = (log_dir / "wandb_run_owt_nano1.json").read_bytes()
     single = next(offline_runs.glob("offline-run-*-nano1/run-nano1.wandb"))
     assert main(["import", str(single), "--log-dir", str(log_dir), "--json"]) == 0  # overwrites
-    assert len(list(log_dir.iterdir())) == 5
+    assert len([p for p in log_dir.iterdir() if not p.name.startswith(".")]) == 5
     assert (log_dir / "wandb_run_owt_nano1.json").read_bytes() == before
     capsys.readouterr()
     assert main(["list", "--log-dir", str(log_dir), "--json"]) == 0

@@ -5,6 +5,7 @@ import time
 import pytest
 import wandb_records as wr
 from fake_wandb import API_KEY, FakeRun, FakeWandb
+from helpers import run_files_in
 
 from cs336_basics.experiment_analysis import ExperimentAnalyzer
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
@@ -162,10 +163,10 @@ def test_filters_by_id_name_and_state(server):
 def test_save_then_pull_again_updates_the_same_files(server, tmp_path):
     server.add("proj", FakeRun(id="a", name="one", history=rows(5)))
     pull_runs("ent/proj", save_dir=tmp_path)
-    first = sorted(p.name for p in tmp_path.iterdir())
+    first = run_files_in(tmp_path)
     server.projects["proj"][0].history = rows(8)
     pull_runs("ent/proj", save_dir=tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == first == ["wandb_ent_proj_a.json"]
+    assert run_files_in(tmp_path) == first == ["wandb_ent_proj_a.json"]
     analyzer = ExperimentAnalyzer(tmp_path)
     analyzer.load_all()
     assert len(analyzer.logs["one"].metrics_history) == 8
@@ -226,7 +227,7 @@ def test_history_failure_is_never_saved_as_complete(server, tmp_path):
     server.add("proj", FakeRun(id="b", name="broken", history=rows(3), fail_history=True))
     with pytest.raises(WandbPullError, match="run b .*nothing of it was saved"):
         pull_runs("ent/proj", save_dir=tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["wandb_ent_proj_a.json"]
+    assert run_files_in(tmp_path) == ["wandb_ent_proj_a.json"]
 
 
 def test_round_trip_local_to_wandb_to_local(server, tmp_path):

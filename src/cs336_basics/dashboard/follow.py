@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tracking import journal
+from ..tracking.history import History
 from ..tracking.records import ExperimentConfig, ExperimentLog
 from .columns import RunData
 
@@ -66,7 +67,8 @@ class Follower:
             self.needs_reload = True  # before the last row: only a full reload applies it
             return False
         scratch = ExperimentLog(
-            config=_SCRATCH_CONFIG, metrics_history=[data.row(data.n - 1)] if data.n else []
+            config=_SCRATCH_CONFIG,
+            metrics_history=History([data.row(data.n - 1)] if data.n else []),
         )
         try:
             journal.apply_record(scratch, record, f"{self.path}: record")

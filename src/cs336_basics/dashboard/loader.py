@@ -4,11 +4,12 @@ This runs in a worker process (see :mod:`.store`): decoding a document builds ev
 an object first (a 1M-row run peaks well above a gigabyte), and that peak, and the CPU time,
 stay out of the server. The worker sends back only the columns.
 
-The reading is the package's own: the document through ``codec.decode_log``, the journal
-through ``journal.replay``, the same two steps ``storage.load_run`` takes. Only the journal
-is handed to ``replay`` as a snapshot of its complete lines, so that the byte offset where
-the replay stopped is known exactly and the live follower goes on from there (no record read
-twice, none missed).
+The reading is the package's own, the steps ``storage.load_run`` takes: the document
+through ``storage.read_document`` (from its columnar cache when current; the dashboard never
+writes one), the kept journals of a save still being written, then the live journal through
+``journal.replay``. Only the live journal is handed to ``replay`` as a snapshot of its
+complete lines, so that the byte offset where the replay stopped is known exactly and the
+live follower goes on from there (no record read twice, none missed).
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from typing import Any
 import orjson
 
 from ..tracking import journal
-from ..tracking.codec import decode_log
 from ..tracking.errors import LogFormatError
-from ..tracking.storage import pid_alive
+from ..tracking.storage import pid_alive, read_document
 from .columns import RunData, from_log
 from .series import precompute
 
@@ -62,10 +62,18 @@ def read(path: str) -> Loaded:
     document, live = where.with_suffix(".json"), where.with_suffix(journal.SUFFIX)
     log = None
     save_id = 0
+    problems: list[str] = []
     if document.exists():
-        log, save_id = decode_log(document.read_bytes(), str(document))
+        log, save_id = read_document(document, write=False)
         if log.status == "finished":
             return Loaded(from_log(log, save_id), save_id, 0, False, [])
+    # A background save under way (or cut short): the journals it holds come first.
+    expected = save_id
+    for base, kept in journal.kept_journals(live):
+        if base == expected:
+            log, found = journal.replay(kept, log, expected if log else None, pid_alive)
+            problems += found
+            expected += 1
     try:
         raw = live.read_bytes()
     except FileNotFoundError:
@@ -80,11 +88,12 @@ def read(path: str) -> Loaded:
     header = _header(complete)
     snapshot = _Snapshot(live)
     snapshot._data = complete
-    replayed, problems = journal.replay(snapshot, log, save_id if log else None, pid_alive)
+    replayed, found = journal.replay(snapshot, log, expected if log else None, pid_alive)
+    problems += found
     if replayed is None:
         raise LogFormatError(f"{live}: empty journal")
     base = header.get("base") or 0
-    if log is not None and header.get("base") != save_id:  # stale: wait for the next one
+    if log is not None and (header.get("base") or 0) != expected:  # stale: wait for the next
         return Loaded(from_log(replayed, save_id), save_id, 0, True, problems)
     if not replayed.run_id:
         replayed.run_id = document.stem

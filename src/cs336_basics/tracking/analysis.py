@@ -5,14 +5,19 @@ from __future__ import annotations
 import csv
 import fnmatch
 import math
+import multiprocessing
+import os
 import sys
+import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .cache import read_cache
 from .errors import LogFormatError, UnknownRunError, UsageError
 from .progress import progress
-from .records import ROW_FIELDS, ExperimentConfig, ExperimentLog
-from .storage import JOURNAL_SUFFIX, load_run
+from .records import ROW_FIELDS, ExperimentConfig, ExperimentLog, import_pandas
+from .storage import JOURNAL_SUFFIX, load_run, read_document
 from .text import fmt, format_duration, format_summary, table
 
 #: Metric names accepted by ``get_best_experiment`` and what they read.
@@ -59,6 +64,40 @@ def write_csv(log: ExperimentLog, path: Path) -> Path:
     return path
 
 
+#: Parse in worker processes only when at least this many documents need it.
+_PARALLEL_MIN = 4
+
+
+def _parse_in_parallel(files: list[Path], workers: int | None, show: bool | None) -> None:
+    """Parse the documents that have no current cache in worker processes, which write
+    their caches (the loads that follow read those). Forked workers only: a fork needs no
+    re-import of the caller's script (an analysis snippet has no ``__main__`` guard), and
+    it is skipped while other threads run (a fork copies their locks) or where there is
+    no fork; then the loads parse the documents themselves."""
+    count = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    if count < 2 or threading.active_count() > 1:
+        return
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return
+    todo = [p for p in files if p.suffix == ".json" and read_cache(p) is None]
+    if len(todo) < _PARALLEL_MIN:
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(min(count, len(todo)), mp_context=context) as pool:
+        results = pool.map(_warm_cache, todo, chunksize=max(1, len(todo) // (count * 8)))
+        for _ in progress(results, len(todo), "Indexing runs", enabled=show):
+            pass
+
+
+def _warm_cache(path: Path) -> None:
+    """Parse one document and write its cache (in a worker; errors are the load's to
+    report)."""
+    try:
+        read_document(path, write=True)
+    except Exception:
+        pass
+
+
 def _skipped(path: Path, exc: BaseException) -> str:
     """``skipped FILE: why`` (the file named once, though the error names it too)."""
     reason = str(exc)
@@ -89,8 +128,16 @@ class ExperimentAnalyzer:
         self.problems: list[str] = []
 
     # ------------------------------------------------------------------ loading
-    def load_all(self, *, quiet: bool = False) -> dict[str, ExperimentLog]:
-        """Load every run in ``log_dir``; unreadable files are reported and skipped."""
+    def load_all(
+        self, *, quiet: bool = False, workers: int | None = None
+    ) -> dict[str, ExperimentLog]:
+        """Load every run in ``log_dir``; unreadable files are reported and skipped.
+
+        A document is read from its columnar cache when that is current (a listing of
+        hundreds of runs then reads only their headers). Documents without one are parsed
+        first by ``workers`` processes (default: one per CPU, at most 8), which leave
+        caches behind; progress is shown on a terminal unless ``quiet``.
+        """
         self.problems = []
         if not self.log_dir.is_dir():
             self.problems.append(f"{self.log_dir}: no such directory")
@@ -98,10 +145,10 @@ class ExperimentAnalyzer:
                 print(f"warning: {self.problems[-1]}", file=sys.stderr)
             return self.logs
         files = run_files(self.log_dir)
+        show = None if not quiet else False
+        _parse_in_parallel(files, workers, show)
         loaded: list[ExperimentLog] = []
-        for path in progress(
-            files, len(files), "Loading runs", enabled=None if not quiet else False
-        ):
+        for path in progress(files, len(files), "Loading runs", enabled=show):
             try:
                 log, _ = load_run(path, on_problem=self.problems.append)
             except (LogFormatError, OSError) as exc:  # decoding turns any bad value into these
@@ -182,6 +229,47 @@ class ExperimentAnalyzer:
         }
 
     # ------------------------------------------------------------------ comparing
+    def to_pandas(self, names: list[str] | None = None, *, config: Any = None) -> Any:
+        """The histories of the selected runs (all by default) as one long
+        ``pandas.DataFrame``: ``run`` (the key in ``logs``), ``run_id``,
+        ``experiment_name``, config columns, then each run's history columns as
+        :meth:`ExperimentLog.to_pandas` gives them (an extra metric one run lacks is NaN
+        for it). ``config``: None for the config keys whose values differ between the
+        selected runs (what a sweep varies), a list of keys, or False for none. Group by
+        ``run`` (or a config column) to plot or aggregate; needs pandas.
+        """
+        pandas = import_pandas("ExperimentAnalyzer.to_pandas()")
+        selected = self.select(names)
+        logs = list(selected.values())
+        if config is None:
+            keys = self.differing_config_keys(logs)
+        elif config is False:
+            keys = []
+        elif isinstance(config, (list, tuple)) and all(isinstance(k, str) for k in config):
+            keys = list(config)
+        else:
+            raise TypeError(f"config: expected None, False or a list of keys, got {config!r:.60}")
+        frames = []
+        for key, log in selected.items():
+            frame = log.to_pandas()
+            values = log.config.to_dict()
+            front: dict[str, Any] = {
+                "run": key,
+                "run_id": log.run_id,
+                "experiment_name": log.experiment_name,
+            }
+            front.update({k: values.get(k) for k in keys})
+            for position, (name, value) in enumerate(front.items()):
+                frame.insert(position, name, [value] * len(frame))
+            frames.append(frame)
+        if not frames:
+            return pandas.DataFrame(
+                columns=["run", "run_id", "experiment_name", *keys, *ROW_FIELDS]
+            )
+        out = pandas.concat(frames, ignore_index=True)
+        out["run"] = out["run"].astype("category")
+        return out
+
     def differing_config_keys(self, logs: list[ExperimentLog]) -> list[str]:
         """Config keys whose values are not the same across ``logs``."""
         dicts = [log.config.to_dict() for log in logs]

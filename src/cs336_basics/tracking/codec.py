@@ -19,10 +19,10 @@ from __future__ import annotations
 import gc
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields as dataclass_fields
-from itertools import chain, starmap
+from itertools import chain, repeat, starmap
 from operator import attrgetter, itemgetter
 from pathlib import PurePath
 from typing import Any
@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from .errors import LogFormatError
+from .history import CHUNK_ROWS, Chunk, Column, History
 from .records import (
     FORMAT_VERSION,
     ROW_FIELDS,
@@ -90,8 +91,14 @@ def unmark(value: Any) -> Any:
     return from_marker(value)
 
 
-def log_to_document(log: ExperimentLog, save_id: int) -> dict[str, Any]:
-    """The JSON document of a run, as a dict whose history rows are still dataclasses."""
+#: The document's keys before ``metrics_history`` (the guide's order), and after it.
+_HEAD_KEYS = ("config", "start_time", "end_time", *SUMMARY_FIELDS)
+_ROW_KEYS = (*ROW_FIELDS, "extra")
+
+
+def document_meta(log: ExperimentLog, save_id: int) -> dict[str, Any]:
+    """Everything of the document but the two histories, as JSON-ready values (cheap: what
+    a save takes on the training thread before the histories are written elsewhere)."""
     doc: dict[str, Any] = {
         "config": plain(log.config.to_dict()),
         "start_time": log.start_time,
@@ -99,21 +106,57 @@ def log_to_document(log: ExperimentLog, save_id: int) -> dict[str, Any]:
     }
     for name in SUMMARY_FIELDS:
         doc[name] = plain(getattr(log, name))
-    doc["metrics_history"] = log.metrics_history
     doc["notes"] = log.notes
     doc["run_id"] = log.run_id
     doc["status"] = log.status
     doc["format_version"] = FORMAT_VERSION
     doc["save_id"] = save_id
-    doc["superseded_history"] = log.superseded_history
-    doc["mirrors"] = log.mirrors
+    doc["mirrors"] = plain(dict(log.mirrors))
     doc["config_changes"] = [plain(change) for change in log.config_changes]
     return doc
 
 
+def encode_chunk(chunk: Chunk) -> bytes:
+    """A chunk's rows as the document writes them, comma-separated, without brackets."""
+    columns: list[Iterable[Any]] = [chunk.column(i, marked=True) for i in range(len(ROW_FIELDS))]
+    columns.append(chunk.extra_dicts(marked=True))
+    rows = list(map(dict, map(zip, repeat(_ROW_KEYS), zip(*columns, strict=False))))
+    return dumps(rows)[1:-1]
+
+
+def _history_parts(chunks: Iterable[Chunk]) -> Iterator[bytes]:
+    yield b"["
+    first = True
+    for chunk in chunks:
+        if not chunk.n:
+            continue
+        if not first:
+            yield b","
+        first = False
+        yield encode_chunk(chunk)
+    yield b"]"
+
+
+def document_parts(
+    meta: dict[str, Any], metrics: Iterable[Chunk], superseded: Iterable[Chunk]
+) -> Iterator[bytes]:
+    """The document in pieces (one per chunk of rows), for a writer that streams it to a
+    file: ``meta`` from :func:`document_meta`, the histories as chunks."""
+    head = {k: meta[k] for k in _HEAD_KEYS if k in meta}
+    rest = {k: v for k, v in meta.items() if k not in head}
+    yield dumps(head)[:-1] + b',"metrics_history":'
+    yield from _history_parts(metrics)
+    yield b"," + dumps(rest)[1:-1] + b',"superseded_history":'
+    yield from _history_parts(superseded)
+    yield b"}"
+
+
 def encode_log(log: ExperimentLog, save_id: int = 0) -> bytes:
     """The run as strict JSON bytes (the guide's document)."""
-    return dumps(log_to_document(log, save_id))
+    meta = document_meta(log, save_id)
+    metrics = log.metrics_history.snapshot()
+    superseded = log.superseded_history.snapshot()
+    return b"".join(document_parts(meta, metrics, superseded))
 
 
 # ---------------------------------------------------------------------------------------
@@ -300,6 +343,79 @@ def _first_problem(rows: list[MetricsSnapshot], where: str) -> str:
     return f"{where}: rows of unexpected types"  # not reached: _columns_valid agrees
 
 
+def history_from_dicts(rows: Any, where: str, fix_markers: bool) -> History:
+    """A decoded history as columns, built and checked a chunk at a time without a row
+    object per row when the rows have exactly this package's keys (the documents it
+    writes); any other rows go through :func:`rows_from_dicts`. ``LogFormatError`` as
+    there."""
+    if not isinstance(rows, list):
+        raise LogFormatError(f"{where}: expected a list, got {type(rows).__name__}")
+    chunks: list[Chunk] = []
+    with gc_paused():
+        for start in range(0, len(rows), CHUNK_ROWS):
+            chunk = _fast_chunk(rows[start : start + CHUNK_ROWS])
+            if chunk is None:
+                return History(rows_from_dicts(rows, where, fix_markers))
+            chunks.append(chunk)
+    return History.from_chunks(chunks)
+
+
+_REQUIRED_KINDS = {"iteration": _INTEGER, "gradient_step": _INTEGER, "wallclock_time": _NUMBER}
+_fast_chunk_fields = tuple(
+    (name, itemgetter(name), _REQUIRED_KINDS.get(name, _NUMBER_OR_NULL)) for name in ROW_FIELDS
+)
+
+
+def _fast_chunk(rows: list[Any]) -> Chunk | None:
+    """One chunk from rows that are dicts of exactly our keys with values of the right
+    types (markers allowed); None for anything else (the caller takes the checked path)."""
+    if not _types(rows) <= _DICT or not set(map(len, rows)) <= _ROW_LENGTH:
+        return None
+    columns: list[Column | None] = []
+    try:
+        for _name, get, allowed in _fast_chunk_fields:
+            values = list(map(get, rows))
+            column = _fast_column(values, allowed)
+            if column is False:
+                return None
+            columns.append(column)
+        extras_of_rows = list(map(_get_extra, rows))
+    except KeyError:  # a key of its own instead of one of ours
+        return None
+    extras: dict[str, Column] = {}
+    kinds = _types(extras_of_rows)
+    if not kinds <= _OBJECT_OR_NULL:
+        return None
+    if dict in kinds:
+        present = list(filter(None, extras_of_rows))
+        for key in dict.fromkeys(chain.from_iterable(present)):
+            values = [e.get(key) if e else None for e in extras_of_rows]
+            try:
+                column = _fast_column(values, _NUMBER_OR_NULL)
+            except _NotFast:
+                return None
+            if column is not None:
+                extras[key] = column
+    return Chunk(len(rows), columns, extras)
+
+
+_get_extra = itemgetter("extra")
+
+
+class _NotFast(Exception):
+    """A value the fast path does not take (the checked path names it)."""
+
+
+def _fast_column(values: list[Any], allowed: frozenset[type]) -> Column | None:
+    kinds = _types(values)
+    if str in kinds:  # NaN/inf markers
+        values = [from_marker(v) for v in values]
+        kinds = _types(values)
+    if not kinds <= allowed:
+        raise _NotFast
+    return Column.build(values, kinds)
+
+
 # ---------------------------------------------------------------------------------------
 # Checking the document's own fields.
 
@@ -416,13 +532,13 @@ def _document_to_log(doc: dict[str, Any], source: str, fix_markers: bool) -> Exp
         config=_config(doc, source),
         start_time=_optional_str(doc, "start_time", source),
         end_time=_optional_str(doc, "end_time", source),
-        metrics_history=rows_from_dicts(
+        metrics_history=history_from_dicts(
             doc["metrics_history"], f"{source}: metrics_history", fix_markers
         ),
         notes=_optional_str(doc, "notes", source) or "",
         run_id=_optional_str(doc, "run_id", source) or "",
         status=_status(doc, source),
-        superseded_history=rows_from_dicts(
+        superseded_history=history_from_dicts(
             doc.get("superseded_history") or [], f"{source}: superseded_history", fix_markers
         ),
         mirrors=_mirrors(doc, source),

@@ -9,6 +9,7 @@
 | ``WANDB_MODE`` | W&B sink | online, offline or disabled (wandb's own variable) |
 | ``WANDB_HTTP_TIMEOUT`` | pull | seconds per W&B request when ``timeout`` is not given |
 | ``WANDB_SERVICE`` | mirror process | wandb's pointer to its service; not passed on to a mirror |
+| ``CS336_NO_CACHE`` | loading | ``1``: neither read nor write the documents' columnar caches |
 
 wandb itself reads more of its own (``WANDB_API_KEY``, ``WANDB_BASE_URL``, ``WANDB_DIR``, ...);
 they pass through untouched.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 
 SINKS = "CS336_SINKS"
+NO_CACHE = "CS336_NO_CACHE"
 RANK = "RANK"
 LOCAL_RANK = "LOCAL_RANK"
 WANDB_PROJECT = "WANDB_PROJECT"
@@ -34,6 +36,11 @@ def get(name: str) -> str | None:
     """The variable's value with surrounding blanks removed, or None when unset or blank."""
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+def caches_off() -> bool:
+    """Whether ``CS336_NO_CACHE`` turns the columnar caches off (any value but 0/false)."""
+    return (get(NO_CACHE) or "0").lower() not in ("0", "false", "no", "off")
 
 
 def process_rank() -> int:

@@ -28,7 +28,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -319,28 +319,35 @@ class JournalWriter:
             raise
         self._recovered()
 
-    def rotate(self, header: bytes, keep_as: Path | None = None) -> None:
+    def rotate(self, header: bytes, keep: Sequence[Path] = ()) -> None:
         """Start a fresh journal after a save.
 
-        Without ``keep_as`` the old file is dropped with what is pending: the saved document
-        holds it. With ``keep_as`` (a mirror process still reads the journal) everything
-        pending is written to the old file first, which is then renamed to ``keep_as``: a
-        *segment*, complete, that the mirror reads to its end and removes. Mirror-state
-        records are kept pending (they may be newer than the saved document). If the fresh
-        file cannot be made, the thread makes it before its next write.
+        Without ``keep`` the old file is dropped with what is pending: the saved document
+        holds it. With ``keep`` everything pending is written to the old file first, which
+        then stays under each path of ``keep`` (hard links, then a rename): a *kept* journal
+        that the run's loader replays until the document that holds it is on disk (a
+        background save), or a *segment* that a mirror process reads to its end and
+        removes. Mirror-state records are kept pending (they may be newer than the saved
+        document). Raises ``OSError`` when the old file cannot be completed and kept; then
+        nothing has changed. If the fresh file cannot be made, the thread makes it before
+        its next write.
         """
         with self._lock:
-            if keep_as is not None and self._fd is not None:
+            if keep:
+                if self._fd is None:
+                    raise OSError(f"the journal {self.path} is not open (see the error before)")
+                self._write_locked(sync=False)
+                made: list[Path] = []
                 try:
-                    self._write_locked(sync=False)
-                    os.rename(self.path, keep_as)
-                except OSError as exc:
-                    logger.error(
-                        "journal %s: could not keep the rotated journal for the mirror (%s); "
-                        "the mirror will miss rows and be marked incomplete",
-                        self.path,
-                        exc,
-                    )
+                    for extra in keep[1:]:
+                        os.link(self.path, extra)
+                        made.append(extra)
+                    os.rename(self.path, keep[0])
+                except OSError:
+                    for path in made:
+                        with contextlib.suppress(OSError):
+                            path.unlink()
+                    raise
             kept = [r for r in self._pending if type(r) is dict and r.get(KIND) == MIRROR]
             self._pending.clear()
             self._pending.extend(kept)
@@ -532,6 +539,23 @@ def replay(
 def segment_path(journal: Path, base: int | None) -> Path:
     """Where a rotated journal whose header has ``base`` is kept for a mirror."""
     return journal.with_name(f".{journal.stem}.seg-{base or 0:08d}{SUFFIX}")
+
+
+def kept_path(journal: Path, base: int | None) -> Path:
+    """Where a rotated journal whose header has ``base`` is kept until the document that
+    holds its records is on disk (see :meth:`JournalWriter.rotate`)."""
+    return journal.with_name(f".{journal.stem}.kept-{base or 0:08d}{SUFFIX}")
+
+
+def kept_journals(journal: Path) -> list[tuple[int, Path]]:
+    """``(base, path)`` of the run's kept journals, oldest first."""
+    found = []
+    for path in journal.parent.glob(f".{journal.stem}.kept-*{SUFFIX}"):
+        try:
+            found.append((int(path.name.rsplit(".kept-", 1)[1][: -len(SUFFIX)]), path))
+        except ValueError:
+            continue
+    return sorted(found)
 
 
 def _segment_base(path: Path) -> int:

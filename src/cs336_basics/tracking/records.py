@@ -16,7 +16,6 @@ History rules (also in the README):
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -214,6 +213,17 @@ class MetricsSnapshot:
         )
 
 
+def import_pandas(what: str) -> Any:
+    """pandas, or an ImportError that says how to install it."""
+    try:
+        import pandas
+    except ImportError as exc:
+        raise ImportError(
+            f"{what} needs pandas: pip install 'cs336-basics[pandas]' (or pip install pandas)"
+        ) from exc
+    return pandas
+
+
 def _finite(values: Any) -> list[float]:
     return [v for v in values if v is not None and not math.isnan(v)]
 
@@ -230,16 +240,22 @@ class ExperimentLog:
     best_val_loss: float | None = None
     final_train_loss: float | None = None
     final_val_loss: float | None = None
-    metrics_history: list[MetricsSnapshot] = field(default_factory=list)
+    metrics_history: _history.History = field(default_factory=lambda: _history.History())
     notes: str = ""
     run_id: str = ""
     status: str = "running"  # running | finished | unfinished (the process died before finish)
-    superseded_history: list[MetricsSnapshot] = field(default_factory=list)
+    superseded_history: _history.History = field(default_factory=lambda: _history.History())
     mirrors: dict[str, Any] = field(default_factory=dict)  # e.g. {"wandb": {"run_id": ...}}
     #: Config changes made by resuming with another config: time, after_iteration,
     #: previous and new values of the keys that changed (oldest first).
     config_changes: list[dict[str, Any]] = field(default_factory=list)
     source: str | None = field(default=None, compare=False)  # file it was loaded from
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Histories are columnar (see .history); a list given or assigned is copied in.
+        if name in _HISTORY_NAMES:
+            value = _history.as_history(value)
+        object.__setattr__(self, name, value)
 
     @property
     def experiment_name(self) -> str:
@@ -252,8 +268,7 @@ class ExperimentLog:
     @property
     def last_iteration(self) -> int | None:
         """The last row's iteration (None without history)."""
-        history = self.metrics_history
-        return history[-1].iteration if history else None
+        return self.metrics_history.last_iteration
 
     @property
     def last_gradient_step(self) -> int | None:
@@ -263,23 +278,18 @@ class ExperimentLog:
 
     def column(self, name: str) -> list[Any]:
         """One field (or extra metric) across the history, ``None`` where absent."""
-        if name in ROW_FIELDS:
-            return [getattr(row, name) for row in self.metrics_history]
-        return [(row.extra or {}).get(name) for row in self.metrics_history]
+        return self.metrics_history.column(name)
 
     @property
     def diverged_at(self) -> int | None:
         """The first iteration whose train or val loss is NaN or infinite, if any."""
-        for row in self.metrics_history:
-            for name in LOSS_FIELDS:
-                value = getattr(row, name)
-                if value is not None and not math.isfinite(value):
-                    return row.iteration
+        row = self.metrics_history.first_nonfinite(LOSS_FIELDS)
+        if row is not None:
+            return row.iteration
         for name in ("final_train_loss", "final_val_loss"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
-                last = self.metrics_history[-1].iteration if self.metrics_history else 0
-                return last
+                return self.metrics_history.last_iteration or 0
         return None
 
     @property
@@ -294,6 +304,16 @@ class ExperimentLog:
             return None
         steps = self.metrics_history[-1].gradient_step
         return int(self.config.batch_size) * int(self.config.context_length) * int(steps)
+
+    def to_pandas(self) -> Any:
+        """The history as a ``pandas.DataFrame``: one row per history row, the guide's
+        eight columns (iteration and gradient_step as int64, the rest float64 with NaN
+        where not measured), then one column per extra metric. Needs pandas (the
+        ``pandas`` extra)."""
+        pandas = import_pandas("ExperimentLog.to_pandas()")
+        history = self.metrics_history
+        names = [*ROW_FIELDS, *[n for n in history.extra_names() if n not in ROW_FIELDS]]
+        return pandas.DataFrame({name: history.to_numpy(name) for name in names})
 
     def compute_summary(
         self, train_loss: float | None = None, val_loss: float | None = None
@@ -316,10 +336,6 @@ class ExperimentLog:
 # Applying records (shared by the live tracker and the journal replay).
 
 
-def _row_index(history: list[MetricsSnapshot], iteration: int) -> int:
-    return bisect.bisect_left(history, iteration, key=lambda r: r.iteration)
-
-
 def apply_metrics(log: ExperimentLog, row: MetricsSnapshot) -> int | None:
     """Add a ``log_metrics`` row. Returns the superseded rows' first gradient step, if any.
 
@@ -327,7 +343,8 @@ def apply_metrics(log: ExperimentLog, row: MetricsSnapshot) -> int | None:
     the last row otherwise: a rollback, see the module docstring.
     """
     history = log.metrics_history
-    if not history or row.iteration > history[-1].iteration:
+    last_iteration = history.last_iteration
+    if last_iteration is None or row.iteration > last_iteration:
         history.append(row)
         return None
     last = history[-1]
@@ -337,9 +354,7 @@ def apply_metrics(log: ExperimentLog, row: MetricsSnapshot) -> int | None:
             row.extra = {**last.extra, **(row.extra or {})}
         history[-1] = row
         return None
-    cut = _row_index(history, row.iteration)
-    superseded = history[cut:]
-    del history[cut:]
+    superseded = history.truncate(history.index_of(row.iteration))
     log.superseded_history.extend(superseded)
     history.append(row)
     return superseded[0].gradient_step if superseded else None
@@ -356,7 +371,12 @@ def apply_eval(
 ) -> MetricsSnapshot:
     """Record an evaluation at ``iteration``: fill that row, or add one in order."""
     history = log.metrics_history
-    index = _row_index(history, iteration)
+    last_iteration = history.last_iteration
+    index = (
+        len(history)
+        if last_iteration is None or iteration > last_iteration
+        else history.index_of(iteration)
+    )
     if index < len(history) and history[index].iteration == iteration:
         row = history[index]
         if val_loss is not None:
@@ -368,6 +388,7 @@ def apply_eval(
                 row.extra = {**(row.extra or {}), "eval_train_loss": train_loss}
         if extra:
             row.extra = {**(row.extra or {}), **extra}
+        history[index] = row
         return row
     row = MetricsSnapshot(
         iteration=iteration,
@@ -377,7 +398,10 @@ def apply_eval(
         val_loss=val_loss,
         extra=dict(extra) if extra else None,
     )
-    history.insert(index, row)
+    if index == len(history):
+        history.append(row)
+    else:
+        history.insert(index, row)
     return row
 
 
@@ -401,9 +425,15 @@ def apply_finish(
 def superseded_step(log: ExperimentLog, iteration: int) -> int | None:
     """The gradient step of the first row a metrics row at ``iteration`` would supersede."""
     history = log.metrics_history
-    if not history or iteration > history[-1].iteration:
+    last_iteration = history.last_iteration
+    if last_iteration is None or iteration > last_iteration:
         return None
     last = history[-1]
     if iteration == last.iteration and not last.has_train_metrics:
         return None
-    return history[_row_index(history, iteration)].gradient_step
+    return history[history.index_of(iteration)].gradient_step
+
+
+_HISTORY_NAMES = frozenset({"metrics_history", "superseded_history"})
+
+from . import history as _history  # noqa: E402  (it builds MetricsSnapshot rows)

@@ -23,7 +23,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,10 @@ from typing import Any
 import orjson
 
 from . import journal as journal_format
-from .codec import decode_log, dumps, encode_log
+from .cache import read_cache, write_cache
+from .codec import decode_log, document_meta, document_parts, document_to_log, dumps
 from .errors import LogFormatError, RunInUseError
+from .history import Chunk, History
 from .records import ExperimentLog
 
 try:
@@ -148,20 +150,27 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
+def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> os.stat_result:
+    """Write ``data`` (bytes, or pieces of them written one after another) to ``path`` so
+    that a crash leaves either the old or the new file; returns the new file's stat."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                for piece in data:
+                    handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
+            written = os.fstat(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     _fsync_dir(path.parent)
+    return written
 
 
 def mirror_state_path(document: Path, name: str) -> Path:
@@ -208,14 +217,18 @@ def _log_problem(problem: str) -> None:
     logger.warning("%s", problem)
 
 
-def load_run(path: Path, on_problem: ProblemHandler = _log_problem) -> tuple[ExperimentLog, int]:
-    """Load a run from its ``.json`` or ``.jsonl`` path; returns the log and its save_id.
+def load_run(
+    path: Path, on_problem: ProblemHandler = _log_problem, cache: bool = True
+) -> tuple[ExperimentLog, int]:
+    """Load a run from its ``.json`` or ``.jsonl`` path; returns the log and its save_id
+    (the newest save its records reach: a document written from this log takes the next).
 
-    The document, then its journal, then the state recorded by any mirror process (which
-    may be newer than both: a mirror goes on after a crash, or after ``finish()``).
+    The document (from its columnar cache when valid; with ``cache`` a missing one is
+    written), then its journals, then the state recorded by any mirror process (which may
+    be newer than all of them: a mirror goes on after a crash, or after ``finish()``).
     """
     path = Path(path)
-    log, save_id = _load_files(path, on_problem)
+    log, save_id = _load_files(path, on_problem, cache)
     document = path.with_suffix(".json")
     for state_file in document.parent.glob(f".{document.stem}.*{_MIRROR_STATE_SUFFIX}"):
         name = state_file.name[len(document.stem) + 2 : -len(_MIRROR_STATE_SUFFIX)]
@@ -225,7 +238,7 @@ def load_run(path: Path, on_problem: ProblemHandler = _log_problem) -> tuple[Exp
     return log, save_id
 
 
-def _load_files(path: Path, on_problem: ProblemHandler) -> tuple[ExperimentLog, int]:
+def _load_files(path: Path, on_problem: ProblemHandler, cache: bool) -> tuple[ExperimentLog, int]:
     if path.suffix == JOURNAL_SUFFIX:
         document, journal = path.with_suffix(".json"), path
     else:
@@ -233,27 +246,103 @@ def _load_files(path: Path, on_problem: ProblemHandler) -> tuple[ExperimentLog, 
     log: ExperimentLog | None = None
     save_id: int | None = None
     if document.exists():
-        try:
-            data = document.read_bytes()
-        except OSError as exc:
-            raise LogFormatError(f"{document}: cannot read ({exc})") from exc
-        log, save_id = decode_log(data, str(document))
-        if log.status == "finished" or not journal.exists():
-            if log.status == "running":
-                log.status = "unfinished"
+        log, save_id = read_document(document, write=cache)
+        if log.status == "finished":
             return log, save_id
-    elif not journal.exists():
-        raise FileNotFoundError(f"no experiment log at {path}")
-    log, problems = journal_format.replay(journal, log, save_id, pid_alive)
-    for problem in problems:
-        on_problem(problem)
+    chain = journal_chain(journal, save_id)
+    if not chain:
+        if log is None:
+            raise FileNotFoundError(f"no experiment log at {path}")
+        if log.status == "running":
+            log.status = "unfinished"
+        return log, save_id or 0
+    expected = save_id
+    reached = save_id or 0  # the newest save the records reach (a rewrite goes past it)
+    for base, part in chain:
+        if log is not None and base != (expected or 0):
+            on_problem(
+                f"{part}: continues save {base} but the run reached save {expected or 0}; "
+                "the records between are missing (skipped)"
+            )
+            break
+        log, problems = journal_format.replay(part, log, expected, pid_alive)
+        for problem in problems:
+            on_problem(problem)
+        expected = base + 1
+        reached = max(reached, base)
     if log is None:
         raise LogFormatError(f"{journal}: empty journal")
     if log.source is None or not document.exists():
         log.source = str(document if document.exists() else journal)
     if not log.run_id:
         log.run_id = document.stem
-    return log, save_id or 0
+    return log, reached
+
+
+def journal_chain(journal: Path, save_id: int | None) -> list[tuple[int, Path]]:
+    """The journal files that continue a document of ``save_id`` (None: no document), in
+    order: the kept journals of saves still being written (or cut short by a crash), then
+    the live journal. ``(base, path)`` each; a kept journal the document holds is left out.
+    """
+    chain = [(b, p) for b, p in journal_format.kept_journals(journal) if b >= (save_id or 0)]
+    header = journal_format.read_header(journal)
+    if header is not None:
+        base = int(header.get("base") or 0)
+        if base >= (save_id or 0) and all(b != base for b, _ in chain):
+            chain.append((base, journal))
+    elif journal.exists() and not chain:
+        chain.append((save_id or 0, journal))  # no readable header: replay reports it
+    return sorted(chain)
+
+
+def read_document(document: Path, write: bool = True) -> tuple[ExperimentLog, int]:
+    """Read a run's document, from its columnar cache when that describes this very file;
+    otherwise parse it (and, with ``write``, leave a cache for the next reader)."""
+    cached = read_cache(document)
+    if cached is not None:
+        meta, metrics, superseded = cached
+        try:
+            log = document_to_log({**meta, "metrics_history": []}, str(document))
+        except LogFormatError:
+            log = None
+        if log is not None:
+            log.metrics_history = History.from_chunks(metrics)
+            log.superseded_history = History.from_chunks(superseded)
+            return log, int(meta.get("save_id") or 0)
+    try:
+        with open(document, "rb") as handle:
+            before = os.fstat(handle.fileno())
+            data = handle.read()
+    except OSError as exc:
+        raise LogFormatError(f"{document}: cannot read ({exc})") from exc
+    log, save_id = decode_log(data, str(document))
+    del data
+    if write:
+        _cache_after_read(document, before, log, save_id)
+    return log, save_id
+
+
+def _cache_after_read(
+    document: Path, before: os.stat_result, log: ExperimentLog, save_id: int
+) -> None:
+    """Cache a document just parsed, unless it changed meanwhile (then the next reader)."""
+    try:
+        now = os.stat(document)
+    except OSError:
+        return
+    if (now.st_size, now.st_mtime_ns, now.st_ino) != (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    ):
+        return
+    write_cache(
+        document,
+        now,
+        document_meta(log, save_id),
+        log.metrics_history.snapshot(),
+        log.superseded_history.snapshot(),
+    )
 
 
 def load_experiment_log(path: Path | str) -> ExperimentLog:
@@ -262,7 +351,21 @@ def load_experiment_log(path: Path | str) -> ExperimentLog:
 
 
 def write_document(path: Path, log: ExperimentLog, save_id: int) -> None:
-    atomic_write(path, encode_log(log, save_id))
+    """Write the run's document atomically (and its columnar cache)."""
+    write_snapshot(
+        path,
+        document_meta(log, save_id),
+        log.metrics_history.snapshot(),
+        log.superseded_history.snapshot(),
+    )
+
+
+def write_snapshot(
+    path: Path, meta: dict[str, Any], metrics: tuple[Chunk, ...], superseded: tuple[Chunk, ...]
+) -> None:
+    """Write a document from a snapshot (see ``History.snapshot``), then its cache."""
+    written = atomic_write(path, document_parts(meta, metrics, superseded))
+    write_cache(path, written, meta, metrics, superseded)
 
 
 def now_iso() -> str:

@@ -23,10 +23,10 @@ from typing import Any
 
 from . import env
 from . import journal as records_out
-from .codec import dumps
+from .codec import document_meta, dumps
 from .deferred import DeferredRows, has_device_values
 from .errors import LogFormatError, RunClosedError
-from .journal import JournalWriter, segment_path
+from .journal import JournalWriter, kept_journals, kept_path, segment_path
 from .mirror_process import MirrorProcess, log_path, snapshot_path
 from .records import (
     ROW_FIELDS,
@@ -38,6 +38,7 @@ from .records import (
     apply_metrics,
     superseded_step,
 )
+from .saver import DocumentSaver, Snapshot
 from .sinks import DEFAULT_QUEUE_SIZE, Sink, SinkDispatcher, make_sink
 from .storage import (
     JOURNAL_SUFFIX,
@@ -47,6 +48,7 @@ from .storage import (
     mirror_state_path,
     now_iso,
     write_document,
+    write_snapshot,
 )
 from .text import format_summary
 from .values import MAX_INDEX, optional_float, to_float, to_int
@@ -159,6 +161,7 @@ class ExperimentTracker:
         self._dispatcher: SinkDispatcher | None = None
         self._mirrors: list[MirrorProcess] = []
         self._journal: JournalWriter | None = None
+        self._saver: DocumentSaver | None = None
         self._journal_base = 0
         self._lock: RunLock | None = None
         self._path: Path | None = None
@@ -226,7 +229,12 @@ class ExperimentTracker:
         self._refresh_mirrors()
         journal = self._journal
         dispatcher = self._dispatcher
+        saver = self._saver
+        save_error = saver.error if saver is not None else None
         return {
+            "save": "failed" if save_error else "writing" if saver and saver.busy else "ok",
+            "save_error": save_error,
+            "last_save_seconds": saver.last_duration if saver is not None else None,
             "journal": "closed" if journal is None else "behind" if journal.error else "ok",
             "journal_error": journal.error if journal is not None else None,
             "journal_backlog": journal.backlog if journal is not None else 0,
@@ -257,6 +265,8 @@ class ExperimentTracker:
             self._path = self.log_dir / f"{stem}.json"
             self._log.source = str(self._path)
             self._journal = self._open_journal(None)
+        assert self._path is not None
+        self._saver = DocumentSaver(self._path, self._saved)
         self._t0 = time.perf_counter()
         self._started = True
         self._accepting = True
@@ -379,6 +389,7 @@ class ExperimentTracker:
         self._save_id = save_id + 1
         write_document(self._path, log, self._save_id)
         self._journal = self._open_journal(self._save_id)
+        self._remove_kept(self._save_id)
         self._dirty = False
 
     def elapsed(self) -> float:
@@ -609,12 +620,16 @@ class ExperimentTracker:
             self._record_mirror(sink.name, state)
         self._dirty = True
 
-    def save(self, path: str | Path | None = None) -> Path | None:
+    def save(self, path: str | Path | None = None, *, wait: bool = False) -> Path | None:
         """Write the JSON document atomically; returns its path.
 
-        Without ``path`` it (re)writes the run's own file and starts a fresh journal; after
-        ``finish()`` the journal is removed, the document being complete. With ``path`` it
-        writes a copy there and leaves the run's files alone.
+        During the run the document is written by a background thread: ``save()`` takes a
+        snapshot (milliseconds, however long the run), starts a fresh journal and returns.
+        Until the write is done, loading the run reads the previous document and the
+        journals, so nothing is missing; ``wait=True`` returns once the document is on disk
+        (and raises ``OSError`` if it could not be written). After ``finish()`` the save is
+        synchronous and the journal is removed, the document being complete. With ``path``
+        it writes a copy there (synchronously) and leaves the run's files alone.
         """
         if not self.enabled:
             return None
@@ -629,30 +644,102 @@ class ExperimentTracker:
             write_document(target, self._log, self._save_id)
             return target
         assert self._path is not None
-        if not self._dirty and (self._finished or not self._mirrors):
+        failed = self._saver is not None and self._saver.error is not None
+        if not self._dirty and not failed and (self._finished or not self._mirrors):
+            if wait:
+                self._wait_saved()
             return self._path  # (while mirrors run, a save also records their progress)
         self._refresh_mirrors()
+        if self._finished:
+            self._final_save()
+            return self._path
+        save_id = self._save_id + 1
+        snapshot = Snapshot(
+            save_id,
+            document_meta(self._log, save_id),
+            self._log.metrics_history.snapshot(),
+            self._log.superseded_history.snapshot(),
+        )
+        journal = self._journal
+        assert journal is not None and self._saver is not None
+        segment = self._mirror_segment()
+        try:
+            journal.rotate(
+                self._header(save_id), keep=[kept_path(journal.path, self._journal_base), *segment]
+            )
+        except OSError as exc:
+            # The old journal cannot be kept: write the document here and now instead.
+            logger.warning("save(): keeping the journal failed (%s); saving in the foreground", exc)
+            self._saver.wait()  # an older snapshot must not land after this one
+            write_snapshot(self._path, snapshot.meta, snapshot.metrics, snapshot.superseded)
+            self._saver.wrote(save_id)
+            self._rotate_after_foreground_save(journal, save_id, segment)
+        else:
+            self._saver.submit(snapshot)
+        self._save_id = save_id
+        self._journal_base = save_id
+        self._dirty = False
+        if wait:
+            self._wait_saved()
+        return self._path
+
+    def _mirror_segment(self) -> list[Path]:
+        """Where the journal goes for a live mirror when rotated (none without one)."""
+        journal = self._journal
+        if journal is None or not any(m.alive for m in self._mirrors):
+            return []
+        return [segment_path(journal.path, self._journal_base)]
+
+    def _rotate_after_foreground_save(
+        self, journal: JournalWriter, save_id: int, segment: list[Path]
+    ) -> None:
+        try:
+            journal.rotate(self._header(save_id), keep=segment)
+        except OSError as exc:
+            logger.error(
+                "journal %s: could not keep the rotated journal for the mirror (%s); the "
+                "mirror will miss rows and be marked incomplete",
+                journal.path,
+                exc,
+            )
+            journal.rotate(self._header(save_id))
+
+    def _wait_saved(self) -> None:
+        saver = self._saver
+        if saver is None:
+            return
+        saver.wait()
+        if saver.error is not None:
+            raise OSError(f"save(): the document could not be written: {saver.error}")
+
+    def _saved(self, save_id: int) -> None:
+        """The saver wrote document ``save_id`` (its thread): drop the journals it holds."""
+        self._remove_kept(save_id)
+
+    def _remove_kept(self, below: int | None = None) -> None:
+        """Remove the kept journals whose records the document on disk holds."""
+        assert self._path is not None
+        for base, kept in kept_journals(self._path.with_suffix(JOURNAL_SUFFIX)):
+            if below is None or base < below:
+                with contextlib.suppress(OSError):
+                    kept.unlink()
+
+    def _final_save(self) -> None:
+        """The save after ``finish()``: synchronous; the journals go, the document is all."""
+        assert self._path is not None
+        if self._saver is not None:
+            self._saver.close()
         write_document(self._path, self._log, self._save_id + 1)
         self._save_id += 1
         self._dirty = False
         journal = self._journal
         if journal is not None:
-            # A live mirror still reads the journal: hand it over as a segment.
-            keep = (
-                segment_path(journal.path, self._journal_base)
-                if any(m.alive for m in self._mirrors)
-                else None
-            )
-            if self._finished:
-                journal.close(delete=True, keep_as=keep)
-                self._journal = None
-            else:
-                journal.rotate(self._header(self._save_id), keep_as=keep)
-                self._journal_base = self._save_id
-        if self._finished:
-            self._remove_mirror_files()
-            self._release()
-        return self._path
+            segment = self._mirror_segment()
+            journal.close(delete=True, keep_as=segment[0] if segment else None)
+            self._journal = None
+        self._remove_kept()
+        self._remove_mirror_files()
+        self._release()
 
     def _remove_mirror_files(self) -> None:
         """After the final save: the files of mirrors that ended (the document has their
@@ -703,6 +790,12 @@ class ExperimentTracker:
         except Exception as exc:
             logger.error("close(): reading logged device tensors failed: %s", exc)
         self._close_sinks(timeout=10.0)
+        if self._saver is not None and not self._saver.close(timeout=60.0):
+            logger.warning(
+                "close(): the background save of %s is still running after 60 s; the "
+                "journals keep everything it would hold",
+                self._path,
+            )
         if self._journal is not None:
             self._journal.append(records_out.closed_record())  # not a live run any more
             self._journal.close()

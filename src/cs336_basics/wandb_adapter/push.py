@@ -97,7 +97,7 @@ def push_run(
         rows = sink.take_backlog()
     else:
         sink.run_id = new_run_id()
-        rows = log.metrics_history
+        rows = list(log.metrics_history)
     sink.start(log)
     try:
         sink.replay(progress(rows, len(rows), "Pushing rows", enabled=show_progress))
