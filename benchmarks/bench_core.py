@@ -197,8 +197,17 @@ if mode == "stall":
     tracker.start()
     fill(tracker, 0, n)
     tracker.save(wait=True)
-    out = {"background": [], "foreground": [], "write": [], "slowest_log": []}
+    out = {"background": [], "foreground": [], "write": [], "step_bg": [], "step_idle": []}
     done = n
+
+    def step():  # one training step: log a row, then wait 1 ms as for the GPU
+        global done
+        b = time.perf_counter()
+        tracker.log_metrics(done, 3.0, 1e-3, 1e5, 2.0)
+        done += 1
+        time.sleep(0.001)
+        return time.perf_counter() - b - 0.001  # the step's overhead (GIL waits included)
+
     for _ in range(repeats):
         for how in random.sample(["background", "foreground"], 2):
             fill(tracker, done, 1000)
@@ -208,15 +217,13 @@ if mode == "stall":
                 a = time.perf_counter()
                 tracker.save()
                 out["background"].append(time.perf_counter() - a)
-                slowest, saver = 0.0, tracker._saver
-                while saver.busy:  # keep logging while the document is written
-                    b = time.perf_counter()
-                    tracker.log_metrics(done, 3.0, 1e-3, 1e5, 2.0)
-                    slowest = max(slowest, time.perf_counter() - b)
-                    done += 1
-                    time.sleep(0.001)  # a training step's GPU wait
-                out["slowest_log"].append(slowest)
+                saver, steps = tracker._saver, 0
+                while saver.busy:  # training goes on while the document is written
+                    out["step_bg"].append(step())
+                    steps += 1
                 out["write"].append(saver.last_duration)
+                for _ in range(max(steps, 50)):  # the same steps with no save under way
+                    out["step_idle"].append(step())
             else:
                 a = time.perf_counter()
                 write_document(where / "copy.json", tracker._log, 1)
@@ -247,7 +254,7 @@ elif mode == "load":
     path, how = where, sys.argv[4]
     gc.collect(); before, top = rss(), peak()
     a = time.perf_counter()
-    log, _ = load_run(path, cache=False) if how == "parse" else load_run(path)
+    log, _ = load_run(path)  # (parse: run with CS336_NO_CACHE=1)
     last = log.metrics_history[-1].iteration
     t = time.perf_counter() - a
     gc.collect()
@@ -256,8 +263,9 @@ elif mode == "load":
 """
 
 
-def _child(*args: object) -> dict:
-    out = subprocess.check_output([sys.executable, "-c", WEEK_CHILD, *map(str, args)])
+def _child(*args: object, no_cache: bool = False) -> dict:
+    environ = {**os.environ, "CS336_NO_CACHE": "1" if no_cache else "0"}
+    out = subprocess.check_output([sys.executable, "-c", WEEK_CHILD, *map(str, args)], env=environ)
     return json.loads(out.splitlines()[-1])
 
 
@@ -268,16 +276,27 @@ def _med(values: list[float]) -> float:
 def bench_stall(rows: list[int], repeats: int, tmp: Path) -> None:
     print(f"\nsave stall on the training thread ({repeats} paired repeats, random order)")
     print(
+        "  save(): the call on the training thread; foreground: writing the document there "
+        "(every save before);\n  step overhead: a logged step with a 1 ms GPU wait, beyond "
+        "the 1 ms, while the background write runs / with no save (p99 and max, ms)"
+    )
+    print(
         f"{'rows':>9}{'save() ms':>11}{'foreground ms':>15}{'ratio':>8}"
-        f"{'bg write s':>12}{'slowest log ms':>16}"
+        f"{'bg write s':>12}{'step p99/max during':>21}{'step p99/max idle':>19}"
     )
     for n in rows:
         out = _child("stall", n, tmp / f"stall{n}", repeats)
         bg, fg = _med(out["background"]), _med(out["foreground"])
+        during, idle = sorted(out["step_bg"]), sorted(out["step_idle"])
+
+        def p99_max(values: list[float]) -> str:
+            return f"{values[int(len(values) * 0.99)] * 1e3:.2f}/{values[-1] * 1e3:.2f}"
+
         print(
             f"{n:>9}{bg * 1e3:>11.2f}{fg * 1e3:>15.1f}{fg / bg:>7.0f}x"
-            f"{_med(out['write']):>12.2f}{max(out['slowest_log']) * 1e3:>16.2f}"
+            f"{_med(out['write']):>12.2f}{p99_max(during):>21}{p99_max(idle):>19}"
         )
+        shutil.rmtree(tmp / f"stall{n}")
 
 
 def bench_memory(rows: list[int], tmp: Path) -> None:
@@ -286,6 +305,7 @@ def bench_memory(rows: list[int], tmp: Path) -> None:
     for n in rows:
         ours = _child("memory", n, tmp / f"mem{n}", "tracker")["mb"]
         objects = _child("memory", n, tmp, "objects")["mb"]
+        shutil.rmtree(tmp / f"mem{n}")
         print(f"{n:>9}{ours:>12.0f}{objects:>16.0f}{objects / ours:>7.1f}x{ours * 1e6 / n:>8.0f}")
 
 
@@ -300,7 +320,7 @@ def bench_load(rows: list[int], repeats: int, tmp: Path) -> None:
         times: dict[str, list[dict]] = {"cache": [], "parse": []}
         for _ in range(repeats):
             for how in random.sample(["cache", "parse"], 2):
-                times[how].append(_child("load", n, path, how))
+                times[how].append(_child("load", n, path, how, no_cache=how == "parse"))
         c = {k: _med([r[k] for r in times["cache"]]) for k in ("s", "mb")}
         p = {k: _med([r[k] for r in times["parse"]]) for k in ("s", "mb", "peak_mb")}
         print(

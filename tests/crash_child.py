@@ -43,9 +43,9 @@ elif mode == "bgsave":
 
     real_encode = codec.encode_chunk
 
-    def slow_encode(chunk):
-        time.sleep(0.05)
-        return real_encode(chunk)
+    def slow_encode(chunk, pause=None):
+        time.sleep(0.2)
+        return real_encode(chunk, pause)
 
     codec.encode_chunk = slow_encode
     i = 0

@@ -85,7 +85,8 @@ def _reference_metrics(rows: list[MetricsSnapshot], superseded: list, row: Metri
 def _reference_eval(rows: list[MetricsSnapshot], iteration: int, val: float, extra):
     for row in rows:
         if row.iteration == iteration:
-            row.val_loss = val
+            if val is not None:
+                row.val_loss = val
             if extra:
                 row.extra = {**(row.extra or {}), **extra}
             return
@@ -204,9 +205,9 @@ def _slow_chunks(monkeypatch, gate: threading.Event) -> None:
     """Hold every background document write until ``gate`` is set."""
     real = codec.encode_chunk
 
-    def held(chunk):
+    def held(chunk, pause=None):
         gate.wait(10)
-        return real(chunk)
+        return real(chunk, pause)
 
     monkeypatch.setattr(codec, "encode_chunk", held)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields as dataclass_fields
 from itertools import chain, repeat, starmap
@@ -116,15 +116,26 @@ def document_meta(log: ExperimentLog, save_id: int) -> dict[str, Any]:
     return doc
 
 
-def encode_chunk(chunk: Chunk) -> bytes:
-    """A chunk's rows as the document writes them, comma-separated, without brackets."""
-    columns: list[Iterable[Any]] = [chunk.column(i, marked=True) for i in range(len(ROW_FIELDS))]
-    columns.append(chunk.extra_dicts(marked=True))
-    rows = list(map(dict, map(zip, repeat(_ROW_KEYS), zip(*columns, strict=False))))
-    return dumps(rows)[1:-1]
+#: Rows encoded between two pauses of a background writer (about a millisecond of work).
+_PIECE_ROWS = 1024
 
 
-def _history_parts(chunks: Iterable[Chunk]) -> Iterator[bytes]:
+def encode_chunk(chunk: Chunk, pause: Callable[[], None] | None = None) -> bytes:
+    """A chunk's rows as the document writes them, comma-separated, without brackets;
+    ``pause`` runs after each piece of :data:`_PIECE_ROWS` rows."""
+    columns: list[Any] = [chunk.column(i, marked=True) for i in range(len(ROW_FIELDS))]
+    columns.append(list(chunk.extra_dicts(marked=True)))
+    pieces = []
+    for start in range(0, chunk.n, _PIECE_ROWS):
+        part = [column[start : start + _PIECE_ROWS] for column in columns]
+        rows = list(map(dict, map(zip, repeat(_ROW_KEYS), zip(*part, strict=False))))
+        pieces.append(dumps(rows)[1:-1])
+        if pause is not None:
+            pause()
+    return b",".join(pieces)
+
+
+def _history_parts(chunks: Iterable[Chunk], pause: Callable[[], None]) -> Iterator[bytes]:
     yield b"["
     first = True
     for chunk in chunks:
@@ -133,29 +144,37 @@ def _history_parts(chunks: Iterable[Chunk]) -> Iterator[bytes]:
         if not first:
             yield b","
         first = False
-        yield encode_chunk(chunk)
+        yield encode_chunk(chunk, pause)
     yield b"]"
 
 
+def _no_pause() -> None:
+    pass
+
+
 def document_parts(
-    meta: dict[str, Any], metrics: Iterable[Chunk], superseded: Iterable[Chunk]
+    meta: dict[str, Any],
+    metrics: Iterable[Chunk],
+    superseded: Iterable[Chunk],
+    pause: Callable[[], None] = _no_pause,
 ) -> Iterator[bytes]:
     """The document in pieces (one per chunk of rows), for a writer that streams it to a
-    file: ``meta`` from :func:`document_meta`, the histories as chunks."""
+    file: ``meta`` from :func:`document_meta`, the histories as chunks. ``pause`` runs
+    after each chunk (a background writer lets other threads run there)."""
     head = {k: meta[k] for k in _HEAD_KEYS if k in meta}
     rest = {k: v for k, v in meta.items() if k not in head}
     yield dumps(head)[:-1] + b',"metrics_history":'
-    yield from _history_parts(metrics)
+    yield from _history_parts(metrics, pause)
     yield b"," + dumps(rest)[1:-1] + b',"superseded_history":'
-    yield from _history_parts(superseded)
+    yield from _history_parts(superseded, pause)
     yield b"}"
 
 
 def encode_log(log: ExperimentLog, save_id: int = 0) -> bytes:
     """The run as strict JSON bytes (the guide's document)."""
     meta = document_meta(log, save_id)
-    metrics = log.metrics_history.snapshot()
-    superseded = log.superseded_history.snapshot()
+    metrics = log.metrics_history.snapshot().chunks()
+    superseded = log.superseded_history.snapshot().chunks()
     return b"".join(document_parts(meta, metrics, superseded))
 
 

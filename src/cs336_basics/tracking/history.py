@@ -10,12 +10,13 @@ it, slice it, iterate it, compare it with a list). Inside, rows live in two plac
   loop's appends cost a list append. Once the tail holds ``2 * CHUNK_ROWS`` rows its oldest
   ``CHUNK_ROWS`` become a chunk, on the caller's thread: about 3 ms every 4096 rows, 0.6 µs
   a row (a background thread was tried: on a loop that holds the GIL it was slower).
+  Rows in the tail are never changed in place (a change replaces the row object).
 
 A week of rows logged every step (6M rows) costs about 40 bytes a row instead of the 340 of
 row objects. Chunks never change: a change to a row inside one (an eval for an old
 iteration, a restart from an older checkpoint) builds a new chunk, so :meth:`snapshot`
-hands the background saver the current chunks in O(1) and the training thread goes on
-logging while the document is written.
+hands the background saver the chunks and the tail's row objects in microseconds and the
+training thread goes on logging while the document is written.
 
 Rows read from a chunk are new objects: changing one does not change the history (use
 ``history[i] = row``). A value stored as ``int`` reads back as ``int``; NaN and infinities
@@ -276,6 +277,29 @@ class Chunk:
         return sum(c.nbytes for c in columns)
 
 
+class HistorySnapshot:
+    """A history at one moment (see :meth:`History.snapshot`)."""
+
+    __slots__ = ("frozen", "rows")
+
+    def __init__(self, frozen: tuple[Chunk, ...], rows: tuple[MetricsSnapshot, ...]) -> None:
+        self.frozen = frozen
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return sum(chunk.n for chunk in self.frozen) + len(self.rows)
+
+    def chunks(self) -> tuple[Chunk, ...]:
+        """All of it as chunks (the tail's rows become one; run it off the training
+        thread: about 0.6 us a row)."""
+        if not self.rows:
+            return self.frozen
+        chunk = Chunk.from_rows(self.rows)
+        if chunk is None:
+            raise ValueError("a history row holds a value that is not a number")
+        return (*self.frozen, chunk)
+
+
 class History(Sequence[MetricsSnapshot]):
     """The rows of a run (see the module docstring). Build one from rows or leave it empty.
 
@@ -320,37 +344,22 @@ class History(Sequence[MetricsSnapshot]):
         return self._ends[-1] if self._ends else 0
 
     def _freeze(self, count: int) -> None:
-        """Turn the tail's first ``count`` rows into a chunk (merged into a small last chunk);
-        nothing while one of them holds a tensor not read yet."""
-        rows: list[MetricsSnapshot] = self._tail[:count]
-        merge = (
-            bool(self._chunks)
-            and self._chunks[-1].n + count <= _FREEZE_AT
-            and (self._chunks[-1].n < CHUNK_ROWS)
-        )
-        if merge:
-            rows = self._chunks[-1].rows() + rows
-        chunk = Chunk.from_rows(rows)
-        if chunk is None:  # a tensor not read yet: try again a little later
+        """Turn the tail's first ``count`` rows into a chunk; nothing while one of them
+        holds a tensor not read yet (then again a little later)."""
+        chunk = Chunk.from_rows(self._tail[:count])
+        if chunk is None:
             self._freeze_at = len(self._tail) + 256
             return
         self._freeze_at = _FREEZE_AT
-        if merge:
-            self._chunks[-1] = chunk
-            self._ends[-1] += count
-        else:
-            self._chunks.append(chunk)
-            self._ends.append(self._frozen + count)
+        self._chunks.append(chunk)
+        self._ends.append(self._frozen + count)
         del self._tail[:count]
 
-    def snapshot(self) -> tuple[Chunk, ...]:
-        """The history as immutable chunks (the tail is frozen first): what a background
-        save writes while logging goes on. Rows must hold plain numbers by then."""
-        if self._tail:
-            self._freeze(len(self._tail))
-        if self._tail:
-            raise ValueError("snapshot(): rows still hold values that are not numbers")
-        return tuple(self._chunks)
+    def snapshot(self) -> HistorySnapshot:
+        """The history as it is now, for a save that writes it while logging goes on: the
+        immutable chunks and the tail's row objects (tens of microseconds; rows in the
+        tail are replaced, never changed in place, once logged and read)."""
+        return HistorySnapshot(tuple(self._chunks), tuple(self._tail))
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:

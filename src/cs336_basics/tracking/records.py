@@ -17,6 +17,7 @@ History rules (also in the README):
 from __future__ import annotations
 
 import math
+from copy import copy
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -378,7 +379,7 @@ def apply_eval(
         else history.index_of(iteration)
     )
     if index < len(history) and history[index].iteration == iteration:
-        row = history[index]
+        row = copy(history[index])  # never changed in place: a save may be writing it
         if val_loss is not None:
             row.val_loss = val_loss
         if train_loss is not None:

@@ -340,8 +340,8 @@ def _cache_after_read(
         document,
         now,
         document_meta(log, save_id),
-        log.metrics_history.snapshot(),
-        log.superseded_history.snapshot(),
+        log.metrics_history.snapshot().chunks(),
+        log.superseded_history.snapshot().chunks(),
     )
 
 
@@ -355,16 +355,22 @@ def write_document(path: Path, log: ExperimentLog, save_id: int) -> None:
     write_snapshot(
         path,
         document_meta(log, save_id),
-        log.metrics_history.snapshot(),
-        log.superseded_history.snapshot(),
+        log.metrics_history.snapshot().chunks(),
+        log.superseded_history.snapshot().chunks(),
     )
 
 
 def write_snapshot(
-    path: Path, meta: dict[str, Any], metrics: tuple[Chunk, ...], superseded: tuple[Chunk, ...]
+    path: Path,
+    meta: dict[str, Any],
+    metrics: tuple[Chunk, ...],
+    superseded: tuple[Chunk, ...],
+    pause: Callable[[], None] | None = None,
 ) -> None:
-    """Write a document from a snapshot (see ``History.snapshot``), then its cache."""
-    written = atomic_write(path, document_parts(meta, metrics, superseded))
+    """Write a document from the histories' chunks, then its cache (``pause``: see
+    ``codec.document_parts``)."""
+    parts = document_parts(meta, metrics, superseded, *([pause] if pause else []))
+    written = atomic_write(path, parts)
     write_cache(path, written, meta, metrics, superseded)
 
 

@@ -671,7 +671,8 @@ class ExperimentTracker:
             # The old journal cannot be kept: write the document here and now instead.
             logger.warning("save(): keeping the journal failed (%s); saving in the foreground", exc)
             self._saver.wait()  # an older snapshot must not land after this one
-            write_snapshot(self._path, snapshot.meta, snapshot.metrics, snapshot.superseded)
+            metrics, superseded = snapshot.metrics.chunks(), snapshot.superseded.chunks()
+            write_snapshot(self._path, snapshot.meta, metrics, superseded)
             self._saver.wrote(save_id)
             self._rotate_after_foreground_save(journal, save_id, segment)
         else:
