@@ -5,8 +5,9 @@
 Two log dirs, written once by a real tracker (kept in ``--data`` for later runs): 20 runs x
 100k rows, and one run of 1M rows. Each repetition runs both modes in random order; a mode
 starts ``cs336-exp serve`` in a fresh process, waits until every run is loaded (``ready``),
-opens the page in a fresh tab and reads when the first chart was drawn (``first chart``,
-from navigation start, as the page records it in ``window.__dash``), then opens it again
+opens the page in a fresh tab and reads when the first chart was drawn (``first chart``:
+the curves on a canvas, before plotly has loaded; ``interactive``: the plotly chart; both
+from navigation start, as the page records them in ``window.__dash``), then opens it again
 (``again``: the server's thinned curves are cached). The server's memory is read from
 ``/proc`` (VmRSS now, VmHWM its peak; the loading worker processes apart). Then live latency:
 rows logged by a live tracker, timed from ``log_metrics`` to the point drawn on the page.
@@ -87,8 +88,12 @@ def one(driver, folder: Path) -> dict[str, float]:
         for name in ("first", "again"):
             driver.get("about:blank")
             driver.get(url)
-            wait_for(driver, "window.__dash.firstChartMs", 60)
-            out[name] = driver.execute_script("return window.__dash.firstChartMs") / 1000
+            wait_for(driver, "window.__dash.interactiveMs", 60)
+            first, interactive = driver.execute_script(
+                "return [window.__dash.firstChartMs, window.__dash.interactiveMs]"
+            )
+            out[name] = first / 1000
+            out[name + "_interactive"] = interactive / 1000
         out.update(memory(proc.pid))
         return out
     finally:
@@ -150,7 +155,8 @@ def main() -> None:
         gain = statistics.median(r["again"] - r["first"] for r in rows)
         print(
             f"  {mode}: server ready {med['ready']:.2f} s | first chart {med['first']:.2f} s "
-            f"| again {med['again']:.2f} s (paired again-first {gain:+.2f} s) "
+            f"(interactive {med['first_interactive']:.2f} s) | again {med['again']:.2f} s "
+            f"(interactive {med['again_interactive']:.2f} s; paired again-first {gain:+.2f} s) "
             f"| server RSS {med['VmRSS']:.0f} MB, peak {med['VmHWM']:.0f} MB"
         )
     latency.sort()

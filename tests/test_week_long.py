@@ -456,3 +456,15 @@ def test_to_pandas_without_pandas_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r"cs336-basics\[pandas\]"):
         ExperimentLog(config=ExperimentConfig()).to_pandas()
+
+
+def test_a_log_loaded_from_its_cache_pickles_and_copies(tmp_path):
+    import copy
+    import pickle
+
+    path = _finished_run(tmp_path, rows=500)
+    log = load_experiment_log(path)
+    assert isinstance(log.metrics_history._chunks[0].fields[2].values, memoryview)
+    for clone in (pickle.loads(pickle.dumps(log)), copy.deepcopy(log)):
+        assert _same(list(clone.metrics_history), list(log.metrics_history))
+        assert clone.metrics_history.column("grad_norm") == log.metrics_history.column("grad_norm")

@@ -201,23 +201,16 @@ def from_log(log: ExperimentLog, save_id: int) -> RunData:
         },
         tokens_per_step=_tokens_per_step(config.to_dict()),
     )
-    history = log.metrics_history
+    history = log.metrics_history  # columnar: read column by column, no row objects
     for name in AXES:
-        data.axes[name] = array("d", [float(getattr(r, name)) for r in history])
-    for name in ROW_METRICS:
-        values = [getattr(r, name) for r in history]
-        present = [k for k, v in enumerate(values) if v is not None]
+        data.axes[name] = array("d", history.column(name))
+    names = [*ROW_METRICS, *(n for n in history.extra_names() if n not in ROW_METRICS)]
+    for name in names:
+        values = history.column(name)
+        present = [k for k, v in enumerate(values) if isinstance(v, (int, float))]
+        present = [k for k in present if not isinstance(values[k], bool)]
         if present:
             data.metrics[name] = _column([float(values[k]) for k in present], present, len(values))
-    extras: dict[str, tuple[list[int], list[float]]] = {}
-    for k, row in enumerate(history):
-        for name, value in (row.extra or {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                rows, values = extras.setdefault(name, ([], []))
-                rows.append(k)
-                values.append(float(value))
-    for name, (rows, values) in extras.items():
-        data.metrics.setdefault(name, _column(values, rows, len(history)))
     return data
 
 

@@ -393,13 +393,9 @@ def _fast_chunk(rows: list[Any]) -> Chunk | None:
     columns: list[Column | None] = []
     try:
         for _name, get, allowed in _fast_chunk_fields:
-            values = list(map(get, rows))
-            column = _fast_column(values, allowed)
-            if column is False:
-                return None
-            columns.append(column)
+            columns.append(_fast_column(list(map(get, rows)), allowed))
         extras_of_rows = list(map(_get_extra, rows))
-    except KeyError:  # a key of its own instead of one of ours
+    except (KeyError, _NotFast):  # a key of its own instead of one of ours, a bad value
         return None
     extras: dict[str, Column] = {}
     kinds = _types(extras_of_rows)

@@ -83,6 +83,20 @@ class Column:
         self.step = step
         self.nonfinite = nonfinite
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A column mapped from a cache file is a memoryview: pickled (and deep-copied) as
+        # the array it views.
+        state = {name: getattr(self, name) for name in self.__slots__}
+        for name in ("values", "index"):
+            view = state[name]
+            if isinstance(view, memoryview):
+                state[name] = array(view.format, view.tobytes())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
     @classmethod
     def build(cls, values: list[Any], kinds: set[type] | None = None) -> Column | None:
         """The column of ``values`` (one per row, ``None`` = no value); None when empty.
