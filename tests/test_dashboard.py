@@ -283,7 +283,11 @@ def test_page_lists_runs_and_shows_a_live_row_within_a_second(tmp_path, browser)
     live = tracker.run_id
     with served(tmp_path) as server:
         browser.get(server.url)
-        wait_for(browser, "Object.keys(window.__dash.runs).length === 4")
+        wait_for(  # (the page lists runs still loading first, by id)
+            browser,
+            "Object.keys(window.__dash.runs).length === 4 && "
+            "Object.values(window.__dash.runs).every(r => r.status !== 'loading')",
+        )
         statuses = browser.execute_script(
             "return Object.fromEntries(Object.values(window.__dash.runs).map("
             "r => [r.name, r.status]))"
@@ -357,8 +361,16 @@ def test_a_million_row_run_loads_and_redraws_quickly(tmp_path, browser):
         step()
     tracker.finish()
     with served(tmp_path) as server:
+        wait_until(lambda: get(server, "/api/runs")[1]["runs"][0].get("rows"), 60)
         browser.get(server.url)
         wait_for(browser, "window.__dash.charts.loss && window.__dash.charts.loss.series === 1", 60)
+        # The curves were drawn on a canvas first, while plotly loaded; then plotly's chart
+        # took the canvas's place.
+        first, interactive, previews, canvases = browser.execute_script(
+            "const d = window.__dash; return [d.firstChartMs, d.interactiveMs, d.previews, "
+            "document.querySelectorAll('canvas.preview').length]"
+        )
+        assert previews >= 1 and first < interactive and canvases == 0
         points = browser.execute_script("return window.__dash.charts.loss.points")
         assert 100 < list(points.values())[0] <= 4000  # thinned on the server
         # Zoom in by relayout (what a drag does): the server thins the range; then reset.

@@ -1,5 +1,6 @@
 // cs336-exp serve: the page. Runs table + one chart per metric group, drawn with plotly
-// (served from the installed plotly wheel, loaded after this script). The server thins
+// (served from the installed plotly wheel, loaded by this script once the first curves are
+// drawn on a canvas). The server thins
 // every curve (min and max per bin); the page asks again for the visible x-range after a
 // zoom and for the runs that changed after each live event. Its state is in window.__dash
 // for tests.
@@ -23,7 +24,8 @@ const S = {
   x: "gradient_step", smoothing: 0.6, logy: false, outliers: false, metricFilter: "",
   runFilter: null, sort: { key: "start_time", dir: 1 }, charts: new Map(),
 };
-const dash = window.__dash = { ready: false, runs: {}, charts: {}, draws: 0, firstChartMs: null,
+const dash = window.__dash = { ready: false, runs: {}, charts: {}, draws: 0, previews: 0,
+  firstChartMs: null, interactiveMs: null,
   lastDrawMs: null, errors: [], x: S.x, smoothing: S.smoothing, events: 0 };
 const $ = (id) => document.getElementById(id);
 
@@ -269,8 +271,76 @@ function quantile(sorted, q) {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.floor(q * (sorted.length - 1))))];
 }
 
+// Until plotly has loaded (compiling it is most of a fresh page's time), the curves that
+// came are drawn on a canvas: same data, colours and axes, not interactive. The chart
+// replaces it as soon as plotly runs.
+function drawPreview(chart) {
+  const lines = [];
+  for (const r of shownRuns()) {
+    for (const m of metricsOf(chart.key)) {
+      const s = chart.data.get(`${r.id}|${m}`);
+      if (s) lines.push({ x: s.s ? s.sx : s.x, y: s.s ? s.s : s.y, colour: colour(r.id), dash: m === "val_loss" });
+    }
+  }
+  if (!lines.length) return;
+  const div = chart.div;
+  let canvas = div.querySelector("canvas.preview");
+  if (!canvas) {
+    canvas = document.createElement("canvas");
+    canvas.className = "preview";
+    div.appendChild(canvas);
+  }
+  const w = plotWidth(div), h = div.clientHeight || 320, ratio = window.devicePixelRatio || 1;
+  canvas.width = w * ratio; canvas.height = h * ratio;
+  canvas.style.width = `${w}px`; canvas.style.height = `${h}px`;
+  const g = canvas.getContext("2d");
+  g.scale(ratio, ratio);
+  const ty = (v) => (S.logy ? (v > 0 ? Math.log10(v) : NaN) : v);
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  for (const l of lines) {
+    for (let i = 0; i < l.x.length; i++) {
+      const y = ty(l.y[i]);
+      if (!Number.isFinite(y) || !Number.isFinite(l.x[i])) continue;
+      if (l.x[i] < x0) x0 = l.x[i]; if (l.x[i] > x1) x1 = l.x[i];
+      if (y < y0) y0 = y; if (y > y1) y1 = y;
+    }
+  }
+  if (!(x1 >= x0) || !(y1 >= y0)) return;
+  if (x1 === x0) x1 = x0 + 1;
+  if (y1 - y0 <= 1e-9 * Math.max(Math.abs(y1), 1e-300)) { const p = Math.abs(y1) * 0.05 || 1; y0 -= p; y1 += p; }
+  const L = 56, R = w - 12, T = 8, B = h - 40;
+  const px = (v) => L + (v - x0) / (x1 - x0) * (R - L), py = (v) => B - (v - y0) / (y1 - y0) * (B - T);
+  g.font = "11px sans-serif"; g.fillStyle = "#444"; g.strokeStyle = "#eee"; g.lineWidth = 1;
+  for (let k = 0; k <= 4; k++) {
+    const xv = x0 + (x1 - x0) * k / 4, yv = y0 + (y1 - y0) * k / 4;
+    g.beginPath(); g.moveTo(px(xv), T); g.lineTo(px(xv), B); g.moveTo(L, py(yv)); g.lineTo(R, py(yv)); g.stroke();
+    g.textAlign = "center"; g.fillText(fmt(Number(xv.toPrecision(3))), px(xv), B + 14);
+    g.textAlign = "right"; g.fillText(fmt(S.logy ? 10 ** yv : Number(yv.toPrecision(3))), L - 4, py(yv) + 4);
+  }
+  g.textAlign = "center"; g.fillText(X_TITLES[S.x], (L + R) / 2, h - 6);
+  g.save(); g.beginPath(); g.rect(L, T, R - L, B - T); g.clip();
+  for (const l of lines) {
+    g.strokeStyle = l.colour; g.lineWidth = 1.5; g.setLineDash(l.dash ? [5, 4] : []);
+    g.beginPath();
+    let pen = false;
+    for (let i = 0; i < l.x.length; i++) {
+      const y = ty(l.y[i]);
+      if (!Number.isFinite(y)) { pen = false; continue; }
+      if (pen) g.lineTo(px(l.x[i]), py(y)); else g.moveTo(px(l.x[i]), py(y));
+      pen = true;
+    }
+    g.stroke();
+  }
+  g.restore();
+  if (dash.firstChartMs === null) dash.firstChartMs = performance.now();
+  dash.previews += 1;
+  setTimeout(loadPlotly, 0);  // after this frame is painted
+}
+
 function draw(chart) {
-  if (typeof Plotly === "undefined") { waiting.add(chart); return; }
+  if (typeof Plotly === "undefined") { waiting.add(chart); drawPreview(chart); return; }
+  const preview = chart.div.querySelector("canvas.preview");
+  if (preview) preview.remove();
   const t0 = performance.now();
   const traces = [];
   const info = { series: 0, points: {}, smoothed: {}, lastX: {}, diverged: [] };
@@ -345,6 +415,7 @@ function draw(chart) {
   dash.draws += 1;
   dash.lastDrawMs = now - t0;
   if (dash.firstChartMs === null && info.series > 0) dash.firstChartMs = now;
+  if (dash.interactiveMs === null && info.series > 0) dash.interactiveMs = now;
   info.range = chart.range;
   info.x = S.x;
   dash.charts[chart.key] = info;
@@ -458,18 +529,28 @@ function bind() {
   };
 }
 
-// Deferred, before plotly: everything but drawing starts now; plotly has run (or failed
-// to load) by DOMContentLoaded.
-bind();
-prefetch();
-connect();
-document.addEventListener("DOMContentLoaded", () => {
-  if (typeof Plotly === "undefined") {
+// plotly is loaded by this script, after the first curves are drawn on a canvas (see
+// drawPreview): compiling it blocks the page for most of a second, and no answer from the
+// server could be handled meanwhile. Without curves to draw it is loaded after a second.
+let plotlyAsked = false;
+function loadPlotly() {
+  if (plotlyAsked) return;
+  plotlyAsked = true;
+  const script = document.createElement("script");
+  script.src = "/vendor/plotly.min.js";
+  script.onload = () => {
+    for (const chart of waiting) draw(chart);
+    waiting.clear();
+  };
+  script.onerror = () => {
     document.body.insertAdjacentHTML("afterbegin",
       "<p class=\"error\">plotly is not installed: pip install 'cs336-basics[dashboard]'</p>");
     dash.errors.push("plotly missing");
-    return;
-  }
-  for (const chart of waiting) draw(chart);
-  waiting.clear();
-});
+  };
+  document.head.appendChild(script);
+}
+
+bind();
+prefetch();
+connect();
+setTimeout(loadPlotly, 1000);
