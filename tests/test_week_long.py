@@ -328,6 +328,12 @@ def test_a_saved_run_loads_from_its_cache_as_from_its_document(tmp_path, monkeyp
         assert repr(getattr(from_cache, name)) == repr(getattr(parsed, name))
     assert from_cache.display_status == parsed.display_status == "diverged"
     assert isinstance(from_cache.metrics_history._chunks[0].fields[3].values, memoryview)
+    # A listing reads the header only: length, last row and divergence without the columns.
+    monkeypatch.delenv("CS336_NO_CACHE")
+    listed, _ = load_run(path)
+    assert len(listed.metrics_history) == 3000 and listed.last_iteration == 2999
+    assert listed.diverged_at == 1000 and listed.tokens_seen == parsed.tokens_seen
+    assert not listed.metrics_history.is_loaded
 
 
 @pytest.mark.parametrize(
@@ -439,9 +445,10 @@ def test_analyzer_to_pandas_is_one_long_frame(tmp_path):
     analyzer.load_all(quiet=True)
     frame = analyzer.to_pandas()
     assert len(frame) == 150
-    assert list(frame.columns[:4]) == ["run", "run_id", "experiment_name", "max_learning_rate"]
+    columns = ["run", "run_id", "experiment_name", "config.max_learning_rate"]
+    assert list(frame.columns[:4]) == columns
     assert sorted(frame["run"].unique()) == ["lr0", "lr1", "lr2"]
-    best = frame.groupby("max_learning_rate")["val_loss"].min()
+    best = frame.groupby("config.max_learning_rate")["val_loss"].min()
     assert best.to_dict() == {0.01: 4.0, 0.1: 3.0, 1.0: 2.0}
     assert list(analyzer.to_pandas(["lr1"], config=False).columns[:3]) == [
         "run",
@@ -464,7 +471,223 @@ def test_a_log_loaded_from_its_cache_pickles_and_copies(tmp_path):
 
     path = _finished_run(tmp_path, rows=500)
     log = load_experiment_log(path)
-    assert isinstance(log.metrics_history._chunks[0].fields[2].values, memoryview)
+    assert not log.metrics_history.is_loaded  # (pickling reads the columns first)
     for clone in (pickle.loads(pickle.dumps(log)), copy.deepcopy(log)):
         assert _same(list(clone.metrics_history), list(log.metrics_history))
         assert clone.metrics_history.column("grad_norm") == log.metrics_history.column("grad_norm")
+
+
+# ---------------------------------------------------------------------------------------
+# Found in review: each of these failed before its fix.
+
+
+def test_an_eval_with_a_nan_extra_survives_a_crash_and_a_resume(tmp_path):
+    tracker = _tracker(tmp_path, "nan-extra")
+    for i in range(10_000):  # the eval below lands in a frozen chunk
+        tracker.log_metrics(iteration=i, train_loss=1.0)
+    tracker.save(wait=True)
+    tracker.log_eval(iteration=100, val_loss=0.7, accuracy=float("inf"))
+    tracker.log_eval(iteration=9999, val_loss=0.5, accuracy=float("nan"))
+    tracker.flush()
+    tracker.close()  # the evals are in the journal only
+    log = load_experiment_log(tracker.path)
+    assert log.metrics_history[100].val_loss == 0.7
+    assert log.metrics_history[100].extra == {"accuracy": math.inf}
+    assert log.metrics_history[9999].val_loss == 0.5
+    assert math.isnan(log.metrics_history[9999].extra["accuracy"])
+    resumed = ExperimentTracker(ExperimentConfig(experiment_name="nan-extra"), resume=tracker.path)
+    resumed.start()
+    resumed.finish()
+    assert load_experiment_log(tracker.path).metrics_history[100].val_loss == 0.7
+
+
+def test_a_reader_racing_the_background_saver_gets_every_row_once(tmp_path, monkeypatch):
+    import cs336_basics.tracking.storage as storage
+
+    tracker = _tracker(tmp_path, "race")
+    for i in range(1000):
+        tracker.log_metrics(iteration=i, train_loss=1.0)
+    tracker.save(wait=True)
+    for i in range(1000, 2000):
+        tracker.log_metrics(iteration=i, train_loss=1.0)
+    gate = threading.Event()
+    _slow_chunks(monkeypatch, gate)
+    tracker.save()  # document 2 is being written; kept journal 1 holds rows 1000-1999
+    for i in range(2000, 2100):
+        tracker.log_metrics(iteration=i, train_loss=1.0)
+    tracker.flush()
+    real = storage.read_journal_files
+
+    def journals_then_the_saver_lands(journal):
+        parts = real(journal)
+        gate.set()
+        tracker._saver.wait()  # document 2 lands and kept journal 1 goes, mid-load
+        return parts
+
+    monkeypatch.setattr(storage, "read_journal_files", journals_then_the_saver_lands)
+    problems: list[str] = []
+    log, _ = load_run(tracker.path, on_problem=problems.append)
+    assert log.metrics_history.column("iteration") == list(range(2100)) and problems == []
+    tracker.close()
+
+
+def test_runs_loaded_from_caches_hold_no_open_file(tmp_path):
+    _sweep(tmp_path, 8)
+    fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    before = fds()
+    analyzer = ExperimentAnalyzer(tmp_path)
+    analyzer.load_all(quiet=True)
+    for log in analyzer.logs.values():
+        assert log.metrics_history.column("iteration") == list(range(50))
+    assert fds() == before
+
+
+@pytest.mark.parametrize("where", ["header_length", "data_byte"])
+def test_a_cache_damaged_inside_is_never_used(tmp_path, where):
+    path = _finished_run(tmp_path, rows=3000)
+    cache = cache_path(path)
+    raw = bytearray(cache.read_bytes())
+    if where == "header_length":
+        raw[16:24] = (2**62).to_bytes(8, "little")  # what a flipped bit can make of it
+    else:
+        raw[-5] ^= 0xFF  # one value in the data section
+    cache.write_bytes(bytes(raw))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+    analyzer = ExperimentAnalyzer(tmp_path)
+    analyzer.load_all(quiet=True)
+    log = analyzer.logs["cached"]
+    assert log.metrics_history.column("train_loss")[-1] == 3.0 - 2999 * 1e-4  # the document's
+
+
+def test_a_failing_background_save_never_raises_into_the_loop(tmp_path, monkeypatch):
+    import errno
+
+    import cs336_basics.tracking.journal as journal_module
+    import cs336_basics.tracking.storage as storage
+
+    tracker = _tracker(tmp_path, "full")
+    for i in range(100):
+        tracker.log_metrics(iteration=i, train_loss=1.0)
+    tracker.save(wait=True)
+
+    def enospc(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal_module, "_write", enospc)  # the disk fills up
+    monkeypatch.setattr(storage.os, "replace", enospc)
+    for i in range(100, 200):
+        tracker.log_metrics(iteration=i, train_loss=1.0)
+    assert tracker.save() == tracker.path  # no exception in the training loop
+    assert tracker.health()["save"] == "failed"
+    with pytest.raises(OSError) as raised:
+        tracker.save(wait=True)  # asked to wait: then it says so
+    assert raised.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    tracker.finish()
+    assert load_experiment_log(tracker.path).metrics_history.column("iteration") == list(range(200))
+
+
+def test_rows_read_from_the_tail_are_copies_too(tmp_path):
+    tracker = _tracker(tmp_path, "copies")
+    for i in range(10):
+        tracker.log_metrics(iteration=i, train_loss=1.0)
+    history = tracker.log.metrics_history
+    for row in (history[-1], history[5], history[2:4][0], next(iter(history))):
+        row.train_loss = 99.0
+    assert set(history.column("train_loss")) == {1.0}
+    tracker.finish()
+    assert set(load_experiment_log(tracker.path).metrics_history.column("train_loss")) == {1.0}
+
+
+def test_save_after_close_says_how_to_go_on(tmp_path):
+    tracker = _tracker(tmp_path, "closed")
+    tracker.log_metrics(iteration=0, train_loss=1.0)
+    tracker.close()
+    with pytest.raises(RuntimeError, match=r"save\(\): this tracker was closed.*resume="):
+        tracker.save()
+
+
+def test_temporary_files_of_a_killed_save_are_removed_on_resume(tmp_path):
+    tracker = _tracker(tmp_path, "temps")
+    tracker.log_metrics(iteration=0, train_loss=1.0)
+    tracker.save(wait=True)
+    tracker.close()
+    dead = 2**22 + 12345  # above the default pid_max: never a live process
+    stem = tracker.path.stem
+    leftovers = [
+        tmp_path / f".{stem}.json.tmp-{dead}-1",
+        tmp_path / f".{stem}.columns.tmp-{dead}-1",
+        tmp_path / f".{stem}.jsonl.tmp-{dead}",
+    ]
+    alive = tmp_path / f".{stem}.json.tmp-{os.getpid()}-7"
+    for leftover in (*leftovers, alive):
+        leftover.write_bytes(b"{")
+    resumed = ExperimentTracker(ExperimentConfig(experiment_name="temps"), resume=tracker.path)
+    resumed.start()
+    assert [p for p in leftovers if p.exists()] == [] and alive.exists()
+    resumed.finish()
+
+
+def test_ints_and_floats_mixed_in_a_column_keep_their_types(tmp_path):
+    rows = [
+        MetricsSnapshot(
+            i, i + 1, 0 if i == 0 else i * 0.5, extra={"tokens": 2**60 + 1 if i else 0.5}
+        )
+        for i in range(5000)
+    ]
+    log = ExperimentLog(config=ExperimentConfig(), metrics_history=rows)
+    loaded, _ = decode_log(encode_log(log, 1), "mem.json")
+    assert type(loaded.metrics_history[0].wallclock_time) is int
+    assert loaded.metrics_history[7].extra["tokens"] == 2**60 + 1
+    assert loaded.metrics_history[0].extra["tokens"] == 0.5
+
+
+def test_analyzer_to_pandas_refuses_a_metric_named_like_a_run_column(tmp_path):
+    tracker = _tracker(tmp_path, "clash")
+    tracker.log_metrics(iteration=0, train_loss=1.0, run_id=3.0)
+    tracker.finish()
+    analyzer = ExperimentAnalyzer(tmp_path)
+    analyzer.load_all(quiet=True)
+    with pytest.raises(ValueError, match="metric named 'run_id'"):
+        analyzer.to_pandas()
+
+
+LOAD_ALL_IN_A_PROCESS = r"""
+import json, os, sys
+from pathlib import Path
+import cs336_basics.tracking.analysis as analysis
+from cs336_basics import ExperimentAnalyzer
+folder, kill = Path(sys.argv[1]), sys.argv[2] == "kill"
+parent, real = os.getpid(), analysis._warm_cache
+def warm(path):
+    if kill and "lr3_" in path.name:
+        os.kill(os.getpid(), 9)  # what the OOM killer does to a worker
+    (folder.parent / f"worker-{os.getpid()}").touch()
+    return real(path)
+analysis._warm_cache = warm
+analyzer = ExperimentAnalyzer(folder)
+analyzer.load_all(quiet=True, workers=2)
+print(json.dumps({"runs": len(analyzer.logs), "parent": parent}))
+"""
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_load_all_parses_in_worker_processes_and_survives_one_dying(tmp_path, kill):
+    import json
+
+    folder = tmp_path / "runs"
+    _sweep(folder, 6)
+    for cache in folder.glob(".*.columns"):
+        cache.unlink()
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_ALL_IN_A_PROCESS, str(folder), "kill" if kill else "ok"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    answer = json.loads(out.stdout.splitlines()[-1])
+    assert answer["runs"] == 6
+    workers = {int(p.name.split("-")[1]) for p in tmp_path.glob("worker-*")}
+    assert workers and answer["parent"] not in workers  # parsed in other processes
+    if kill:
+        assert "parsing them here" in out.stderr

@@ -7,15 +7,15 @@ stay out of the server. The worker sends back only the columns.
 The reading is the package's own, the steps ``storage.load_run`` takes: the document
 through ``storage.read_document`` (from its columnar cache when current; the dashboard never
 writes one), the kept journals of a save still being written, then the live journal through
-``journal.replay``. Only the live journal is handed to ``replay`` as a snapshot of its
-complete lines, so that the byte offset where the replay stopped is known exactly and the
-live follower goes on from there (no record read twice, none missed).
+``journal.replay``. The live journal is handed to ``replay`` as its complete lines read
+once, so that the byte offset where the replay stopped is known exactly and the live
+follower goes on from there (no record read twice, none missed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PosixPath
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,15 +25,6 @@ from ..tracking.errors import LogFormatError
 from ..tracking.storage import pid_alive, read_document
 from .columns import RunData, from_log
 from .series import precompute
-
-
-class _Snapshot(PosixPath):
-    """The journal's path, whose ``read_bytes`` returns the bytes read once, up front."""
-
-    _data: bytes
-
-    def read_bytes(self) -> bytes:
-        return self._data
 
 
 @dataclass
@@ -60,40 +51,45 @@ def read(path: str) -> Loaded:
     ``OSError`` when it cannot be read."""
     where = Path(path)
     document, live = where.with_suffix(".json"), where.with_suffix(journal.SUFFIX)
-    log = None
-    save_id = 0
-    problems: list[str] = []
-    if document.exists():
-        log, save_id = read_document(document, write=False)
-        if log.status == "finished":
-            return Loaded(from_log(log, save_id), save_id, 0, False, [])
-    # A background save under way (or cut short): the journals it holds come first.
-    expected = save_id
-    for base, kept in journal.kept_journals(live):
-        if base == expected:
-            log, found = journal.replay(kept, log, expected if log else None, pid_alive)
-            problems += found
-            expected += 1
+    # Journals first, then the document (never older than they are: see storage).
+    kept = []
+    for base, part in journal.kept_journals(live):
+        try:
+            kept.append((base, part, part.read_bytes()))
+        except FileNotFoundError:  # held by a document that is on disk by now
+            continue
     try:
         raw = live.read_bytes()
     except FileNotFoundError:
         raw = b""
+    log = None
+    save_id = 0
+    problems: list[str] = []
+    if document.exists():
+        log, save_id = read_document(document, write=False, lazy=False)
+        if log.status == "finished":
+            return Loaded(from_log(log, save_id), save_id, 0, False, [])
+    # A background save under way (or cut short): the journals it holds come first.
+    expected = save_id
+    for base, part, data in kept:
+        if base == expected:
+            log, found = journal.replay(part, log, expected if log else None, pid_alive, data)
+            problems += found
+            expected += 1
     complete = raw[: raw.rfind(b"\n") + 1]
     if not complete:
         if log is None:
             raise LogFormatError(f"{live}: empty journal")
         if log.status == "running":  # saved, then the process died before its journal
             log.status = "unfinished"
-        return Loaded(from_log(log, save_id), save_id, 0, True, [])
+        return Loaded(from_log(log, save_id), save_id, 0, True, problems)
     header = _header(complete)
-    snapshot = _Snapshot(live)
-    snapshot._data = complete
-    replayed, found = journal.replay(snapshot, log, expected if log else None, pid_alive)
+    replayed, found = journal.replay(live, log, expected if log else None, pid_alive, complete)
     problems += found
     if replayed is None:
         raise LogFormatError(f"{live}: empty journal")
     base = header.get("base") or 0
-    if log is not None and (header.get("base") or 0) != expected:  # stale: wait for the next
+    if log is not None and base != expected:  # stale: wait for the next one
         return Loaded(from_log(replayed, save_id), save_id, 0, True, problems)
     if not replayed.run_id:
         replayed.run_id = document.stem

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import logging
 import math
 import multiprocessing
 import os
@@ -13,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from . import env
 from .cache import read_cache
 from .errors import LogFormatError, UnknownRunError, UsageError
 from .progress import progress
@@ -20,6 +22,7 @@ from .records import ROW_FIELDS, ExperimentConfig, ExperimentLog, import_pandas
 from .storage import JOURNAL_SUFFIX, load_run, read_document
 from .text import fmt, format_duration, format_summary, table
 
+logger = logging.getLogger("cs336_basics")
 #: Metric names accepted by ``get_best_experiment`` and what they read.
 BEST_METRICS = {
     "val_loss": "best_val_loss",
@@ -70,23 +73,41 @@ _PARALLEL_MIN = 4
 
 def _parse_in_parallel(files: list[Path], workers: int | None, show: bool | None) -> None:
     """Parse the documents that have no current cache in worker processes, which write
-    their caches (the loads that follow read those). Forked workers only: a fork needs no
-    re-import of the caller's script (an analysis snippet has no ``__main__`` guard), and
-    it is skipped while other threads run (a fork copies their locks) or where there is
-    no fork; then the loads parse the documents themselves."""
+    their caches (the loads that follow read those). Nothing happens where caches cannot
+    be written (``CS336_NO_CACHE``, a read-only folder: the loads parse once), inside a
+    daemon process, or where no safe start method exists (see :func:`_pool_context`); a
+    failing pool (a worker killed) leaves the rest to the loads."""
     count = workers if workers is not None else min(os.cpu_count() or 1, 8)
-    if count < 2 or threading.active_count() > 1:
-        return
-    if "fork" not in multiprocessing.get_all_start_methods():
+    if count < 2 or env.caches_off() or multiprocessing.current_process().daemon:
         return
     todo = [p for p in files if p.suffix == ".json" and read_cache(p) is None]
-    if len(todo) < _PARALLEL_MIN:
+    if len(todo) < _PARALLEL_MIN or not os.access(todo[0].parent, os.W_OK):
         return
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(min(count, len(todo)), mp_context=context) as pool:
-        results = pool.map(_warm_cache, todo, chunksize=max(1, len(todo) // (count * 8)))
-        for _ in progress(results, len(todo), "Indexing runs", enabled=show):
-            pass
+    context = _pool_context()
+    if context is None:
+        return
+    try:
+        with ProcessPoolExecutor(min(count, len(todo)), mp_context=context) as pool:
+            results = pool.map(_warm_cache, todo, chunksize=max(1, len(todo) // (count * 8)))
+            for _ in progress(results, len(todo), "Indexing runs", enabled=show):
+                pass
+    except Exception as exc:  # BrokenProcessPool, OSError, ...: the loads parse instead
+        logger.warning("parsing runs in worker processes failed (%s); parsing them here", exc)
+
+
+def _pool_context() -> Any:
+    """A start method that re-runs none of the caller's code: ``fork`` while this process
+    has one thread (a fork copies other threads' locks, not the threads); ``forkserver``
+    when ``__main__`` is no file (a notebook, a REPL: nothing to re-import); else None.
+    A script's ``__main__`` with threads would be re-run by the other methods (the guide's
+    snippets have no ``if __name__ == "__main__"`` guard)."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    main = sys.modules.get("__main__")
+    if "forkserver" in methods and not getattr(main, "__file__", None):
+        return multiprocessing.get_context("forkserver")
+    return None
 
 
 def _warm_cache(path: Path) -> None:
@@ -232,7 +253,7 @@ class ExperimentAnalyzer:
     def to_pandas(self, names: list[str] | None = None, *, config: Any = None) -> Any:
         """The histories of the selected runs (all by default) as one long
         ``pandas.DataFrame``: ``run`` (the key in ``logs``), ``run_id``,
-        ``experiment_name``, config columns, then each run's history columns as
+        ``experiment_name``, ``config.<key>`` columns, then each run's history columns as
         :meth:`ExperimentLog.to_pandas` gives them (an extra metric one run lacks is NaN
         for it). ``config``: None for the config keys whose values differ between the
         selected runs (what a sweep varies), a list of keys, or False for none. Group by
@@ -258,13 +279,20 @@ class ExperimentAnalyzer:
                 "run_id": log.run_id,
                 "experiment_name": log.experiment_name,
             }
-            front.update({k: values.get(k) for k in keys})
+            front.update({f"config.{k}": values.get(k) for k in keys})
+            clash = [name for name in front if name in frame.columns]
+            if clash:
+                raise ValueError(
+                    f"run {key!r} has a metric named {clash[0]!r}, a column this frame "
+                    "names the run with; rename the metric to put it in one frame"
+                )
             for position, (name, value) in enumerate(front.items()):
                 frame.insert(position, name, [value] * len(frame))
             frames.append(frame)
         if not frames:
+            config_columns = [f"config.{k}" for k in keys]
             return pandas.DataFrame(
-                columns=["run", "run_id", "experiment_name", *keys, *ROW_FIELDS]
+                columns=["run", "run_id", "experiment_name", *config_columns, *ROW_FIELDS]
             )
         out = pandas.concat(frames, ignore_index=True)
         out["run"] = out["run"].astype("category")

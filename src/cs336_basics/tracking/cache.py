@@ -9,42 +9,48 @@ version, is ignored (and rebuilt by whoever may write there).
 
 Layout, all little-endian::
 
-    MAGIC (16 bytes)  header length (8 bytes)  header (JSON)  padding to 8
+    MAGIC (16 bytes)  header length (8)  header CRC-32 (4)  data CRC-32 (4)
+    header (JSON)  padding to 8
     data: the columns' typed arrays, each at an 8-byte aligned offset
 
-The header holds the document without its histories (``meta``: the same JSON values) and,
-for each history, its chunks: row count and, per column, its kind (``range``: start and
-step; ``array``: offset, length and typecode of the values, and of the row index when only
-some rows have a value; ``list``: the values inline). Loading maps the file and hands the
-columns out as read-only views: pages are read when a value is used, so a listing of 200
-runs reads 200 headers, and a 6M-row run loads in milliseconds.
+The header holds the document without its histories (``meta``: the same JSON values), for
+each history its row count, last row and first diverged row (what a listing shows), and
+its chunks: row count and, per column, its kind (``range``: start and step; ``array``:
+offset, length and typecode of the values, and of the row index when only some rows have a
+value; ``list``: the values inline). Loading reads the header only; the data section is
+read when a history is first used (a listing of 200 runs reads 200 headers), checked
+against its CRC and the header's shapes, and handed out as views of one buffer, no copy.
+No file stays open.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import mmap
 import os
 import struct
 import sys
 import threading
+import zlib
 from array import array
+from dataclasses import dataclass
+from operator import lt
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from . import env
-from .codec import dumps, unmark
+from .codec import dumps, row_from_dict, unmark
 from .history import Chunk, Column
-from .records import ROW_FIELDS
+from .records import LOSS_FIELDS, ROW_FIELDS, MetricsSnapshot
+from .values import NonFinite
 
 logger = logging.getLogger("cs336_basics")
 
-MAGIC = b"CS336-COLUMNS\x00v1"
+MAGIC = b"CS336-COLUMNS\x00v2"
 SUFFIX = ".columns"
-_LENGTH = struct.Struct("<Q")
+_PREFIX = struct.Struct("<QII")  # header length, header CRC-32, data CRC-32
 _ALIGN = 8
 _LITTLE = sys.byteorder == "little"
 
@@ -118,6 +124,22 @@ def _chunk_specs(chunks: tuple[Chunk, ...], data: _Data) -> list[dict[str, Any]]
     ]
 
 
+def _facts(chunks: tuple[Chunk, ...]) -> dict[str, Any]:
+    """Row count, last row and first diverged row of a history (what a listing reads)."""
+    last = chunks[-1].row(chunks[-1].n - 1) if chunks else None
+    diverged = None
+    for chunk in chunks:
+        j = chunk.first_nonfinite(LOSS_FIELDS)
+        if j is not None:
+            diverged = chunk.row(j)
+            break
+    return {
+        "n": sum(chunk.n for chunk in chunks),
+        "last": last.to_dict() if last else None,
+        "diverged": diverged.to_dict() if diverged else None,
+    }
+
+
 def write_cache(
     document: Path,
     written: os.stat_result,
@@ -130,7 +152,7 @@ def write_cache(
 
     Best effort: an error is logged at debug level and the cache is simply missing (the
     next load reads the document). Written to a temporary name and renamed, not fsynced:
-    after a power cut a cache that does not match is ignored.
+    a cache torn by a power cut fails its CRC and is ignored.
     """
     if env.caches_off():
         return
@@ -142,15 +164,23 @@ def write_cache(
             {
                 "key": document_key(written, int(meta.get("save_id") or 0)),
                 "meta": meta,
+                "facts": {
+                    "metrics_history": _facts(metrics),
+                    "superseded_history": _facts(superseded),
+                },
                 "metrics_history": _chunk_specs(metrics, data),
                 "superseded_history": _chunk_specs(superseded, data),
                 "data_size": data.size,
             }
         )
-        start = len(MAGIC) + _LENGTH.size + len(header)
+        crc = 0
+        for part in data.parts:
+            crc = zlib.crc32(part, crc)
+        start = len(MAGIC) + _PREFIX.size + len(header)
         pad = -start % _ALIGN
         with open(tmp, "wb") as handle:
-            handle.write(MAGIC + _LENGTH.pack(len(header)) + header + b"\x00" * pad)
+            handle.write(MAGIC + _PREFIX.pack(len(header), zlib.crc32(header), crc))
+            handle.write(header + b"\x00" * pad)
             for part in data.parts:
                 handle.write(part)
         os.replace(tmp, path)
@@ -169,20 +199,26 @@ def remove_cache(document: Path) -> None:
 # Reading.
 
 
-class _Mapped:
-    """The data section of a mapped cache; columns are views into it."""
+class CacheError(ValueError):
+    """A cache that cannot be used (the caller reads the document instead)."""
 
-    def __init__(self, view: memoryview, size: int) -> None:
-        self.view = view
-        self.size = size
 
-    def get(self, spec: list[Any]) -> memoryview:
-        offset, count, typecode = spec
-        if typecode not in ("d", "q"):
-            raise ValueError(f"typecode {typecode!r}")
-        end = offset + count * 8
-        if not (0 <= offset <= end <= self.size):
-            raise ValueError("column outside the data")
+class _Section:
+    """The data section of a cache, read into one buffer; columns are views into it."""
+
+    def __init__(self, buffer: bytes) -> None:
+        self.view = memoryview(buffer)
+        self.size = len(buffer)
+
+    def get(self, spec: Any, count: int | None = None) -> Any:
+        offset, length, typecode = spec
+        if typecode not in ("d", "q") or type(offset) is not int or type(length) is not int:
+            raise CacheError(f"bad array spec {spec!r:.80}")
+        end = offset + length * 8
+        if not (0 <= offset <= end <= self.size) or offset % _ALIGN:
+            raise CacheError("an array outside the data section")
+        if count is not None and length != count:
+            raise CacheError(f"an array of {length} values where {count} were expected")
         values = self.view[offset:end].cast(typecode)
         if not _LITTLE:
             swapped = array(typecode, values)
@@ -191,78 +227,139 @@ class _Mapped:
         return values
 
 
-def _column(spec: Any, data: _Mapped) -> Column | None:
+_NUMBERS = frozenset({int, float, NonFinite, type(None)})
+
+
+def _column(spec: Any, data: _Section, n: int) -> Column | None:
     if spec is None:
         return None
     kind = spec["kind"]
     if kind == "range":
-        return Column("range", start=int(spec["start"]), step=int(spec["step"]))
+        start, step = spec["start"], spec["step"]
+        if type(start) is not int or type(step) is not int:
+            raise CacheError("a range column of non-integers")
+        return Column("range", start=start, step=step)
+    index = None
+    if spec.get("index") is not None:
+        index = data.get(spec["index"])
+        if len(index) > n or (len(index) and (index[0] < 0 or index[-1] >= n)):
+            raise CacheError("a row index outside its chunk")
+        if not all(map(lt, index, index[1:])):
+            raise CacheError("a row index out of order")
+    count = n if index is None else len(index)
     if kind == "list":
         values: Any = [unmark(v) for v in spec["values"]]
-        nonfinite = True
-    elif kind == "array":
-        values = data.get(spec["values"])
-        nonfinite = bool(spec.get("nonfinite"))
-    else:
-        raise ValueError(f"column kind {kind!r}")
-    index = data.get(spec["index"]) if spec.get("index") is not None else None
-    if index is not None and len(index) != len(values):
-        raise ValueError("index and values differ in length")
-    return Column(kind, values, index, nonfinite=nonfinite)  # type: ignore[arg-type]
+        if len(values) != count or not set(map(type, values)) <= _NUMBERS:
+            raise CacheError("a list column of the wrong length or type")
+        return Column(kind, values, index, nonfinite=True)
+    if kind == "array":
+        values = data.get(spec["values"], count)
+        return Column(kind, values, index, nonfinite=bool(spec.get("nonfinite")))
+    raise CacheError(f"column kind {kind!r:.40}")
 
 
-def _chunks(specs: Any, data: _Mapped) -> list[Chunk]:
+def _chunks(specs: Any, data: _Section, rows: int) -> list[Chunk]:
     chunks = []
     for spec in specs:
-        n = int(spec["n"])
-        fields = [_column(c, data) for c in spec["fields"]]
+        n = spec["n"]
+        if type(n) is not int or n <= 0:
+            raise CacheError(f"a chunk of {n!r:.40} rows")
+        fields = [_column(c, data, n) for c in spec["fields"]]
         if len(fields) != len(ROW_FIELDS) or fields[0] is None or fields[1] is None:
-            raise ValueError("a chunk without its row fields")
-        extras = {str(k): _column(c, data) for k, c in spec["extras"].items()}
+            raise CacheError("a chunk without its row fields")
+        extras = {str(k): _column(c, data, n) for k, c in spec["extras"].items()}
         chunks.append(Chunk(n, fields, {k: c for k, c in extras.items() if c is not None}))
+    if sum(chunk.n for chunk in chunks) != rows:
+        raise CacheError("chunks that do not add up to the history")
     return chunks
 
 
-def read_cache(
-    document: Path, save_id: int | None = None
-) -> tuple[dict[str, Any], list[Chunk], list[Chunk]] | None:
-    """The cached ``(meta, metrics chunks, superseded chunks)`` of ``document``, or None
-    when there is no cache or it does not describe this very file (then read the document).
-    ``save_id``: also require this one. ``CS336_NO_CACHE=1``: always None."""
+@dataclass
+class CachedRun:
+    """A cache's header, read; :meth:`load` reads and checks the columns."""
+
+    path: Path
+    identity: tuple[int, int, int]  # the cache file's inode, size, mtime_ns when read
+    header: dict[str, Any]
+    data_offset: int
+    data_crc: int
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.header["meta"]
+
+    def facts(self, history: str) -> tuple[int, MetricsSnapshot | None, MetricsSnapshot | None]:
+        """(rows, last row, first diverged row) of ``history`` as the header records them."""
+        facts = self.header["facts"][history]
+        rows = facts["n"]
+        if type(rows) is not int or rows < 0:
+            raise CacheError(f"{history}: {rows!r:.40} rows")
+        last = facts.get("last")
+        diverged = facts.get("diverged")
+        return (
+            rows,
+            row_from_dict(last, f"{self.path}: last row") if last is not None else None,
+            row_from_dict(diverged, f"{self.path}: diverged row") if diverged is not None else None,
+        )
+
+    def load(self) -> tuple[list[Chunk], list[Chunk]]:
+        """The two histories' chunks; ``CacheError`` when the file changed since its header
+        was read, or its data fail their CRC or their shapes."""
+        try:
+            with open(self.path, "rb") as handle:
+                st = os.fstat(handle.fileno())
+                if (st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
+                    raise CacheError("rewritten since its header was read")
+                handle.seek(self.data_offset)
+                buffer = handle.read()
+        except OSError as exc:
+            raise CacheError(f"cannot read it ({exc})") from exc
+        if len(buffer) != self.header["data_size"] or zlib.crc32(buffer) != self.data_crc:
+            raise CacheError("its data fail their CRC")
+        data = _Section(buffer)
+        return (
+            _chunks(self.header["metrics_history"], data, self.facts("metrics_history")[0]),
+            _chunks(self.header["superseded_history"], data, self.facts("superseded_history")[0]),
+        )
+
+
+def read_cache(document: Path, save_id: int | None = None) -> CachedRun | None:
+    """The header of ``document``'s cache, or None when there is none or it does not
+    describe this very file (then read the document). ``save_id``: also require this one.
+    ``CS336_NO_CACHE=1``: always None."""
     if env.caches_off():
         return None
     path = cache_path(document)
     try:
         with open(path, "rb") as handle:
-            head = handle.read(len(MAGIC) + _LENGTH.size)
-            if len(head) < len(MAGIC) + _LENGTH.size or not head.startswith(MAGIC):
+            st = os.fstat(handle.fileno())
+            head = handle.read(len(MAGIC) + _PREFIX.size)
+            if len(head) < len(MAGIC) + _PREFIX.size or not head.startswith(MAGIC):
                 return None
-            (length,) = _LENGTH.unpack(head[len(MAGIC) :])
-            header = orjson.loads(handle.read(length))
-            key = header["key"]
-            if key != document_key(os.stat(document), key.get("save_id")):
+            length, header_crc, data_crc = _PREFIX.unpack(head[len(MAGIC) :])
+            if length > st.st_size:
                 return None
-            if save_id is not None and key.get("save_id") != save_id:
-                return None
-            start = len(MAGIC) + _LENGTH.size + length
-            start += -start % _ALIGN
-            size = int(header["data_size"])
-            if os.fstat(handle.fileno()).st_size != start + size:
-                return None  # torn
-            if size:
-                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-                view = memoryview(mapped)[start:]
-            else:
-                view = memoryview(b"")
-        data = _Mapped(view, size)
-        metrics = _chunks(header["metrics_history"], data)
-        superseded = _chunks(header["superseded_history"], data)
-        meta = header["meta"]
-        if not isinstance(meta, dict):
+            raw = handle.read(length)
+        if len(raw) != length or zlib.crc32(raw) != header_crc:
             return None
+        header = orjson.loads(raw)
+        key = header["key"]
+        if key != document_key(os.stat(document), key.get("save_id")):
+            return None
+        if save_id is not None and key.get("save_id") != save_id:
+            return None
+        if not isinstance(header["meta"], dict):
+            return None
+        start = len(MAGIC) + _PREFIX.size + length
+        start += -start % _ALIGN
+        if st.st_size != start + int(header["data_size"]):
+            return None  # torn
+        cached = CachedRun(path, (st.st_ino, st.st_size, st.st_mtime_ns), header, start, data_crc)
+        cached.facts("metrics_history")  # the header's facts must read
+        cached.facts("superseded_history")
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         logger.debug("ignoring the cache %s: %s", path, exc)
         return None
-    return meta, metrics, superseded
+    return cached

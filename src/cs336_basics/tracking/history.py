@@ -18,10 +18,11 @@ iteration, a restart from an older checkpoint) builds a new chunk, so :meth:`sna
 hands the background saver the chunks and the tail's row objects in microseconds and the
 training thread goes on logging while the document is written.
 
-Rows read from a chunk are new objects: changing one does not change the history (use
-``history[i] = row``). A value stored as ``int`` reads back as ``int``; NaN and infinities
-read back as :class:`~.values.NonFinite`; an extra metric whose value is ``None`` is the
-same as an absent one.
+Rows handed out are copies: changing one does not change the history (use
+``history[i] = row``). Values read back with their types (a block of a column that mixes
+ints and floats keeps a plain list); NaN and infinities read back as
+:class:`~.values.NonFinite`; an extra metric whose value is ``None`` is the same as an
+absent one.
 
 Chunk columns may also be read-only views of a memory-mapped file (a run loaded from its
 columnar cache, see :mod:`.cache`): pages are read from disk only when a value is used, so
@@ -32,8 +33,10 @@ from __future__ import annotations
 
 import bisect
 import math
+import threading
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from copy import copy
 from itertools import chain, repeat
 from operator import attrgetter
 from typing import Any, overload
@@ -47,9 +50,14 @@ _FREEZE_AT = 2 * CHUNK_ROWS
 
 _PLAIN = frozenset({float, int, NonFinite, type(None)})
 _INT_ONLY = frozenset({int})
-_FLOATISH = frozenset({float, int, NonFinite})
+_FLOATS = frozenset({float, NonFinite})
 _NONE = type(None)
 _extra_of = attrgetter("extra")
+
+
+def _list_nonfinite(values: list[Any]) -> bool:
+    """Whether a list column holds a NaN or infinity (its values must then be marked)."""
+    return any(isinstance(v, float) and v - v != 0.0 for v in values)
 
 
 def _has_nonfinite(values: array) -> bool:
@@ -116,22 +124,22 @@ class Column:
             try:
                 ints = array("q", values)
             except OverflowError:
-                return cls("list", values, index)
+                return cls("list", values, index, nonfinite=_list_nonfinite(values))
             if index is None and n >= 2:
                 start, step = values[0], values[1] - values[0]
                 if step and values[-1] == start + step * (n - 1):
                     if ints == array("q", range(start, start + step * n, step)):
                         return cls("range", start=start, step=step)
             return cls("array", ints, index)
-        if kinds <= _FLOATISH:
+        if kinds <= _FLOATS:  # (ints mixed with floats stay a list: each keeps its type)
             try:
                 floats = array("d", values)
             except OverflowError:
-                return cls("list", values, index)
+                return cls("list", values, index, nonfinite=_list_nonfinite(values))
             return cls(
                 "array", floats, index, nonfinite=NonFinite in kinds or _has_nonfinite(floats)
             )
-        return cls("list", values, index)
+        return cls("list", values, index, nonfinite=_list_nonfinite(values))
 
     @property
     def count(self) -> int:
@@ -146,9 +154,7 @@ class Column:
             if not self.step:
                 return [self.start] * n
             return list(range(self.start, self.start + self.step * n, self.step))
-        if self.kind == "list":
-            return list(self.values)
-        out = self.values.tolist()
+        out = list(self.values) if self.kind == "list" else self.values.tolist()
         if self.nonfinite:
             out = [v if v - v == 0.0 else NonFinite(v) for v in out]
         return out
@@ -318,7 +324,9 @@ class History(Sequence[MetricsSnapshot]):
     """The rows of a run (see the module docstring). Build one from rows or leave it empty.
 
     ``last_iteration`` is the last row's iteration (None when empty), kept as a plain
-    attribute: the training loop reads it on every call.
+    attribute: the training loop reads it on every call. Rows handed out are copies.
+    Structural changes (a block frozen, rows cut) and the copies readers take are made
+    under a lock, so another thread (a sink, a saver) iterating sees every row once.
     """
 
     def __init__(self, rows: Iterable[MetricsSnapshot] = ()) -> None:
@@ -326,8 +334,21 @@ class History(Sequence[MetricsSnapshot]):
         self._ends: list[int] = []  # row count up to and including each chunk
         self._tail: list[MetricsSnapshot] = []
         self._freeze_at = _FREEZE_AT
+        self._lock = threading.Lock()
+        self._lazy: Callable[[], list[Chunk]] | None = None
+        self._facts: tuple[int, MetricsSnapshot | None, MetricsSnapshot | None] = (0, None, None)
         self.last_iteration: int | None = None
         self.extend(rows)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._ensure()
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -336,7 +357,36 @@ class History(Sequence[MetricsSnapshot]):
         history._set_chunks(list(chunks))
         return history
 
+    @classmethod
+    def lazy(
+        cls,
+        n: int,
+        last: MetricsSnapshot | None,
+        diverged: MetricsSnapshot | None,
+        load: Callable[[], list[Chunk]],
+    ) -> History:
+        """A history of ``n`` rows whose chunks ``load()`` reads on first use; its length,
+        last row and first diverged row (a NaN/inf loss) are known without reading them."""
+        history = cls()
+        history._lazy = load
+        history._facts = (n, last, diverged)
+        history.last_iteration = last.iteration if last is not None else None
+        return history
+
+    def _ensure(self) -> None:
+        load = self._lazy
+        if load is not None:
+            chunks = load()
+            with self._lock:
+                if self._lazy is load:
+                    self._lazy = None
+                    self._install(chunks)
+
     def _set_chunks(self, chunks: list[Chunk]) -> None:
+        with self._lock:
+            self._install(chunks)
+
+    def _install(self, chunks: list[Chunk]) -> None:
         self._chunks = [c for c in chunks if c.n]
         self._ends = []
         total = 0
@@ -365,22 +415,37 @@ class History(Sequence[MetricsSnapshot]):
             self._freeze_at = len(self._tail) + 256
             return
         self._freeze_at = _FREEZE_AT
-        self._chunks.append(chunk)
-        self._ends.append(self._frozen + count)
-        del self._tail[:count]
+        with self._lock:
+            self._chunks.append(chunk)
+            self._ends.append(self._frozen + count)
+            del self._tail[:count]
+
+    def _parts(self) -> tuple[list[Chunk], list[MetricsSnapshot]]:
+        """The chunks and tail rows now, taken together (another thread may freeze)."""
+        self._ensure()
+        with self._lock:
+            return list(self._chunks), list(self._tail)
 
     def snapshot(self) -> HistorySnapshot:
         """The history as it is now, for a save that writes it while logging goes on: the
         immutable chunks and the tail's row objects (tens of microseconds; rows in the
         tail are replaced, never changed in place, once logged and read)."""
-        return HistorySnapshot(tuple(self._chunks), tuple(self._tail))
+        chunks, tail = self._parts()
+        return HistorySnapshot(tuple(chunks), tuple(tail))
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
+        if self._lazy is not None:
+            return self._facts[0]
         return (self._ends[-1] if self._ends else 0) + len(self._tail)
 
     def __bool__(self) -> bool:
         return self.last_iteration is not None
+
+    @property
+    def is_loaded(self) -> bool:
+        """False while a history loaded from a cache has not read its columns yet."""
+        return self._lazy is None
 
     def _locate(self, index: int) -> tuple[int, int]:
         k = bisect.bisect_right(self._ends, index)
@@ -393,24 +458,30 @@ class History(Sequence[MetricsSnapshot]):
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        tail = self._tail
-        if tail and index == -1:
-            return tail[-1]
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError("history index out of range")
-        frozen = self._frozen
-        if index >= frozen:
-            return tail[index - frozen]
-        k, j = self._locate(index)
-        return self._chunks[k].row(j)
+        if self._lazy is not None and index in (-1, self._facts[0] - 1):
+            last = self._facts[1]
+            if last is not None:
+                return copy(last)
+        self._ensure()
+        with self._lock:
+            n = len(self)
+            if index < 0:
+                index += n
+            if not 0 <= index < n:
+                raise IndexError("history index out of range")
+            frozen = self._frozen
+            if index >= frozen:
+                return copy(self._tail[index - frozen])
+            k, j = self._locate(index)
+            chunk = self._chunks[k]
+        return chunk.row(j)
 
     def __iter__(self) -> Iterator[MetricsSnapshot]:
-        for chunk in list(self._chunks):
+        chunks, tail = self._parts()
+        for chunk in chunks:
             yield from chunk.rows()
-        yield from list(self._tail)
+        for row in tail:
+            yield copy(row)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, History | list | tuple):
@@ -426,48 +497,56 @@ class History(Sequence[MetricsSnapshot]):
 
     def column(self, name: str) -> list[Any]:
         """One field (or extra metric) for every row, ``None`` where absent."""
+        chunks, tail = self._parts()
         out: list[Any] = []
-        for chunk in self._chunks:
+        for chunk in chunks:
             out += chunk.named_column(name)
         if name in _ROW_FIELD_INDEX:
-            out += map(attrgetter(name), self._tail)
+            out += map(attrgetter(name), tail)
         else:
-            out += [(row.extra or {}).get(name) for row in self._tail]
+            out += [(row.extra or {}).get(name) for row in tail]
         return out
 
     def extra_names(self) -> list[str]:
         """The extra metrics' names, in order of first appearance."""
+        chunks, tail = self._parts()
         names: dict[str, None] = {}
-        for chunk in self._chunks:
+        for chunk in chunks:
             names.update(dict.fromkeys(chunk.extras))
-        for row in self._tail:
+        for row in tail:
             if row.extra:
                 names.update(dict.fromkeys(row.extra))
         return list(names)
 
     def first_nonfinite(self, names: Sequence[str] = LOSS_FIELDS) -> MetricsSnapshot | None:
         """The first row with a NaN or infinite value in one of ``names``."""
-        for _k, chunk in enumerate(self._chunks):
+        if self._lazy is not None and tuple(names) == LOSS_FIELDS:
+            diverged = self._facts[2]
+            return copy(diverged) if diverged is not None else None
+        chunks, tail = self._parts()
+        for chunk in chunks:
             j = chunk.first_nonfinite(names)
             if j is not None:
                 return chunk.row(j)
-        for row in self._tail:
+        for row in tail:
             for name in names:
-                value = (
-                    getattr(row, name) if name in _ROW_FIELD_INDEX else (row.extra or {}).get(name)
-                )
+                if name in _ROW_FIELD_INDEX:
+                    value = getattr(row, name)
+                else:
+                    value = (row.extra or {}).get(name)
                 if isinstance(value, float) and not math.isfinite(value):
-                    return row
+                    return copy(row)
         return None
 
     def index_of(self, iteration: int) -> int:
         """Where a row of ``iteration`` is or would go (rows are in iteration order)."""
+        chunks, tail = self._parts()
         lo = 0
-        for k, chunk in enumerate(self._chunks):
+        for chunk in chunks:
             if iteration <= chunk.iterations.at(chunk.n - 1):
                 return lo + _bisect_column(chunk.iterations, chunk.n, iteration)
-            lo = self._ends[k]
-        return lo + bisect.bisect_left(self._tail, iteration, key=attrgetter("iteration"))
+            lo += chunk.n
+        return lo + bisect.bisect_left(tail, iteration, key=attrgetter("iteration"))
 
     def to_numpy(self, name: str) -> Any:
         """One field or extra metric as a numpy array: ``iteration`` and ``gradient_step``
@@ -478,15 +557,16 @@ class History(Sequence[MetricsSnapshot]):
         index = _ROW_FIELD_INDEX.get(name)
         integer = name in ("iteration", "gradient_step")
         dtype = np.int64 if integer else np.float64
+        chunks, tail = self._parts()
         parts = []
-        for chunk in self._chunks:
+        for chunk in chunks:
             column = chunk.fields[index] if index is not None else chunk.extras.get(name)
             parts.append(_numpy_column(np, column, chunk.n, dtype))
-        if self._tail:
+        if tail:
             if index is not None:
-                values = [getattr(row, name) for row in self._tail]
+                values = [getattr(row, name) for row in tail]
             else:
-                values = [(row.extra or {}).get(name) for row in self._tail]
+                values = [(row.extra or {}).get(name) for row in tail]
             parts.append(np.array(values, dtype=dtype))
         if not parts:
             return np.empty(0, dtype=dtype)
@@ -495,10 +575,12 @@ class History(Sequence[MetricsSnapshot]):
     @property
     def nbytes(self) -> int:
         """Bytes of the chunks' arrays (the tail's row objects not counted)."""
-        return sum(chunk.nbytes for chunk in self._chunks)
+        return sum(chunk.nbytes for chunk in self._parts()[0])
 
     # ------------------------------------------------------------------ changing
     def append(self, row: MetricsSnapshot) -> None:
+        if self._lazy is not None:
+            self._ensure()
         tail = self._tail
         tail.append(row)
         self.last_iteration = row.iteration
@@ -510,6 +592,7 @@ class History(Sequence[MetricsSnapshot]):
             self.append(row)
 
     def __setitem__(self, index: int, row: MetricsSnapshot) -> None:
+        self._ensure()
         n = len(self)
         if index < 0:
             index += n
@@ -526,9 +609,11 @@ class History(Sequence[MetricsSnapshot]):
         self._refresh_last()
 
     def insert(self, index: int, row: MetricsSnapshot) -> None:
+        self._ensure()
         frozen = self._frozen
         if index >= frozen:
-            self._tail.insert(index - frozen, row)
+            with self._lock:
+                self._tail.insert(index - frozen, row)
         else:
             k, j = self._locate(max(index, 0))
             rows = self._chunks[k].rows()
@@ -542,24 +627,24 @@ class History(Sequence[MetricsSnapshot]):
             raise ValueError("history: a row holds a value that is not a number")
         chunks = list(self._chunks)
         chunks[k] = chunk
-        tail = self._tail
         self._set_chunks(chunks)
-        self._tail = tail
-        self._refresh_last()
 
     def truncate(self, start: int) -> list[MetricsSnapshot]:
         """Remove rows ``start`` and later; returns them."""
+        self._ensure()
         n = len(self)
         start = max(0, min(start, n))
         removed = self[start:]
         frozen = self._frozen
         if start >= frozen:
-            del self._tail[start - frozen :]
+            with self._lock:
+                del self._tail[start - frozen :]
         else:
             k, j = self._locate(start)
             keep = self._chunks[k].rows()[:j]
-            self._set_chunks(self._chunks[:k])
-            self._tail = keep
+            with self._lock:
+                self._tail = keep
+                self._install(self._chunks[:k])
         self._refresh_last()
         return removed
 
@@ -572,9 +657,10 @@ class History(Sequence[MetricsSnapshot]):
         self.truncate(start)
 
     def clear(self) -> None:
-        self._set_chunks([])
-        self._tail = []
-        self.last_iteration = None
+        with self._lock:
+            self._lazy = None
+            self._tail = []
+            self._install([])
 
 
 def _numpy_column(np: Any, column: Column | None, n: int, dtype: Any) -> Any:

@@ -418,6 +418,11 @@ def apply_record(
         apply_metrics(log, row)
         return row
     if kind == EVAL:
+        extra = record.get("extra", record.get("x"))  # "x": journals written before 0.2
+        if extra is not None:
+            if not isinstance(extra, dict):
+                raise LogFormatError(f"extra: expected an object, got {extra!r:.60}")
+            extra = {str(k): from_marker(v) for k, v in extra.items()}
         return apply_eval(
             log,
             int(record["i"]),
@@ -425,7 +430,7 @@ def apply_record(
             float(from_marker(record["w"])),
             from_marker(record.get("v")),
             from_marker(record.get("t")),
-            record.get("extra", record.get("x")),  # "x": journals written before 0.2
+            extra,
         )
     if kind == FINISH:
         apply_finish(
@@ -449,6 +454,15 @@ def apply_record(
     return None
 
 
+def header_of(data: bytes) -> dict[str, Any] | None:
+    """The header record at the start of a journal's bytes, or None."""
+    try:
+        record = orjson.loads(data[: data.find(b"\n")] if b"\n" in data else data)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and record.get(KIND) == HEADER else None
+
+
 def read_header(path: Path) -> dict[str, Any] | None:
     """The journal's header record, or None (no file, or no complete header yet)."""
     try:
@@ -464,6 +478,7 @@ def replay(
     log: ExperimentLog | None,
     base_save_id: int | None,
     is_alive: Callable[[Any, Any], bool],
+    data: bytes | None = None,
 ) -> tuple[ExperimentLog | None, list[str]]:
     """Apply a journal's records to ``log`` (or build a log from its header).
 
@@ -471,10 +486,11 @@ def replay(
     unreadable lines, bad records), which never stop the replay. A journal whose ``base`` is
     not ``base_save_id`` is stale (the document already holds its records) and is skipped.
     ``is_alive(pid, host)`` tells whether the writer named in the header still runs.
+    ``data``: the file's bytes, read earlier by the caller (then ``path`` only names it).
     """
     problems: list[str] = []
     try:
-        lines = path.read_bytes().split(b"\n")
+        lines = (path.read_bytes() if data is None else data).split(b"\n")
     except FileNotFoundError:
         return log, problems
     header: dict[str, Any] | None = None

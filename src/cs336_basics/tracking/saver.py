@@ -57,6 +57,7 @@ class DocumentSaver:
         self.path = path
         self.on_saved = on_saved
         self.error: str | None = None
+        self.exception: BaseException | None = None
         self.saved_id = 0
         self.last_duration = 0.0
         self._pending: Snapshot | None = None
@@ -125,23 +126,29 @@ class DocumentSaver:
             metrics, superseded = snapshot.metrics.chunks(), snapshot.superseded.chunks()
             write_snapshot(self.path, snapshot.meta, metrics, superseded, pause=_let_others_run)
         except Exception as exc:  # disk full, EIO, ...: the kept journals hold everything
-            if self.error is None:
-                logger.error(
-                    "could not write %s in the background (%s); nothing is lost (the kept "
-                    "journals hold every record) and the next save tries again",
-                    self.path,
-                    exc,
-                )
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.failed(exc)
             return
         self.last_duration = time.perf_counter() - started
         self.wrote(snapshot.save_id)
+
+    def failed(self, exc: BaseException) -> None:
+        """A document could not be written (here, or by the caller instead)."""
+        if self.error is None:
+            logger.error(
+                "could not write %s (%s); nothing is lost (the journals hold every record) "
+                "and the next save tries again",
+                self.path,
+                exc,
+            )
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.exception = exc
 
     def wrote(self, save_id: int) -> None:
         """Document ``save_id`` is on disk (written here, or by the caller instead)."""
         if self.error is not None:
             logger.warning("%s is written again; nothing was lost", self.path)
             self.error = None
+            self.exception = None
         self.saved_id = save_id
         try:
             self.on_saved(save_id)

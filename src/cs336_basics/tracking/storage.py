@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from . import journal as journal_format
-from .cache import read_cache, write_cache
+from .cache import CachedRun, CacheError, read_cache, write_cache
 from .codec import decode_log, document_meta, document_parts, document_to_log, dumps
 from .errors import LogFormatError, RunInUseError
 from .history import Chunk, History
@@ -243,13 +243,17 @@ def _load_files(path: Path, on_problem: ProblemHandler, cache: bool) -> tuple[Ex
         document, journal = path.with_suffix(".json"), path
     else:
         document, journal = path, path.with_suffix(JOURNAL_SUFFIX)
+    # The journals are read before the document: a background save may land a newer
+    # document and remove the kept journals it holds at any moment, and a document read
+    # last is never older than what the journals read first continue (see journal_chain).
+    parts = read_journal_files(journal)
     log: ExperimentLog | None = None
     save_id: int | None = None
     if document.exists():
-        log, save_id = read_document(document, write=cache)
+        log, save_id = read_document(document, write=cache, lazy=not parts)
         if log.status == "finished":
             return log, save_id
-    chain = journal_chain(journal, save_id)
+    chain = journal_chain(parts, save_id)
     if not chain:
         if log is None:
             raise FileNotFoundError(f"no experiment log at {path}")
@@ -258,14 +262,14 @@ def _load_files(path: Path, on_problem: ProblemHandler, cache: bool) -> tuple[Ex
         return log, save_id or 0
     expected = save_id
     reached = save_id or 0  # the newest save the records reach (a rewrite goes past it)
-    for base, part in chain:
+    for base, part, data in chain:
         if log is not None and base != (expected or 0):
             on_problem(
                 f"{part}: continues save {base} but the run reached save {expected or 0}; "
                 "the records between are missing (skipped)"
             )
             break
-        log, problems = journal_format.replay(part, log, expected, pid_alive)
+        log, problems = journal_format.replay(part, log, expected, pid_alive, data)
         for problem in problems:
             on_problem(problem)
         expected = base + 1
@@ -279,36 +283,73 @@ def _load_files(path: Path, on_problem: ProblemHandler, cache: bool) -> tuple[Ex
     return log, reached
 
 
-def journal_chain(journal: Path, save_id: int | None) -> list[tuple[int, Path]]:
+JournalFile = tuple[int, Path, bytes]
+
+
+def read_journal_files(journal: Path) -> list[JournalFile]:
+    """``(base, path, bytes)`` of the run's kept journals and live journal, read now (a
+    file removed meanwhile is left out: a document holding it was on disk by then)."""
+    found: list[JournalFile] = []
+    for base, kept in journal_format.kept_journals(journal):
+        try:
+            found.append((base, kept, kept.read_bytes()))
+        except FileNotFoundError:
+            continue
+    try:
+        data = journal.read_bytes()
+    except FileNotFoundError:
+        return found
+    header = journal_format.header_of(data)
+    if header is not None:
+        found.append((int(header.get("base") or 0), journal, data))
+    elif data.strip() and not found:
+        found.append((-1, journal, data))  # no readable header: the replay reports it
+    return found
+
+
+def journal_chain(parts: list[JournalFile], save_id: int | None) -> list[JournalFile]:
     """The journal files that continue a document of ``save_id`` (None: no document), in
     order: the kept journals of saves still being written (or cut short by a crash), then
-    the live journal. ``(base, path)`` each; a kept journal the document holds is left out.
-    """
-    chain = [(b, p) for b, p in journal_format.kept_journals(journal) if b >= (save_id or 0)]
-    header = journal_format.read_header(journal)
-    if header is not None:
-        base = int(header.get("base") or 0)
-        if base >= (save_id or 0) and all(b != base for b, _ in chain):
-            chain.append((base, journal))
-    elif journal.exists() and not chain:
-        chain.append((save_id or 0, journal))  # no readable header: replay reports it
-    return sorted(chain)
+    the live journal. A journal the document holds is left out."""
+    floor = save_id or 0
+    chain: dict[int, JournalFile] = {}
+    for base, path, data in parts:
+        if base == -1:
+            chain[floor] = (floor, path, data)
+        elif base >= floor:
+            chain.setdefault(base, (base, path, data))
+    return [chain[b] for b in sorted(chain)]
 
 
-def read_document(document: Path, write: bool = True) -> tuple[ExperimentLog, int]:
+def read_document(
+    document: Path, write: bool = True, lazy: bool = True
+) -> tuple[ExperimentLog, int]:
     """Read a run's document, from its columnar cache when that describes this very file;
-    otherwise parse it (and, with ``write``, leave a cache for the next reader)."""
+    otherwise parse it (and, with ``write``, leave a cache for the next reader).
+
+    ``lazy``: the histories' columns are read on first use (a listing reads headers only;
+    should the cache be rewritten by then, they come from the document as it is then).
+    Not lazy: read now, from the same file as the rest, as journals replayed on top need.
+    """
     cached = read_cache(document)
     if cached is not None:
-        meta, metrics, superseded = cached
         try:
-            log = document_to_log({**meta, "metrics_history": []}, str(document))
-        except LogFormatError:
-            log = None
-        if log is not None:
-            log.metrics_history = History.from_chunks(metrics)
-            log.superseded_history = History.from_chunks(superseded)
-            return log, int(meta.get("save_id") or 0)
+            log = document_to_log({**cached.meta, "metrics_history": []}, str(document))
+            if lazy:
+                loader = _CacheLoader(cached, document)
+                metrics = History.lazy(*cached.facts("metrics_history"), loader.metrics)
+                superseded = History.lazy(*cached.facts("superseded_history"), loader.superseded)
+            else:
+                chunks = cached.load()
+                metrics, superseded = History.from_chunks(chunks[0]), History.from_chunks(chunks[1])
+            log.metrics_history, log.superseded_history = metrics, superseded
+            return log, int(cached.meta.get("save_id") or 0)
+        except (LogFormatError, CacheError) as exc:
+            logger.debug("ignoring the cache of %s: %s", document, exc)
+    return _parse_document(document, write)
+
+
+def _parse_document(document: Path, write: bool) -> tuple[ExperimentLog, int]:
     try:
         with open(document, "rb") as handle:
             before = os.fstat(handle.fileno())
@@ -320,6 +361,37 @@ def read_document(document: Path, write: bool = True) -> tuple[ExperimentLog, in
     if write:
         _cache_after_read(document, before, log, save_id)
     return log, save_id
+
+
+class _CacheLoader:
+    """Reads a cache's columns once, for both histories; when they cannot be used (the
+    cache was rewritten meanwhile, or fails its checks), the document is parsed instead."""
+
+    def __init__(self, cached: CachedRun, document: Path) -> None:
+        self.cached = cached
+        self.document = document
+        self._chunks: tuple[list[Chunk], list[Chunk]] | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> tuple[list[Chunk], list[Chunk]]:
+        with self._lock:
+            if self._chunks is None:
+                try:
+                    self._chunks = self.cached.load()
+                except CacheError as exc:
+                    logger.debug("ignoring the cache of %s: %s", self.document, exc)
+                    log, _ = _parse_document(self.document, write=False)
+                    self._chunks = (
+                        list(log.metrics_history.snapshot().chunks()),
+                        list(log.superseded_history.snapshot().chunks()),
+                    )
+            return self._chunks
+
+    def metrics(self) -> list[Chunk]:
+        return self._load()[0]
+
+    def superseded(self) -> list[Chunk]:
+        return self._load()[1]
 
 
 def _cache_after_read(
@@ -372,6 +444,21 @@ def write_snapshot(
     parts = document_parts(meta, metrics, superseded, *([pause] if pause else []))
     written = atomic_write(path, parts)
     write_cache(path, written, meta, metrics, superseded)
+
+
+_TEMP = re.compile(r"\.tmp-(\d+)(?:-\d+)?$")
+
+
+def remove_stale_temps(document: Path) -> None:
+    """Remove the temporary files of the run's document, cache and journal that a process
+    killed mid-write left (those of a process still alive on this host are kept)."""
+    stem = document.stem
+    for pattern in (f".{document.name}.tmp-*", f".{stem}.*.tmp-*", f".{stem}.jsonl.tmp-*"):
+        for temp in document.parent.glob(pattern):
+            found = _TEMP.search(temp.name)
+            if found and not pid_alive(int(found.group(1)), socket.gethostname()):
+                with contextlib.suppress(OSError):
+                    temp.unlink()
 
 
 def now_iso() -> str:

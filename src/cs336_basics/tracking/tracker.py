@@ -47,6 +47,7 @@ from .storage import (
     load_run,
     mirror_state_path,
     now_iso,
+    remove_stale_temps,
     write_document,
     write_snapshot,
 )
@@ -390,6 +391,7 @@ class ExperimentTracker:
         write_document(self._path, log, self._save_id)
         self._journal = self._open_journal(self._save_id)
         self._remove_kept(self._save_id)
+        remove_stale_temps(self._path)
         self._dirty = False
 
     def elapsed(self) -> float:
@@ -627,12 +629,19 @@ class ExperimentTracker:
         snapshot (milliseconds, however long the run), starts a fresh journal and returns.
         Until the write is done, loading the run reads the previous document and the
         journals, so nothing is missing; ``wait=True`` returns once the document is on disk
-        (and raises ``OSError`` if it could not be written). After ``finish()`` the save is
-        synchronous and the journal is removed, the document being complete. With ``path``
-        it writes a copy there (synchronously) and leaves the run's files alone.
+        (and raises ``OSError`` if it could not be written); without it a failed write is
+        logged and shown by ``health()``, never raised (the journals keep every record, the
+        next save tries again). After ``finish()`` the save is synchronous (and raises) and
+        the journal is removed, the document being complete. With ``path`` it writes a copy
+        there (synchronously) and leaves the run's files alone.
         """
         if not self.enabled:
             return None
+        if self._closed and path is None:
+            raise RunClosedError(
+                f"save(): this tracker was closed; its journal holds the run. To save it, "
+                f"create ExperimentTracker(config, resume={str(self._path)!r}) and save that one"
+            )
         if not self._started:
             self.start()
         self._deferred.resolve()
@@ -672,7 +681,15 @@ class ExperimentTracker:
             logger.warning("save(): keeping the journal failed (%s); saving in the foreground", exc)
             self._saver.wait()  # an older snapshot must not land after this one
             metrics, superseded = snapshot.metrics.chunks(), snapshot.superseded.chunks()
-            write_snapshot(self._path, snapshot.meta, metrics, superseded)
+            try:
+                write_snapshot(self._path, snapshot.meta, metrics, superseded)
+            except OSError as write_exc:
+                # Disk full, say: nothing is lost (the journal thread keeps the records in
+                # memory and retries), and the training loop is not the place to raise.
+                self._saver.failed(write_exc)
+                if wait:
+                    raise
+                return self._path
             self._saver.wrote(save_id)
             self._rotate_after_foreground_save(journal, save_id, segment)
         else:
@@ -711,7 +728,10 @@ class ExperimentTracker:
             return
         saver.wait()
         if saver.error is not None:
-            raise OSError(f"save(): the document could not be written: {saver.error}")
+            cause = saver.exception
+            message = f"save(): the document could not be written: {saver.error}"
+            errno = getattr(cause, "errno", None)
+            raise (OSError(message) if errno is None else OSError(errno, message)) from cause
 
     def _saved(self, save_id: int) -> None:
         """The saver wrote document ``save_id`` (its thread): drop the journals it holds."""
@@ -739,6 +759,7 @@ class ExperimentTracker:
             journal.close(delete=True, keep_as=segment[0] if segment else None)
             self._journal = None
         self._remove_kept()
+        remove_stale_temps(self._path)
         self._remove_mirror_files()
         self._release()
 
