@@ -103,9 +103,10 @@ def bench_tracker(n: int, log_dir: Path) -> dict[str, float]:
         gc.collect()
         a = time.perf_counter()
         log_obj = load_experiment_log(tracker.path)
+        values = [log_obj.metrics_history.column(name) for name in FIELDS]  # every value read
         loads.append(time.perf_counter() - a)
-        assert len(log_obj.metrics_history) == n
-        del log_obj
+        assert len(values[0]) == n
+        del log_obj, values
     return {
         "median_us": med,
         "p99_us": p99,
@@ -115,6 +116,9 @@ def bench_tracker(n: int, log_dir: Path) -> dict[str, float]:
         "mb": size / 1e6,
     }
 
+
+#: The guide's row fields (a load is timed until all of them are read).
+FIELDS = [f.name for f in dataclasses.fields(NaiveRow)]
 
 BIG_CHILD = r"""
 import gc, sys, time, os
@@ -135,11 +139,14 @@ elif sys.argv[3] == "traced":
     import tracemalloc
     tracemalloc.start()
     log = load_experiment_log(path)
+    log.metrics_history.is_loaded or log.metrics_history[0]  # the columns read
     gc.collect()
     print(tracemalloc.get_traced_memory()[0] / 1e6)
 else:
     gc.collect(); before = rss()
-    a = time.perf_counter(); log = load_experiment_log(path); t = time.perf_counter() - a
+    a = time.perf_counter(); log = load_experiment_log(path)
+    log.metrics_history[0]  # the columns read (a listing reads only the header)
+    t = time.perf_counter() - a
     gc.collect()
     assert len(log.metrics_history) == n
     print(t, rss() - before)
@@ -452,7 +459,7 @@ def main() -> None:
             ("p99_us", "log_metrics p99 (us)", ""),
             ("loop_s", "whole loop (s)", ""),
             ("save_s", "finish+save (s)", "<= 0.15 s"),
-            ("load_s", "load (s)", "<= 0.25 s"),
+            ("load_s", "load, every value read (s)", "<= 0.25 s"),
         ]:
             ratio = naive[key] / ours[key] if ours[key] else float("inf")
             print(f"{label:28}{ours[key]:>12.4f}{naive[key]:>12.4f}{ratio:>8.1f}x  {target}")
@@ -464,8 +471,9 @@ def main() -> None:
             big = bench_big(args.big_rows, tmp)
             print(
                 f"\n{args.big_rows} rows: save {big['save_s']:.2f} s (target <= 1.5), "
-                f"load {big['load_s']:.2f} s (target <= 2), file {big['mb']:.0f} MB\n"
-                f"  history objects after load (tracemalloc): {big['history_mb']:.0f} MB "
+                f"load with the columns read {big['load_s']:.2f} s (target <= 1), "
+                f"file {big['mb']:.0f} MB\n"
+                f"  history after load (tracemalloc): {big['history_mb']:.0f} MB "
                 f"(target <= 300); process RSS grew by {big['resident_mb']:.0f} MB "
                 "(includes allocator memory kept from parsing)"
             )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from helpers import GUIDE_COLUMNS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -422,16 +423,7 @@ def test_load_all_parses_in_parallel_and_loads_the_same_runs(tmp_path):
 def test_experiment_log_to_pandas(tmp_path):
     path = _finished_run(tmp_path, rows=1200)
     frame = load_experiment_log(path).to_pandas()
-    assert list(frame.columns)[:8] == [
-        "iteration",
-        "gradient_step",
-        "wallclock_time",
-        "train_loss",
-        "val_loss",
-        "learning_rate",
-        "tokens_per_sec",
-        "iter_time_ms",
-    ]
+    assert list(frame.columns)[:8] == GUIDE_COLUMNS
     assert "grad_norm" in frame.columns and len(frame) == 1200
     assert str(frame["iteration"].dtype) == "int64" and str(frame["val_loss"].dtype) == "float64"
     assert frame["val_loss"].notna().sum() == 2  # 0 and 500 (1000 is NaN: diverged)

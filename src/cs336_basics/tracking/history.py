@@ -447,6 +447,15 @@ class History(Sequence[MetricsSnapshot]):
         """False while a history loaded from a cache has not read its columns yet."""
         return self._lazy is None
 
+    def _position(self, index: int, error: str) -> int:
+        """``index`` counted from the start (a negative one from the end), checked."""
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(error)
+        return index
+
     def _locate(self, index: int) -> tuple[int, int]:
         k = bisect.bisect_right(self._ends, index)
         return k, index - (self._ends[k - 1] if k else 0)
@@ -464,11 +473,7 @@ class History(Sequence[MetricsSnapshot]):
                 return copy(last)
         self._ensure()
         with self._lock:
-            n = len(self)
-            if index < 0:
-                index += n
-            if not 0 <= index < n:
-                raise IndexError("history index out of range")
+            index = self._position(index, "history index out of range")
             frozen = self._frozen
             if index >= frozen:
                 return copy(self._tail[index - frozen])
@@ -593,11 +598,7 @@ class History(Sequence[MetricsSnapshot]):
 
     def __setitem__(self, index: int, row: MetricsSnapshot) -> None:
         self._ensure()
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError("history assignment index out of range")
+        index = self._position(index, "history assignment index out of range")
         frozen = self._frozen
         if index >= frozen:
             self._tail[index - frozen] = row

@@ -426,8 +426,8 @@ class ExperimentTracker:
             if type(iteration) is int and 0 <= iteration <= 9007199254740991  # MAX_INDEX
             else to_int("iteration", iteration)
         )
-        history = self._log.metrics_history
-        if history and it <= history[-1].iteration:
+        last = self._log.metrics_history.last_iteration
+        if last is not None and it <= last:
             step = superseded_step(self._log, it)
             if step is not None:
                 self._steps_done = step - 1
