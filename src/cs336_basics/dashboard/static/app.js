@@ -274,6 +274,17 @@ function quantile(sorted, q) {
 // Until plotly has loaded (compiling it is most of a fresh page's time), the curves that
 // came are drawn on a canvas: same data, colours and axes, not interactive. The chart
 // replaces it as soon as plotly runs.
+// Round tick values (1, 2 or 5 times a power of ten apart), about five across the range.
+function niceTicks(lo, hi) {
+  const raw = (hi - lo) / 5, power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw) || raw;
+  const ticks = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
+    ticks.push(Number(v.toPrecision(12)));
+  }
+  return ticks;
+}
+
 function drawPreview(chart) {
   const lines = [];
   for (const r of shownRuns()) {
@@ -311,11 +322,13 @@ function drawPreview(chart) {
   const L = 56, R = w - 12, T = 8, B = h - 40;
   const px = (v) => L + (v - x0) / (x1 - x0) * (R - L), py = (v) => B - (v - y0) / (y1 - y0) * (B - T);
   g.font = "11px sans-serif"; g.fillStyle = "#444"; g.strokeStyle = "#eee"; g.lineWidth = 1;
-  for (let k = 0; k <= 4; k++) {
-    const xv = x0 + (x1 - x0) * k / 4, yv = y0 + (y1 - y0) * k / 4;
-    g.beginPath(); g.moveTo(px(xv), T); g.lineTo(px(xv), B); g.moveTo(L, py(yv)); g.lineTo(R, py(yv)); g.stroke();
-    g.textAlign = "center"; g.fillText(fmt(Number(xv.toPrecision(3))), px(xv), B + 14);
-    g.textAlign = "right"; g.fillText(fmt(S.logy ? 10 ** yv : Number(yv.toPrecision(3))), L - 4, py(yv) + 4);
+  for (const xv of niceTicks(x0, x1)) {
+    g.beginPath(); g.moveTo(px(xv), T); g.lineTo(px(xv), B); g.stroke();
+    g.textAlign = "center"; g.fillText(fmt(xv), px(xv), B + 14);
+  }
+  for (const yv of niceTicks(y0, y1)) {
+    g.beginPath(); g.moveTo(L, py(yv)); g.lineTo(R, py(yv)); g.stroke();
+    g.textAlign = "right"; g.fillText(fmt(S.logy ? 10 ** yv : yv), L - 4, py(yv) + 4);
   }
   g.textAlign = "center"; g.fillText(X_TITLES[S.x], (L + R) / 2, h - 6);
   g.save(); g.beginPath(); g.rect(L, T, R - L, B - T); g.clip();
