@@ -174,7 +174,7 @@ def test_a_row_holding_a_tensor_is_not_frozen_until_read(small_chunks):
     history.append(waiting)
     for i in range(1, 20):
         history.append(MetricsSnapshot(i, i + 1, 0.0, 1.0))
-    assert history._chunks == [] and len(history) == 20  # nothing frozen past the tensor
+    assert history._chunks == () and len(history) == 20  # nothing frozen past the tensor
     waiting.train_loss = 2.5  # the journal thread read it
     for i in range(20, 300):
         history.append(MetricsSnapshot(i, i + 1, 0.0, 1.0))
@@ -683,3 +683,88 @@ def test_load_all_parses_in_worker_processes_and_survives_one_dying(tmp_path, ki
     assert workers and answer["parent"] not in workers  # parsed in other processes
     if kill:
         assert "parsing them here" in out.stderr
+
+
+def test_a_reader_racing_a_rotation_gets_every_row_and_a_live_status(tmp_path, monkeypatch):
+    import cs336_basics.tracking.journal as journal_module
+
+    tracker = _tracker(tmp_path, "rotating")
+    for i in range(100):
+        tracker.log_metrics(iteration=i, train_loss=1.0)
+    tracker.save(wait=True)
+    for i in range(100, 150):
+        tracker.log_metrics(iteration=i, train_loss=1.0)
+    tracker.flush()
+    real = journal_module.kept_journals
+    gate = threading.Event()
+    _slow_chunks(monkeypatch, gate)
+
+    def rotated_in_between(journal):
+        tracker.save()  # the live journal just read becomes kept journal 1
+        monkeypatch.setattr(journal_module, "kept_journals", real)
+        return real(journal)
+
+    monkeypatch.setattr(journal_module, "kept_journals", rotated_in_between)
+    problems: list[str] = []
+    log, _ = load_run(tracker.path, on_problem=problems.append)
+    assert log.metrics_history.column("iteration") == list(range(150))
+    assert log.status == "running" and problems == []
+    gate.set()
+    tracker.close()
+
+
+SIGNAL_SAVE = r"""
+import os, signal, sys
+import cs336_basics.tracking.history as history
+from cs336_basics import ExperimentConfig, ExperimentTracker
+tracker = ExperimentTracker(ExperimentConfig(experiment_name="signal"), log_dir=sys.argv[1])
+tracker.start()
+signal.signal(signal.SIGUSR1, lambda *a: tracker.save())  # a preemption handler
+real_copy = history.copy
+def copy_then_signal(row):  # the signal lands while the history hands a row out
+    os.kill(os.getpid(), signal.SIGUSR1)
+    return real_copy(row)
+history.copy = copy_then_signal
+for i in range(200):
+    tracker.log_metrics(iteration=i, train_loss=1.0)
+    if i % 10 == 9:
+        tracker.log_eval(iteration=i, val_loss=0.5)  # reads the row back: the window
+tracker.finish()
+print("done", len(tracker.log.metrics_history))
+"""
+
+
+def test_a_signal_handler_that_saves_never_deadlocks(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", SIGNAL_SAVE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.split() == ["done", "200"], out.stderr[-2000:]
+    log = load_experiment_log(next(tmp_path.glob("*.json")))
+    assert log.metrics_history.column("iteration") == list(range(200))
+    assert log.metrics_history.column("val_loss")[9::10] == [0.5] * 20
+
+
+def test_a_lazy_history_of_a_run_rewritten_since_says_so(tmp_path):
+    from cs336_basics.tracking.errors import LogFormatError
+
+    path = _finished_run(tmp_path, rows=100)
+    log = load_experiment_log(path)
+    assert not log.metrics_history.is_loaded and len(log.metrics_history) == 100
+    resumed = ExperimentTracker(ExperimentConfig(experiment_name="cached"), resume=path)
+    resumed.log_metrics(iteration=100, train_loss=0.5)
+    resumed.finish()
+    with pytest.raises(LogFormatError, match="changed on disk since it was loaded"):
+        list(log.metrics_history)
+    assert len(load_experiment_log(path).metrics_history) == 101
+
+
+def test_a_shallow_copy_of_a_history_is_its_own(small_chunks):
+    import copy
+
+    history = History(MetricsSnapshot(i, i + 1, 0.0, 1.0) for i in range(10))
+    twin = copy.copy(history)
+    twin.append(MetricsSnapshot(10, 11, 0.0, 1.0))
+    assert len(history) == 10 and history.last_iteration == 9 and len(twin) == 11

@@ -51,17 +51,18 @@ def read(path: str) -> Loaded:
     ``OSError`` when it cannot be read."""
     where = Path(path)
     document, live = where.with_suffix(".json"), where.with_suffix(journal.SUFFIX)
-    # Journals first, then the document (never older than they are: see storage).
-    kept = []
-    for base, part in journal.kept_journals(live):
-        try:
-            kept.append((base, part, part.read_bytes()))
-        except FileNotFoundError:  # held by a document that is on disk by now
-            continue
+    # Journals first, the live one before the kept ones, then the document (never older
+    # than they are: see storage.read_journal_files).
     try:
         raw = live.read_bytes()
     except FileNotFoundError:
         raw = b""
+    kept = []
+    for base, part in journal.kept_journals(live):
+        try:
+            kept.append((base, part, part.read_bytes()))
+        except FileNotFoundError:  # held by a document that is on disk by then
+            continue
     log = None
     save_id = 0
     problems: list[str] = []
@@ -77,6 +78,9 @@ def read(path: str) -> Loaded:
             problems += found
             expected += 1
     complete = raw[: raw.rfind(b"\n") + 1]
+    if log is not None and complete and (_header(complete).get("base") or 0) < expected:
+        # Rotated while read: a kept journal above held all of it; follow the next one.
+        return Loaded(from_log(log, save_id), expected, 0, True, problems)
     if not complete:
         if log is None:
             raise LogFormatError(f"{live}: empty journal")

@@ -86,13 +86,15 @@ def _parse_in_parallel(files: list[Path], workers: int | None, show: bool | None
     context = _pool_context()
     if context is None:
         return
+    pool = ProcessPoolExecutor(min(count, len(todo)), mp_context=context)
     try:
-        with ProcessPoolExecutor(min(count, len(todo)), mp_context=context) as pool:
-            results = pool.map(_warm_cache, todo, chunksize=max(1, len(todo) // (count * 8)))
-            for _ in progress(results, len(todo), "Indexing runs", enabled=show):
-                pass
+        results = pool.map(_warm_cache, todo, chunksize=max(1, len(todo) // (count * 8)))
+        for _ in progress(results, len(todo), "Indexing runs", enabled=show):
+            pass
     except Exception as exc:  # BrokenProcessPool, OSError, ...: the loads parse instead
         logger.warning("parsing runs in worker processes failed (%s); parsing them here", exc)
+    finally:  # (Ctrl-C included: what has not started is dropped, not waited for)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _pool_context() -> Any:

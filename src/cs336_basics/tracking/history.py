@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from copy import copy
@@ -325,36 +324,50 @@ class History(Sequence[MetricsSnapshot]):
 
     ``last_iteration`` is the last row's iteration (None when empty), kept as a plain
     attribute: the training loop reads it on every call. Rows handed out are copies.
-    Structural changes (a block frozen, rows cut) and the copies readers take are made
-    under a lock, so another thread (a sink, a saver) iterating sees every row once.
+
+    The chunks, their row ends and the tail are one tuple, replaced in a single assignment
+    by every structural change (a block frozen, rows cut): another thread (a sink, the
+    saver) or a signal handler (a SIGTERM handler that saves) always reads a consistent
+    state, without a lock to deadlock on. Only the training thread changes a history.
     """
 
     def __init__(self, rows: Iterable[MetricsSnapshot] = ()) -> None:
-        self._chunks: list[Chunk] = []
-        self._ends: list[int] = []  # row count up to and including each chunk
-        self._tail: list[MetricsSnapshot] = []
+        self._state: tuple[tuple[Chunk, ...], tuple[int, ...], list[MetricsSnapshot]] = (
+            (),
+            (),  # row count up to and including each chunk
+            [],
+        )
         self._freeze_at = _FREEZE_AT
-        self._lock = threading.Lock()
         self._lazy: Callable[[], list[Chunk]] | None = None
         self._facts: tuple[int, MetricsSnapshot | None, MetricsSnapshot | None] = (0, None, None)
         self.last_iteration: int | None = None
         self.extend(rows)
 
+    @property
+    def _chunks(self) -> tuple[Chunk, ...]:
+        return self._state[0]
+
+    @property
+    def _tail(self) -> list[MetricsSnapshot]:
+        return self._state[2]
+
     def __getstate__(self) -> dict[str, Any]:
         self._ensure()
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
+        return dict(self.__dict__)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+    def __copy__(self) -> History:
+        self._ensure()
+        twin = History()
+        chunks, ends, tail = self._state
+        twin._state = (chunks, ends, list(tail))  # chunks never change: shared
+        twin.last_iteration = self.last_iteration
+        return twin
 
     # ------------------------------------------------------------------ building
     @classmethod
     def from_chunks(cls, chunks: Iterable[Chunk]) -> History:
         history = cls()
-        history._set_chunks(list(chunks))
+        history._install(list(chunks), [])
         return history
 
     @classmethod
@@ -377,54 +390,45 @@ class History(Sequence[MetricsSnapshot]):
         load = self._lazy
         if load is not None:
             chunks = load()
-            with self._lock:
-                if self._lazy is load:
-                    self._lazy = None
-                    self._install(chunks)
+            if self._lazy is load:
+                self._lazy = None
+                self._install(chunks, list(self._tail))
 
-    def _set_chunks(self, chunks: list[Chunk]) -> None:
-        with self._lock:
-            self._install(chunks)
-
-    def _install(self, chunks: list[Chunk]) -> None:
-        self._chunks = [c for c in chunks if c.n]
-        self._ends = []
+    def _install(self, chunks: list[Chunk], tail: list[MetricsSnapshot]) -> None:
+        kept = tuple(c for c in chunks if c.n)
+        ends = []
         total = 0
-        for chunk in self._chunks:
+        for chunk in kept:
             total += chunk.n
-            self._ends.append(total)
+            ends.append(total)
+        self._state = (kept, tuple(ends), tail)
         self._refresh_last()
 
     def _refresh_last(self) -> None:
-        if self._tail:
-            self.last_iteration = self._tail[-1].iteration
-        elif self._chunks:
-            self.last_iteration = self._chunks[-1].iterations.at(self._chunks[-1].n - 1)
+        chunks, _, tail = self._state
+        if tail:
+            self.last_iteration = tail[-1].iteration
+        elif chunks:
+            self.last_iteration = chunks[-1].iterations.at(chunks[-1].n - 1)
         else:
             self.last_iteration = None
-
-    @property
-    def _frozen(self) -> int:
-        return self._ends[-1] if self._ends else 0
 
     def _freeze(self, count: int) -> None:
         """Turn the tail's first ``count`` rows into a chunk; nothing while one of them
         holds a tensor not read yet (then again a little later)."""
-        chunk = Chunk.from_rows(self._tail[:count])
+        chunks, ends, tail = self._state
+        chunk = Chunk.from_rows(tail[:count])
         if chunk is None:
-            self._freeze_at = len(self._tail) + 256
+            self._freeze_at = len(tail) + 256
             return
         self._freeze_at = _FREEZE_AT
-        with self._lock:
-            self._chunks.append(chunk)
-            self._ends.append(self._frozen + count)
-            del self._tail[:count]
+        self._state = (chunks + (chunk,), ends + ((ends[-1] if ends else 0) + count,), tail[count:])
 
     def _parts(self) -> tuple[list[Chunk], list[MetricsSnapshot]]:
-        """The chunks and tail rows now, taken together (another thread may freeze)."""
+        """The chunks and tail rows now, taken together."""
         self._ensure()
-        with self._lock:
-            return list(self._chunks), list(self._tail)
+        chunks, _, tail = self._state
+        return list(chunks), list(tail)
 
     def snapshot(self) -> HistorySnapshot:
         """The history as it is now, for a save that writes it while logging goes on: the
@@ -437,7 +441,8 @@ class History(Sequence[MetricsSnapshot]):
     def __len__(self) -> int:
         if self._lazy is not None:
             return self._facts[0]
-        return (self._ends[-1] if self._ends else 0) + len(self._tail)
+        _, ends, tail = self._state
+        return (ends[-1] if ends else 0) + len(tail)
 
     def __bool__(self) -> bool:
         return self.last_iteration is not None
@@ -446,19 +451,6 @@ class History(Sequence[MetricsSnapshot]):
     def is_loaded(self) -> bool:
         """False while a history loaded from a cache has not read its columns yet."""
         return self._lazy is None
-
-    def _position(self, index: int, error: str) -> int:
-        """``index`` counted from the start (a negative one from the end), checked."""
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(error)
-        return index
-
-    def _locate(self, index: int) -> tuple[int, int]:
-        k = bisect.bisect_right(self._ends, index)
-        return k, index - (self._ends[k - 1] if k else 0)
 
     @overload
     def __getitem__(self, index: int) -> MetricsSnapshot: ...
@@ -472,14 +464,14 @@ class History(Sequence[MetricsSnapshot]):
             if last is not None:
                 return copy(last)
         self._ensure()
-        with self._lock:
-            index = self._position(index, "history index out of range")
-            frozen = self._frozen
-            if index >= frozen:
-                return copy(self._tail[index - frozen])
-            k, j = self._locate(index)
-            chunk = self._chunks[k]
-        return chunk.row(j)
+        chunks, ends, tail = self._state
+        n = (ends[-1] if ends else 0) + len(tail)
+        index = _position(index, n, "history index out of range")
+        frozen = ends[-1] if ends else 0
+        if index >= frozen:
+            return copy(tail[index - frozen])
+        k, j = _locate(ends, index)
+        return chunks[k].row(j)
 
     def __iter__(self) -> Iterator[MetricsSnapshot]:
         chunks, tail = self._parts()
@@ -586,7 +578,7 @@ class History(Sequence[MetricsSnapshot]):
     def append(self, row: MetricsSnapshot) -> None:
         if self._lazy is not None:
             self._ensure()
-        tail = self._tail
+        tail = self._state[2]
         tail.append(row)
         self.last_iteration = row.iteration
         if len(tail) >= self._freeze_at:
@@ -598,26 +590,29 @@ class History(Sequence[MetricsSnapshot]):
 
     def __setitem__(self, index: int, row: MetricsSnapshot) -> None:
         self._ensure()
-        index = self._position(index, "history assignment index out of range")
-        frozen = self._frozen
+        chunks, ends, tail = self._state
+        index = _position(index, len(self), "history assignment index out of range")
+        frozen = ends[-1] if ends else 0
         if index >= frozen:
-            self._tail[index - frozen] = row
+            tail[index - frozen] = row
         else:
-            k, j = self._locate(index)
-            rows = self._chunks[k].rows()
+            k, j = _locate(ends, index)
+            rows = chunks[k].rows()
             rows[j] = row
             self._replace_chunk(k, rows)
         self._refresh_last()
 
     def insert(self, index: int, row: MetricsSnapshot) -> None:
         self._ensure()
-        frozen = self._frozen
+        chunks, ends, tail = self._state
+        frozen = ends[-1] if ends else 0
         if index >= frozen:
-            with self._lock:
-                self._tail.insert(index - frozen, row)
+            grown = list(tail)
+            grown.insert(index - frozen, row)
+            self._state = (chunks, ends, grown)
         else:
-            k, j = self._locate(max(index, 0))
-            rows = self._chunks[k].rows()
+            k, j = _locate(ends, max(index, 0))
+            rows = chunks[k].rows()
             rows.insert(j, row)
             self._replace_chunk(k, rows)
         self._refresh_last()
@@ -628,7 +623,7 @@ class History(Sequence[MetricsSnapshot]):
             raise ValueError("history: a row holds a value that is not a number")
         chunks = list(self._chunks)
         chunks[k] = chunk
-        self._set_chunks(chunks)
+        self._install(chunks, self._tail)
 
     def truncate(self, start: int) -> list[MetricsSnapshot]:
         """Remove rows ``start`` and later; returns them."""
@@ -636,16 +631,13 @@ class History(Sequence[MetricsSnapshot]):
         n = len(self)
         start = max(0, min(start, n))
         removed = self[start:]
-        frozen = self._frozen
+        chunks, ends, tail = self._state
+        frozen = ends[-1] if ends else 0
         if start >= frozen:
-            with self._lock:
-                del self._tail[start - frozen :]
+            self._state = (chunks, ends, tail[: start - frozen])
         else:
-            k, j = self._locate(start)
-            keep = self._chunks[k].rows()[:j]
-            with self._lock:
-                self._tail = keep
-                self._install(self._chunks[:k])
+            k, j = _locate(ends, start)
+            self._install(list(chunks[:k]), chunks[k].rows()[:j])
         self._refresh_last()
         return removed
 
@@ -658,10 +650,23 @@ class History(Sequence[MetricsSnapshot]):
         self.truncate(start)
 
     def clear(self) -> None:
-        with self._lock:
-            self._lazy = None
-            self._tail = []
-            self._install([])
+        self._lazy = None
+        self._install([], [])
+
+
+def _position(index: int, n: int, error: str) -> int:
+    """``index`` counted from the start (a negative one from the end), checked."""
+    if index < 0:
+        index += n
+    if not 0 <= index < n:
+        raise IndexError(error)
+    return index
+
+
+def _locate(ends: tuple[int, ...], index: int) -> tuple[int, int]:
+    """(chunk, row in it) of history row ``index`` (a frozen one)."""
+    k = bisect.bisect_right(ends, index)
+    return k, index - (ends[k - 1] if k else 0)
 
 
 def _numpy_column(np: Any, column: Column | None, n: int, dtype: Any) -> Any:

@@ -287,30 +287,36 @@ JournalFile = tuple[int, Path, bytes]
 
 
 def read_journal_files(journal: Path) -> list[JournalFile]:
-    """``(base, path, bytes)`` of the run's kept journals and live journal, read now (a
-    file removed meanwhile is left out: a document holding it was on disk by then)."""
+    """``(base, path, bytes)`` of the run's kept journals, then its live journal, read now.
+
+    The live journal is read first: a rotation right after turns it into a kept journal
+    that the listing then finds, whole (and preferred: see :func:`journal_chain`); a kept
+    journal removed before it is read was held by a document on disk by then."""
+    try:
+        live: bytes | None = journal.read_bytes()
+    except FileNotFoundError:
+        live = None
     found: list[JournalFile] = []
     for base, kept in journal_format.kept_journals(journal):
         try:
             found.append((base, kept, kept.read_bytes()))
         except FileNotFoundError:
             continue
-    try:
-        data = journal.read_bytes()
-    except FileNotFoundError:
+    if live is None:
         return found
-    header = journal_format.header_of(data)
+    header = journal_format.header_of(live)
     if header is not None:
-        found.append((int(header.get("base") or 0), journal, data))
-    elif data.strip() and not found:
-        found.append((-1, journal, data))  # no readable header: the replay reports it
+        found.append((int(header.get("base") or 0), journal, live))
+    elif live.strip() and not found:
+        found.append((-1, journal, live))  # no readable header: the replay reports it
     return found
 
 
 def journal_chain(parts: list[JournalFile], save_id: int | None) -> list[JournalFile]:
     """The journal files that continue a document of ``save_id`` (None: no document), in
     order: the kept journals of saves still being written (or cut short by a crash), then
-    the live journal. A journal the document holds is left out."""
+    the live journal. A journal the document holds is left out; of a kept and a live
+    journal with one base (rotated while being read), the kept one, complete, is used."""
     floor = save_id or 0
     chain: dict[int, JournalFile] = {}
     for base, path, data in parts:
@@ -371,7 +377,7 @@ class _CacheLoader:
         self.cached = cached
         self.document = document
         self._chunks: tuple[list[Chunk], list[Chunk]] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # (re-entered by a signal handler that saves)
 
     def _load(self) -> tuple[list[Chunk], list[Chunk]]:
         with self._lock:
@@ -380,7 +386,13 @@ class _CacheLoader:
                     self._chunks = self.cached.load()
                 except CacheError as exc:
                     logger.debug("ignoring the cache of %s: %s", self.document, exc)
-                    log, _ = _parse_document(self.document, write=False)
+                    log, save_id = _parse_document(self.document, write=False)
+                    if save_id != self.cached.meta.get("save_id"):
+                        raise LogFormatError(
+                            f"{self.document}: the run changed on disk since it was loaded "
+                            f"(save {self.cached.meta.get('save_id')}, now {save_id}); load "
+                            "it again"
+                        ) from exc
                     self._chunks = (
                         list(log.metrics_history.snapshot().chunks()),
                         list(log.superseded_history.snapshot().chunks()),

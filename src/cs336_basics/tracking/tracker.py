@@ -680,10 +680,10 @@ class ExperimentTracker:
             # The old journal cannot be kept: write the document here and now instead.
             logger.warning("save(): keeping the journal failed (%s); saving in the foreground", exc)
             self._saver.wait()  # an older snapshot must not land after this one
-            metrics, superseded = snapshot.metrics.chunks(), snapshot.superseded.chunks()
             try:
+                metrics, superseded = snapshot.metrics.chunks(), snapshot.superseded.chunks()
                 write_snapshot(self._path, snapshot.meta, metrics, superseded)
-            except OSError as write_exc:
+            except (OSError, ValueError) as write_exc:
                 # Disk full, say: nothing is lost (the journal thread keeps the records in
                 # memory and retries), and the training loop is not the place to raise.
                 self._saver.failed(write_exc)
@@ -813,11 +813,14 @@ class ExperimentTracker:
             logger.error("close(): reading logged device tensors failed: %s", exc)
         self._close_sinks(timeout=10.0)
         if self._saver is not None and not self._saver.close(timeout=60.0):
+            # The run stays locked until it is done: a tracker resuming the run meanwhile
+            # could have an older document land over its newer one.
             logger.warning(
-                "close(): the background save of %s is still running after 60 s; the "
-                "journals keep everything it would hold",
+                "close(): the background save of %s is still running after 60 s; waiting "
+                "for it (the journals keep everything it would hold)",
                 self._path,
             )
+            self._saver.close()
         if self._journal is not None:
             self._journal.append(records_out.closed_record())  # not a live run any more
             self._journal.close()
