@@ -16,13 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from ..tracking import journal
 from ..tracking.errors import LogFormatError
-from ..tracking.storage import pid_alive, read_document
+from ..tracking.storage import pid_alive, read_document, read_kept_journals
 from .columns import RunData, from_log
 from .series import precompute
 
@@ -57,12 +54,7 @@ def read(path: str) -> Loaded:
         raw = live.read_bytes()
     except FileNotFoundError:
         raw = b""
-    kept = []
-    for base, part in journal.kept_journals(live):
-        try:
-            kept.append((base, part, part.read_bytes()))
-        except FileNotFoundError:  # held by a document that is on disk by then
-            continue
+    kept = read_kept_journals(live)
     log = None
     save_id = 0
     problems: list[str] = []
@@ -78,7 +70,8 @@ def read(path: str) -> Loaded:
             problems += found
             expected += 1
     complete = raw[: raw.rfind(b"\n") + 1]
-    if log is not None and complete and (_header(complete).get("base") or 0) < expected:
+    header = journal.header_of(complete) or {}
+    if log is not None and complete and (header.get("base") or 0) < expected:
         # Rotated while read: a kept journal above held all of it; follow the next one.
         return Loaded(from_log(log, save_id), expected, 0, True, problems)
     if not complete:
@@ -87,7 +80,6 @@ def read(path: str) -> Loaded:
         if log.status == "running":  # saved, then the process died before its journal
             log.status = "unfinished"
         return Loaded(from_log(log, save_id), save_id, 0, True, problems)
-    header = _header(complete)
     replayed, found = journal.replay(live, log, expected if log else None, pid_alive, complete)
     problems += found
     if replayed is None:
@@ -100,12 +92,3 @@ def read(path: str) -> Loaded:
     if not document.exists():
         replayed.source = str(live)
     return Loaded(from_log(replayed, save_id), int(base), len(complete), True, problems)
-
-
-def _header(complete: bytes) -> dict[str, Any]:
-    """The header record of these journal bytes (``{}`` when the first line is not one)."""
-    try:
-        record = orjson.loads(complete[: complete.find(b"\n")])
-    except orjson.JSONDecodeError:
-        return {}
-    return record if isinstance(record, dict) and record.get(journal.KIND) == journal.HEADER else {}

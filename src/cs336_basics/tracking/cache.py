@@ -190,11 +190,6 @@ def write_cache(
             tmp.unlink()
 
 
-def remove_cache(document: Path) -> None:
-    with contextlib.suppress(OSError):
-        cache_path(document).unlink()
-
-
 # ---------------------------------------------------------------------------------------
 # Reading.
 
@@ -274,6 +269,24 @@ def _chunks(specs: Any, data: _Section, rows: int) -> list[Chunk]:
     return chunks
 
 
+Facts = tuple[int, MetricsSnapshot | None, MetricsSnapshot | None]
+
+
+def _read_facts(header: dict[str, Any], history: str, path: Path) -> Facts:
+    """(rows, last row, first diverged row) of ``history`` as the header records them."""
+    facts = header["facts"][history]
+    rows = facts["n"]
+    if type(rows) is not int or rows < 0:
+        raise CacheError(f"{history}: {rows!r:.40} rows")
+    last = facts.get("last")
+    diverged = facts.get("diverged")
+    return (
+        rows,
+        row_from_dict(last, f"{path}: last row") if last is not None else None,
+        row_from_dict(diverged, f"{path}: diverged row") if diverged is not None else None,
+    )
+
+
 @dataclass
 class CachedRun:
     """A cache's header, read; :meth:`load` reads and checks the columns."""
@@ -283,24 +296,12 @@ class CachedRun:
     header: dict[str, Any]
     data_offset: int
     data_crc: int
+    metrics_facts: Facts
+    superseded_facts: Facts
 
     @property
     def meta(self) -> dict[str, Any]:
         return self.header["meta"]
-
-    def facts(self, history: str) -> tuple[int, MetricsSnapshot | None, MetricsSnapshot | None]:
-        """(rows, last row, first diverged row) of ``history`` as the header records them."""
-        facts = self.header["facts"][history]
-        rows = facts["n"]
-        if type(rows) is not int or rows < 0:
-            raise CacheError(f"{history}: {rows!r:.40} rows")
-        last = facts.get("last")
-        diverged = facts.get("diverged")
-        return (
-            rows,
-            row_from_dict(last, f"{self.path}: last row") if last is not None else None,
-            row_from_dict(diverged, f"{self.path}: diverged row") if diverged is not None else None,
-        )
 
     def load(self) -> tuple[list[Chunk], list[Chunk]]:
         """The two histories' chunks; ``CacheError`` when the file changed since its header
@@ -318,8 +319,8 @@ class CachedRun:
             raise CacheError("its data fail their CRC")
         data = _Section(buffer)
         return (
-            _chunks(self.header["metrics_history"], data, self.facts("metrics_history")[0]),
-            _chunks(self.header["superseded_history"], data, self.facts("superseded_history")[0]),
+            _chunks(self.header["metrics_history"], data, self.metrics_facts[0]),
+            _chunks(self.header["superseded_history"], data, self.superseded_facts[0]),
         )
 
 
@@ -354,9 +355,15 @@ def read_cache(document: Path, save_id: int | None = None) -> CachedRun | None:
         start += -start % _ALIGN
         if st.st_size != start + int(header["data_size"]):
             return None  # torn
-        cached = CachedRun(path, (st.st_ino, st.st_size, st.st_mtime_ns), header, start, data_crc)
-        cached.facts("metrics_history")  # the header's facts must read
-        cached.facts("superseded_history")
+        cached = CachedRun(
+            path,
+            (st.st_ino, st.st_size, st.st_mtime_ns),
+            header,
+            start,
+            data_crc,
+            _read_facts(header, "metrics_history", path),
+            _read_facts(header, "superseded_history", path),
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:

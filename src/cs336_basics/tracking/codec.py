@@ -160,7 +160,7 @@ def document_parts(
 ) -> Iterator[bytes]:
     """The document in pieces (one per chunk of rows), for a writer that streams it to a
     file: ``meta`` from :func:`document_meta`, the histories as chunks. ``pause`` runs
-    after each chunk (a background writer lets other threads run there)."""
+    after every :data:`_PIECE_ROWS` rows (a background writer lets other threads run)."""
     head = {k: meta[k] for k in _HEAD_KEYS if k in meta}
     rest = {k: v for k, v in meta.items() if k not in head}
     yield dumps(head)[:-1] + b',"metrics_history":'
@@ -391,26 +391,20 @@ def _fast_chunk(rows: list[Any]) -> Chunk | None:
     if not _types(rows) <= _DICT or not set(map(len, rows)) <= _ROW_LENGTH:
         return None
     columns: list[Column | None] = []
+    extras: dict[str, Column] = {}
     try:
         for _name, get, allowed in _fast_chunk_fields:
             columns.append(_fast_column(list(map(get, rows)), allowed))
         extras_of_rows = list(map(_get_extra, rows))
-    except (KeyError, _NotFast):  # a key of its own instead of one of ours, a bad value
-        return None
-    extras: dict[str, Column] = {}
-    kinds = _types(extras_of_rows)
-    if not kinds <= _OBJECT_OR_NULL:
-        return None
-    if dict in kinds:
-        present = list(filter(None, extras_of_rows))
-        for key in dict.fromkeys(chain.from_iterable(present)):
+        if not _types(extras_of_rows) <= _OBJECT_OR_NULL:
+            return None
+        for key in dict.fromkeys(chain.from_iterable(filter(None, extras_of_rows))):
             values = [e.get(key) if e else None for e in extras_of_rows]
-            try:
-                column = _fast_column(values, _NUMBER_OR_NULL)
-            except _NotFast:
-                return None
+            column = _fast_column(values, _NUMBER_OR_NULL)
             if column is not None:
                 extras[key] = column
+    except (KeyError, _NotFast):  # a key of its own instead of one of ours, a bad value
+        return None
     return Chunk(len(rows), columns, extras)
 
 

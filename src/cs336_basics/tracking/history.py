@@ -140,13 +140,6 @@ class Column:
             )
         return cls("list", values, index, nonfinite=_list_nonfinite(values))
 
-    @property
-    def count(self) -> int:
-        """How many rows have a value (``-1``: every row, for a range)."""
-        if self.kind == "range":
-            return -1
-        return len(self.values)
-
     def present(self, n: int) -> list[Any]:
         """The values present, in row order, NaN/inf as :class:`NonFinite`."""
         if self.kind == "range":
@@ -263,11 +256,6 @@ class Chunk:
         assert column is not None
         return column
 
-    def value(self, j: int, name: str) -> Any:
-        index = _ROW_FIELD_INDEX.get(name)
-        column = self.fields[index] if index is not None else self.extras.get(name)
-        return None if column is None else column.at(j)
-
     def named_column(self, name: str) -> list[Any]:
         index = _ROW_FIELD_INDEX.get(name)
         if index is not None:
@@ -304,9 +292,6 @@ class HistorySnapshot:
     def __init__(self, frozen: tuple[Chunk, ...], rows: tuple[MetricsSnapshot, ...]) -> None:
         self.frozen = frozen
         self.rows = rows
-
-    def __len__(self) -> int:
-        return sum(chunk.n for chunk in self.frozen) + len(self.rows)
 
     def chunks(self) -> tuple[Chunk, ...]:
         """All of it as chunks (the tail's rows become one; run it off the training

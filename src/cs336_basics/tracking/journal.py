@@ -467,10 +467,9 @@ def read_header(path: Path) -> dict[str, Any] | None:
     """The journal's header record, or None (no file, or no complete header yet)."""
     try:
         with open(path, "rb") as handle:
-            record = orjson.loads(handle.readline())
-    except (OSError, orjson.JSONDecodeError):
+            return header_of(handle.readline())
+    except OSError:
         return None
-    return record if isinstance(record, dict) and record.get(KIND) == HEADER else None
 
 
 def replay(
@@ -568,14 +567,19 @@ def kept_journals(journal: Path) -> list[tuple[int, Path]]:
     found = []
     for path in journal.parent.glob(f".{journal.stem}.kept-*{SUFFIX}"):
         try:
-            found.append((int(path.name.rsplit(".kept-", 1)[1][: -len(SUFFIX)]), path))
+            found.append((_base_in_name(path, ".kept-"), path))
         except ValueError:
             continue
     return sorted(found)
 
 
+def _base_in_name(path: Path, tag: str) -> int:
+    """The base a kept journal's or segment's name carries (``.<stem><tag>NNNNNNNN.jsonl``)."""
+    return int(path.name.rsplit(tag, 1)[1][: -len(SUFFIX)])
+
+
 def _segment_base(path: Path) -> int:
-    return int(path.name.rsplit(".seg-", 1)[1][: -len(SUFFIX)])
+    return _base_in_name(path, ".seg-")
 
 
 class JournalFollower:

@@ -58,7 +58,6 @@ class DocumentSaver:
         self.on_saved = on_saved
         self.error: str | None = None
         self.exception: BaseException | None = None
-        self.saved_id = 0
         self.last_duration = 0.0
         self._pending: Snapshot | None = None
         self._busy = False
@@ -149,7 +148,6 @@ class DocumentSaver:
             logger.warning("%s is written again; nothing was lost", self.path)
             self.error = None
             self.exception = None
-        self.saved_id = save_id
         try:
             self.on_saved(save_id)
         except Exception:  # a bug: report it, keep the thread

@@ -296,12 +296,7 @@ def read_journal_files(journal: Path) -> list[JournalFile]:
         live: bytes | None = journal.read_bytes()
     except FileNotFoundError:
         live = None
-    found: list[JournalFile] = []
-    for base, kept in journal_format.kept_journals(journal):
-        try:
-            found.append((base, kept, kept.read_bytes()))
-        except FileNotFoundError:
-            continue
+    found = read_kept_journals(journal)
     if live is None:
         return found
     header = journal_format.header_of(live)
@@ -309,6 +304,18 @@ def read_journal_files(journal: Path) -> list[JournalFile]:
         found.append((int(header.get("base") or 0), journal, live))
     elif live.strip() and not found:
         found.append((-1, journal, live))  # no readable header: the replay reports it
+    return found
+
+
+def read_kept_journals(journal: Path) -> list[JournalFile]:
+    """``(base, path, bytes)`` of the run's kept journals, oldest first (one removed before
+    it is read was held by a document on disk by then)."""
+    found: list[JournalFile] = []
+    for base, kept in journal_format.kept_journals(journal):
+        try:
+            found.append((base, kept, kept.read_bytes()))
+        except FileNotFoundError:
+            continue
     return found
 
 
@@ -343,8 +350,8 @@ def read_document(
             log = document_to_log({**cached.meta, "metrics_history": []}, str(document))
             if lazy:
                 loader = _CacheLoader(cached, document)
-                metrics = History.lazy(*cached.facts("metrics_history"), loader.metrics)
-                superseded = History.lazy(*cached.facts("superseded_history"), loader.superseded)
+                metrics = History.lazy(*cached.metrics_facts, loader.metrics)
+                superseded = History.lazy(*cached.superseded_facts, loader.superseded)
             else:
                 chunks = cached.load()
                 metrics, superseded = History.from_chunks(chunks[0]), History.from_chunks(chunks[1])

@@ -267,7 +267,7 @@ class ExperimentTracker:
             self._log.source = str(self._path)
             self._journal = self._open_journal(None)
         assert self._path is not None
-        self._saver = DocumentSaver(self._path, self._saved)
+        self._saver = DocumentSaver(self._path, self._remove_kept)  # (its thread)
         self._t0 = time.perf_counter()
         self._started = True
         self._accepting = True
@@ -732,10 +732,6 @@ class ExperimentTracker:
             message = f"save(): the document could not be written: {saver.error}"
             errno = getattr(cause, "errno", None)
             raise (OSError(message) if errno is None else OSError(errno, message)) from cause
-
-    def _saved(self, save_id: int) -> None:
-        """The saver wrote document ``save_id`` (its thread): drop the journals it holds."""
-        self._remove_kept(save_id)
 
     def _remove_kept(self, below: int | None = None) -> None:
         """Remove the kept journals whose records the document on disk holds."""
