@@ -122,8 +122,8 @@ FIELDS = [f.name for f in dataclasses.fields(NaiveRow)]
 
 BIG_CHILD = r"""
 import gc, sys, time, os
-from cs336_basics.tracking.records import ExperimentConfig, ExperimentLog, MetricsSnapshot
-from cs336_basics.tracking.storage import write_document, load_experiment_log
+from cs336_basics import ExperimentConfig, ExperimentLog, MetricsSnapshot, load_experiment_log
+from cs336_basics.store.document import write_document
 n, path = int(sys.argv[1]), sys.argv[2]
 def rss():
     with open("/proc/self/statm") as f:
@@ -180,8 +180,9 @@ WEEK_CHILD = r"""
 import gc, json, os, random, resource, sys, time
 from pathlib import Path
 from cs336_basics import ExperimentConfig, ExperimentTracker
-from cs336_basics.tracking.records import MetricsSnapshot
-from cs336_basics.tracking.storage import load_run, write_document
+from cs336_basics import MetricsSnapshot
+from cs336_basics.store.document import write_document
+from cs336_basics.store.load import load_run
 
 def rss():
     with open("/proc/self/statm") as f:
@@ -224,7 +225,7 @@ if mode == "stall":
                 a = time.perf_counter()
                 tracker.save()
                 out["background"].append(time.perf_counter() - a)
-                saver, steps = tracker._saver, 0
+                saver, steps = tracker._saves.saver, 0
                 while saver.busy:  # training goes on while the document is written
                     out["step_bg"].append(step())
                     steps += 1
@@ -261,7 +262,7 @@ elif mode == "load":
     path, how = where, sys.argv[4]
     gc.collect(); before, top = rss(), peak()
     a = time.perf_counter()
-    log, _ = load_run(path)  # (parse: run with CS336_NO_CACHE=1)
+    log = load_run(path).log  # (parse: run with CS336_NO_CACHE=1)
     last = log.metrics_history[-1].iteration
     t = time.perf_counter() - a
     gc.collect()

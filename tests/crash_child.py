@@ -39,7 +39,7 @@ elif mode == "save":
 elif mode == "bgsave":
     # Saves in the background all the time, each widened by a delay per chunk of rows, so a
     # kill at a random moment falls inside a document write most of the time.
-    import cs336_basics.tracking.codec as codec
+    import cs336_basics.store.codec as codec
 
     real_encode = codec.encode_chunk
 

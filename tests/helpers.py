@@ -80,8 +80,8 @@ def expect_log(caplog: pytest.LogCaptureFixture, pattern: str, level: int = logg
 def simulate_death(tracker: ExperimentTracker) -> None:
     """Leave the run as a killed process would: journal written so far, no close record,
     no save, and the run lock dropped (the kernel drops it when a process dies)."""
-    tracker._journal.close()  # writes what is pending, appends nothing
-    tracker._journal = None
+    tracker._saves.journal.close()  # writes what is pending, appends nothing
+    tracker._saves.journal = None
     os.close(tracker._lock._fd)
     tracker._lock = None
     tracker._closed = True
@@ -95,3 +95,13 @@ def run_files_in(folder: Path) -> list[str]:
         for p in folder.iterdir()
         if not (p.name.startswith(".") and p.name.endswith(".columns"))
     )
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (a child started and waited for)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

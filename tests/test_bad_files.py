@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from helpers import expect_log, run_simulated
 
+from cs336_basics.cli import main
+from cs336_basics.core.errors import LogFormatError
 from cs336_basics.experiment_analysis import ExperimentAnalyzer
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker, load_experiment_log
-from cs336_basics.tracking import codec
-from cs336_basics.tracking.cli import main
-from cs336_basics.tracking.errors import LogFormatError
-from cs336_basics.tracking.records import FORMAT_VERSION
+from cs336_basics.store import codec
+from cs336_basics.store.codec import FORMAT_VERSION
 
 
 def _row(doc: dict[str, Any], index: int, **changes: Any) -> None:
@@ -152,11 +152,11 @@ BREAKAGES = {
     ),
     "string batch size": (
         _config("batch_size", "abc"),
-        r"config\.batch_size: expected a finite number, got 'abc'",
+        r"config\.batch_size: expected a finite number or null, got 'abc'",
     ),
     "nan context length": (
         _config("context_length", "NaN"),
-        r"config\.context_length: expected a finite number, got nan",
+        r"config\.context_length: expected a finite number or null, got nan",
     ),
     "config not an object": (_set("config", "x"), r"bad config: config: expected a JSON object"),
     "config key named extra": (_config("extra", 5), r"bad config: .*'extra'"),

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from helpers import run_simulated
 
+from cs336_basics import cli
+from cs336_basics.analysis.report import BEGIN, END, splice
+from cs336_basics.cli import main
+from cs336_basics.core.errors import UnknownRunError, UsageError
 from cs336_basics.experiment_analysis import ExperimentAnalyzer
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
-from cs336_basics.tracking import cli
-from cs336_basics.tracking.cli import main
-from cs336_basics.tracking.errors import UnknownRunError, UsageError
-from cs336_basics.tracking.report import BEGIN, END, splice
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -13,9 +13,9 @@ from helpers import run_simulated
 
 matplotlib = pytest.importorskip("matplotlib")
 
+from cs336_basics.analysis.plots import close, plot_runs, thin_min_max  # noqa: E402
+from cs336_basics.analysis.report import BEGIN, END  # noqa: E402
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker  # noqa: E402
-from cs336_basics.tracking.plots import close, plot_runs, thin_min_max  # noqa: E402
-from cs336_basics.tracking.report import BEGIN, END  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

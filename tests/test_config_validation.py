@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cs336_basics import ExperimentLog, MetricsSnapshot
 from cs336_basics.experiment_log import ExperimentConfig, load_experiment_log
-from cs336_basics.tracking.codec import decode_log, encode_log
-from cs336_basics.tracking.records import ExperimentLog, MetricsSnapshot
+from cs336_basics.store.codec import decode_log, encode_log
 
 NAMED = {name for name in ExperimentConfig().to_dict()} | {"extra"}
 

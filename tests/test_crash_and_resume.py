@@ -1,3 +1,4 @@
+import json
 import random
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import expect_log, simulate_death
+from helpers import dead_pid, expect_log, simulate_death
 
 from cs336_basics.experiment_analysis import ExperimentAnalyzer
 from cs336_basics.experiment_log import (
@@ -96,7 +97,14 @@ def test_torn_last_journal_line_is_skipped(tmp_path, caplog):
     for i in range(5):
         tracker.log_metrics(iteration=i, train_loss=1.0)
     tracker.flush()
+    simulate_death(tracker)
     journal = tracker.path.with_suffix(".jsonl")
+    # The writer died mid-line: its header names a process that is gone (a live writer's
+    # last line may still be growing, and is not reported).
+    header, rest = journal.read_bytes().split(b"\n", 1)
+    record = json.loads(header)
+    record["pid"] = dead_pid()
+    journal.write_bytes(json.dumps(record).encode() + b"\n" + rest)
     with open(journal, "ab") as handle:
         handle.write(b'{"k":"m","r":{"iteration":5,"gradi')
     with expect_log(caplog, "torn"):

@@ -108,7 +108,7 @@ def test_store_follows_rotation_and_removal_and_never_writes(tmp_path):
         def rows() -> int:
             store.poll()
             data = store.snapshot(run_id)
-            return data.n if data else 0
+            return len(data.log.metrics_history) if data else 0
 
         wait_until(lambda: rows() == 30, 5)
         tracker.save()  # the journal is replaced by a fresh one
@@ -118,11 +118,11 @@ def test_store_follows_rotation_and_removal_and_never_writes(tmp_path):
         tracker.log_eval(iteration=39, val_loss=1.7)
         wait_until(lambda: rows() == 40, 10)
         data = store.snapshot(run_id)
-        assert data.status == "running"
-        assert data.metrics["val_loss"].value_at(39) == 1.7
+        assert data.log.status == "running"
+        assert data.log.metrics_history[39].val_loss == 1.7
         tracker.finish()  # the journal is removed, the document completed
-        wait_until(lambda: rows() == 40 and store.snapshot(run_id).status == "finished", 10)
-        assert store.snapshot(run_id).summary["best_val_loss"] == 1.7
+        wait_until(lambda: rows() == 40 and store.snapshot(run_id).log.status == "finished", 10)
+        assert store.snapshot(run_id).log.best_val_loss == 1.7
         # The store never wrote: every file it saw was written by the tracker.
         assert not [n for n in listing(tmp_path) if n not in before and run_id not in n]
     finally:
@@ -310,7 +310,7 @@ def test_page_lists_runs_and_shows_a_live_row_within_a_second(tmp_path, browser)
             tracker.log_metrics(iteration=i, train_loss=2.5, learning_rate=1e-3)
             tracker.increment_gradient_step()
             start = time.perf_counter()
-            tracker._journal.wake()  # noqa: SLF001 (the writer's 0.25 s tick, not waited for)
+            tracker._saves.journal.wake()  # noqa: SLF001 (the writer's 0.25 s tick, not waited for)
             wait_for(browser, f"window.__dash.charts.loss.lastX['{key}'] === {i + 1}", 5)
             assert time.perf_counter() - start < 1.0
 
@@ -397,7 +397,7 @@ def test_thin_min_max_picks_what_min_and_max_over_positions_pick():
     import random
     from array import array
 
-    from cs336_basics.tracking.plots import thin_min_max
+    from cs336_basics.analysis.plots import thin_min_max
 
     def reference(xs, ys, max_points):
         n = len(xs)

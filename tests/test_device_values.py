@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import cs336_basics.tracking.deferred as deferred_mod  # noqa: E402
-import cs336_basics.tracking.values as values_mod  # noqa: E402
+import cs336_basics.core.values as values_mod  # noqa: E402
+import cs336_basics.runtime.deferred as deferred_mod  # noqa: E402
 from cs336_basics.experiment_log import (  # noqa: E402
     ExperimentConfig,
     ExperimentTracker,

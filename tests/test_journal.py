@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from helpers import expect_log
 
-import cs336_basics.tracking.journal as journal_mod
+import cs336_basics.runtime.journal_writer as journal_mod
 from cs336_basics import ExperimentConfig, ExperimentTracker, load_experiment_log
-from cs336_basics.tracking.journal import JournalWriter
+from cs336_basics.runtime.journal_writer import JournalWriter
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -55,7 +55,7 @@ def test_close_drains_rows_queued_while_the_thread_sits_between_write_and_loop_c
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="window"), log_dir=tmp_path)
     tracker.log_metrics(iteration=0, train_loss=1.0)
     armed["on"] = True
-    tracker._journal.wake()
+    tracker._saves.journal.wake()
     assert in_window.wait(5)
     for i in range(1, 5000):
         tracker.log_metrics(iteration=i, train_loss=1.0)
@@ -169,7 +169,7 @@ def test_a_failing_rotation_is_redone_by_the_thread(tmp_path, monkeypatch, caplo
         ExperimentConfig(experiment_name="rotate"), log_dir=tmp_path, flush_interval=0.05
     )
     tracker.log_metrics(iteration=0, train_loss=1.0)
-    real_open = journal_mod.JournalWriter._open_fresh
+    real_open = JournalWriter._open_fresh
     calls = {"n": 0}
 
     def failing_open(self):
@@ -178,7 +178,7 @@ def test_a_failing_rotation_is_redone_by_the_thread(tmp_path, monkeypatch, caplo
             raise OSError(errno.ENOSPC, "No space left on device")
         real_open(self)
 
-    monkeypatch.setattr(journal_mod.JournalWriter, "_open_fresh", failing_open)
+    monkeypatch.setattr(JournalWriter, "_open_fresh", failing_open)
     with expect_log(caplog, "cannot write the journal"):
         tracker.save()  # the document is written; the fresh journal is not, yet
     for i in range(1, 10):
@@ -218,7 +218,7 @@ def test_a_record_the_encoder_refuses_is_left_out_and_the_journal_goes_on(tmp_pa
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="net"), log_dir=tmp_path)
     tracker.log_metrics(iteration=0, train_loss=1.0)
     with expect_log(caplog, "could not be encoded", level=40):
-        tracker._journal.append({"k": "n", "notes": object()})
+        tracker._saves.journal.append({"k": "n", "notes": object()})
         tracker.flush()
     tracker.log_metrics(iteration=1, train_loss=1.0)
     tracker.flush()

@@ -21,7 +21,7 @@ import wandb_records as wr
 from helpers import run_files_in
 
 from cs336_basics import ExperimentConfig, ExperimentTracker, load_experiment_log, push_run
-from cs336_basics.tracking.storage import mirror_state_path
+from cs336_basics.store.layout import RunFiles
 
 pytestmark = pytest.mark.slow
 
@@ -174,12 +174,12 @@ def test_the_training_process_never_imports_wandb(tmp_path):
 
 def _mirror_after_rows(tracker: ExperimentTracker, rows: int):
     """The tracker's mirror process once it has recorded ``rows`` rows as sent."""
-    state_file = mirror_state_path(tracker.path, "wandb")
+    state_file = RunFiles.of(tracker.path).mirror_state("wandb")
     deadline = time.monotonic() + 60
     while json.loads(state_file.read_text() if state_file.exists() else "{}").get("rows", 0) < rows:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    (mirror,) = tracker._mirrors
+    (mirror,) = tracker._mirrors.processes
     return mirror
 
 

@@ -5,7 +5,7 @@ CODE = """
 import sys
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
 from cs336_basics.experiment_analysis import ExperimentAnalyzer
-import cs336_basics.tracking.cli
+import cs336_basics.cli
 t = ExperimentTracker(ExperimentConfig(experiment_name="x"), log_dir=sys.argv[1])
 t.log_metrics(iteration=0, train_loss=1.0)
 t.finish()

@@ -10,7 +10,7 @@ from cs336_basics.experiment_log import (
     ExperimentTracker,
     load_experiment_log,
 )
-from cs336_basics.tracking.storage import safe_name
+from cs336_basics.store.layout import safe_name
 
 GUIDE_FIELDS = [
     "experiment_name",
@@ -258,7 +258,7 @@ def test_save_is_atomic_and_keeps_previous_file_on_failure(tmp_path, monkeypatch
     before = tracker.path.read_bytes()
     tracker.log_metrics(iteration=1, train_loss=0.5)
 
-    import cs336_basics.tracking.storage as storage
+    import cs336_basics.store.fileio as storage
 
     def exploding_replace(src, dst):
         raise OSError("disk vanished")

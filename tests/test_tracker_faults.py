@@ -12,7 +12,7 @@ import threading
 import pytest
 from helpers import expect_log
 
-import cs336_basics.tracking.storage as storage
+import cs336_basics.store.fileio as storage
 from cs336_basics import (
     ExperimentConfig,
     ExperimentTracker,

@@ -17,8 +17,8 @@ import pytest
 from wandb_records import offline_env
 
 from cs336_basics import ExperimentAnalyzer, import_wandb_runs, load_experiment_log
-from cs336_basics.tracking.cli import main
-from cs336_basics.tracking.errors import LogFormatError, UsageError
+from cs336_basics.cli import main
+from cs336_basics.core.errors import LogFormatError, UsageError
 from cs336_basics.wandb_adapter import wandb_file
 
 WRITER = textwrap.dedent(

@@ -7,9 +7,9 @@ import wandb_records as wr
 from fake_wandb import API_KEY, FakeRun, FakeWandb
 from helpers import run_files_in
 
+from cs336_basics.core.errors import WandbPullError
 from cs336_basics.experiment_analysis import ExperimentAnalyzer
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
-from cs336_basics.tracking.errors import WandbPullError
 from cs336_basics.wandb_adapter.pull import pull_runs
 
 pytestmark = pytest.mark.slow

@@ -7,6 +7,7 @@ import pytest
 import wandb_records as wr
 from helpers import expect_log
 
+from cs336_basics.core.errors import SinkUnavailableError
 from cs336_basics.experiment_log import (
     ExperimentConfig,
     ExperimentTracker,
@@ -14,7 +15,6 @@ from cs336_basics.experiment_log import (
     Sink,
     load_experiment_log,
 )
-from cs336_basics.tracking.errors import SinkUnavailableError
 from cs336_basics.wandb_adapter.keys import FIELD_TO_KEY
 from cs336_basics.wandb_adapter.push import push_run
 from cs336_basics.wandb_adapter.sink import WandbSink
@@ -67,7 +67,7 @@ def test_wandb_run_matches_local_json_row_by_row(tmp_path):
     run = wr.run_record(state["sync_dir"])
     assert run["display_name"] == "mirror" and run["notes"] == "mirrored run"
     config_seen = {k: v for k, v in run["config"]["update"].items() if k != "_wandb"}
-    assert config_seen == {k: v for k, v in config.to_dict().items()}
+    assert config_seen == {**config.settings(), "cs336_local_run": local.run_id}
     summary = wr.summary(state["sync_dir"])
     for name in (
         "best_train_loss",

@@ -18,20 +18,16 @@ from helpers import GUIDE_COLUMNS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cs336_basics.tracking.codec as codec
-import cs336_basics.tracking.history as history_module
+import cs336_basics.core.history as history_module
+import cs336_basics.store.codec as codec
 from cs336_basics import ExperimentAnalyzer, ExperimentConfig, ExperimentTracker
+from cs336_basics.core.history import History
+from cs336_basics.core.log import ExperimentLog, apply_eval, apply_metrics
+from cs336_basics.core.row import MetricsSnapshot
 from cs336_basics.experiment_log import load_experiment_log
-from cs336_basics.tracking.cache import cache_path, read_cache
-from cs336_basics.tracking.codec import decode_log, encode_log
-from cs336_basics.tracking.history import History
-from cs336_basics.tracking.records import (
-    ExperimentLog,
-    MetricsSnapshot,
-    apply_eval,
-    apply_metrics,
-)
-from cs336_basics.tracking.storage import load_run
+from cs336_basics.store.cache import cache_path, read_cache
+from cs336_basics.store.codec import decode_log, encode_log
+from cs336_basics.store.load import load_run
 
 HERE = Path(__file__).resolve().parent
 
@@ -320,9 +316,11 @@ def test_a_saved_run_loads_from_its_cache_as_from_its_document(tmp_path, monkeyp
     path = _finished_run(tmp_path)
     assert cache_path(path).exists()
     assert read_cache(path) is not None
-    from_cache, save_id = load_run(path)
+    loaded = load_run(path)
+    from_cache, save_id = loaded.log, loaded.save_id
     monkeypatch.setenv("CS336_NO_CACHE", "1")
-    parsed, parsed_id = load_run(path)
+    loaded = load_run(path)
+    parsed, parsed_id = loaded.log, loaded.save_id
     assert save_id == parsed_id
     assert _same(list(from_cache.metrics_history), list(parsed.metrics_history))
     for name in ("notes", "status", "best_val_loss", "final_train_loss", "run_id", "config"):
@@ -331,7 +329,7 @@ def test_a_saved_run_loads_from_its_cache_as_from_its_document(tmp_path, monkeyp
     assert isinstance(from_cache.metrics_history._chunks[0].fields[3].values, memoryview)
     # A listing reads the header only: length, last row and divergence without the columns.
     monkeypatch.delenv("CS336_NO_CACHE")
-    listed, _ = load_run(path)
+    listed = load_run(path).log
     assert len(listed.metrics_history) == 3000 and listed.last_iteration == 2999
     assert listed.diverged_at == 1000 and listed.tokens_seen == parsed.tokens_seen
     assert not listed.metrics_history.is_loaded
@@ -380,7 +378,7 @@ def test_a_cache_is_never_trusted_over_another_document(tmp_path):
 def test_dashboard_style_reads_write_no_cache(tmp_path, monkeypatch):
     path = _finished_run(tmp_path)
     cache_path(path).unlink()
-    log, _ = load_run(path, cache=False)
+    log = load_run(path, cache=False).log
     assert len(log.metrics_history) == 3000 and not cache_path(path).exists()
 
 
@@ -494,7 +492,7 @@ def test_an_eval_with_a_nan_extra_survives_a_crash_and_a_resume(tmp_path):
 
 
 def test_a_reader_racing_the_background_saver_gets_every_row_once(tmp_path, monkeypatch):
-    import cs336_basics.tracking.storage as storage
+    import cs336_basics.store.load as loader
 
     tracker = _tracker(tmp_path, "race")
     for i in range(1000):
@@ -508,17 +506,17 @@ def test_a_reader_racing_the_background_saver_gets_every_row_once(tmp_path, monk
     for i in range(2000, 2100):
         tracker.log_metrics(iteration=i, train_loss=1.0)
     tracker.flush()
-    real = storage.read_journal_files
+    real = loader.read_journal_files
 
-    def journals_then_the_saver_lands(journal):
-        parts = real(journal)
+    def journals_then_the_saver_lands(files):
+        parts = real(files)
         gate.set()
-        tracker._saver.wait()  # document 2 lands and kept journal 1 goes, mid-load
+        tracker._saves.saver.wait()  # document 2 lands and kept journal 1 goes, mid-load
         return parts
 
-    monkeypatch.setattr(storage, "read_journal_files", journals_then_the_saver_lands)
+    monkeypatch.setattr(loader, "read_journal_files", journals_then_the_saver_lands)
     problems: list[str] = []
-    log, _ = load_run(tracker.path, on_problem=problems.append)
+    log = load_run(tracker.path, on_problem=problems.append).log
     assert log.metrics_history.column("iteration") == list(range(2100)) and problems == []
     tracker.close()
 
@@ -554,8 +552,8 @@ def test_a_cache_damaged_inside_is_never_used(tmp_path, where):
 def test_a_failing_background_save_never_raises_into_the_loop(tmp_path, monkeypatch):
     import errno
 
-    import cs336_basics.tracking.journal as journal_module
-    import cs336_basics.tracking.storage as storage
+    import cs336_basics.runtime.journal_writer as journal_module
+    import cs336_basics.store.fileio as storage
 
     tracker = _tracker(tmp_path, "full")
     for i in range(100):
@@ -647,7 +645,7 @@ def test_analyzer_to_pandas_refuses_a_metric_named_like_a_run_column(tmp_path):
 LOAD_ALL_IN_A_PROCESS = r"""
 import json, os, sys
 from pathlib import Path
-import cs336_basics.tracking.analysis as analysis
+import cs336_basics.analysis.analyzer as analysis
 from cs336_basics import ExperimentAnalyzer
 folder, kill = Path(sys.argv[1]), sys.argv[2] == "kill"
 parent, real = os.getpid(), analysis._warm_cache
@@ -686,7 +684,7 @@ def test_load_all_parses_in_worker_processes_and_survives_one_dying(tmp_path, ki
 
 
 def test_a_reader_racing_a_rotation_gets_every_row_and_a_live_status(tmp_path, monkeypatch):
-    import cs336_basics.tracking.journal as journal_module
+    from cs336_basics.store.layout import RunFiles
 
     tracker = _tracker(tmp_path, "rotating")
     for i in range(100):
@@ -695,18 +693,18 @@ def test_a_reader_racing_a_rotation_gets_every_row_and_a_live_status(tmp_path, m
     for i in range(100, 150):
         tracker.log_metrics(iteration=i, train_loss=1.0)
     tracker.flush()
-    real = journal_module.kept_journals
+    real = RunFiles.kept_journals
     gate = threading.Event()
     _slow_chunks(monkeypatch, gate)
 
-    def rotated_in_between(journal):
+    def rotated_in_between(files):
         tracker.save()  # the live journal just read becomes kept journal 1
-        monkeypatch.setattr(journal_module, "kept_journals", real)
-        return real(journal)
+        monkeypatch.setattr(RunFiles, "kept_journals", real)
+        return real(files)
 
-    monkeypatch.setattr(journal_module, "kept_journals", rotated_in_between)
+    monkeypatch.setattr(RunFiles, "kept_journals", rotated_in_between)
     problems: list[str] = []
-    log, _ = load_run(tracker.path, on_problem=problems.append)
+    log = load_run(tracker.path, on_problem=problems.append).log
     assert log.metrics_history.column("iteration") == list(range(150))
     assert log.status == "running" and problems == []
     gate.set()
@@ -715,7 +713,7 @@ def test_a_reader_racing_a_rotation_gets_every_row_and_a_live_status(tmp_path, m
 
 SIGNAL_SAVE = r"""
 import os, signal, sys
-import cs336_basics.tracking.history as history
+import cs336_basics.core.history as history
 from cs336_basics import ExperimentConfig, ExperimentTracker
 tracker = ExperimentTracker(ExperimentConfig(experiment_name="signal"), log_dir=sys.argv[1])
 tracker.start()
@@ -748,7 +746,7 @@ def test_a_signal_handler_that_saves_never_deadlocks(tmp_path):
 
 
 def test_a_lazy_history_of_a_run_rewritten_since_says_so(tmp_path):
-    from cs336_basics.tracking.errors import LogFormatError
+    from cs336_basics.core.errors import LogFormatError
 
     path = _finished_run(tmp_path, rows=100)
     log = load_experiment_log(path)

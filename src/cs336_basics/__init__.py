@@ -7,16 +7,23 @@ Everything a user needs is importable from here::
 The guide's own modules, :mod:`cs336_basics.experiment_log` and
 :mod:`cs336_basics.experiment_analysis`, export the same names. Names that need an optional
 extra (``WandbSink``, ``push_run``, ``pull_runs``, ``import_wandb_runs``: ``[wandb]``;
-``plot_runs``: ``[plot]``) are imported on first use. :mod:`cs336_basics.tracking` and
-:mod:`cs336_basics.wandb_adapter` are internal.
+``plot_runs``: ``[plot]``) are imported on first use. :mod:`cs336_basics.wandb_compat` is
+the drop-in for ``wandb``.
+
+The packages, in layers (each imports only those before it): ``core`` (the run, no I/O),
+``store`` (files, formats, the one loader), ``runtime`` (the tracker and what runs beside
+a training loop), ``analysis`` (comparing, plots, the report), ``wandb_adapter``,
+``wandb_compat``, ``dashboard`` (the live page) and ``cli`` (``cs336-exp``). They are
+internal: import from here.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cs336_basics.tracking.analysis import ExperimentAnalyzer
-from cs336_basics.tracking.errors import (
+from cs336_basics.analysis.analyzer import ExperimentAnalyzer
+from cs336_basics.core.config import ExperimentConfig
+from cs336_basics.core.errors import (
     LogFormatError,
     PushError,
     RunClosedError,
@@ -27,13 +34,14 @@ from cs336_basics.tracking.errors import (
     UsageError,
     WandbPullError,
 )
-from cs336_basics.tracking.records import ExperimentConfig, ExperimentLog, MetricsSnapshot
-from cs336_basics.tracking.sinks import InMemorySink, Sink, register_sink
-from cs336_basics.tracking.storage import load_experiment_log
-from cs336_basics.tracking.tracker import ExperimentTracker
+from cs336_basics.core.log import ExperimentLog, RunResults
+from cs336_basics.core.row import MetricsSnapshot
+from cs336_basics.runtime.sinks import InMemorySink, Sink, register_sink
+from cs336_basics.runtime.tracker import ExperimentTracker
+from cs336_basics.store.load import load_experiment_log
 
 if TYPE_CHECKING:
-    from cs336_basics.tracking.plots import plot_runs
+    from cs336_basics.analysis.plots import plot_runs
     from cs336_basics.wandb_adapter.importer import import_wandb_runs
     from cs336_basics.wandb_adapter.pull import pull_runs
     from cs336_basics.wandb_adapter.push import push_run
@@ -47,7 +55,7 @@ _LAZY = {
     "push_run": "cs336_basics.wandb_adapter.push",
     "pull_runs": "cs336_basics.wandb_adapter.pull",
     "import_wandb_runs": "cs336_basics.wandb_adapter.importer",
-    "plot_runs": "cs336_basics.tracking.plots",
+    "plot_runs": "cs336_basics.analysis.plots",
 }
 
 __all__ = [
@@ -61,6 +69,7 @@ __all__ = [
     "PushError",
     "RunClosedError",
     "RunInUseError",
+    "RunResults",
     "Sink",
     "SinkUnavailableError",
     "TrackingError",

@@ -1,5 +1,5 @@
-"""``python -m cs336_basics`` runs the ``cs336-exp`` command line."""
+"""``python -m cs336_basics``: the ``cs336-exp`` command line."""
 
-from cs336_basics.tracking.cli import main
+from cs336_basics.cli import main
 
 raise SystemExit(main())

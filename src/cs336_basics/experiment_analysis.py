@@ -6,6 +6,6 @@
 
 from pathlib import Path
 
-from cs336_basics.tracking.analysis import ExperimentAnalyzer, print_experiment_summary
+from cs336_basics.analysis.analyzer import ExperimentAnalyzer, print_experiment_summary
 
 __all__ = ["ExperimentAnalyzer", "Path", "print_experiment_summary"]

@@ -1,13 +1,18 @@
 """Core logging system (the guide's ``experiment_log.py``).
 
 ``ExperimentConfig``, ``MetricsSnapshot``, ``ExperimentLog``, ``ExperimentTracker`` and
-``load_experiment_log``; the implementation lives in :mod:`cs336_basics.tracking`.
+``load_experiment_log`` (and the sinks); every name is also in :mod:`cs336_basics`.
 """
 
-from cs336_basics.tracking.records import ExperimentConfig, ExperimentLog, MetricsSnapshot
-from cs336_basics.tracking.sinks import InMemorySink, Sink
-from cs336_basics.tracking.storage import load_experiment_log
-from cs336_basics.tracking.tracker import ExperimentTracker
+from cs336_basics import (
+    ExperimentConfig,
+    ExperimentLog,
+    ExperimentTracker,
+    InMemorySink,
+    MetricsSnapshot,
+    Sink,
+    load_experiment_log,
+)
 
 __all__ = [
     "ExperimentConfig",
@@ -22,7 +27,7 @@ __all__ = [
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy import keeps wandb optional
     if name == "WandbSink":
-        from cs336_basics.wandb_adapter.sink import WandbSink
+        import cs336_basics
 
-        return WandbSink
+        return cs336_basics.WandbSink
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,9 +2,9 @@
 
 Modules, one job each:
 
-- ``columns``: a run as columns of floats (what the page draws), built from a loaded log;
-- ``loader``: loading one run into columns in a worker process, with its journal position;
-- ``follow``: applying what a live journal gains to the columns (the journal module's rules);
+- ``loader``: loading one run (the package's one loader) in a worker process, with its
+  journal position;
+- ``follow``: applying what a live journal gains to the run (the journal module's rules);
 - ``store``: the runs of the directory, polled, loaded, reloaded and followed;
 - ``series``: one curve for the page: x-axis, range, smoothing, min/max thinning;
 - ``api``: the JSON answers and the checks on every request parameter;
@@ -21,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..tracking.errors import UsageError
+from ..core.errors import UsageError
 
 
 def _stop(signum: int, frame: object) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .columns import AXES, RunData
+from ..core.row import AXIS_FIELDS
+from ..core.text import describe_mirror
+from ..core.values import marker_for
 from .series import MAX_POINTS, MAX_SMOOTHING, X_AXES, curve
-from .store import RunStore
+from .store import RunStore, RunView
 
 MAX_RUNS_PER_REQUEST = 500
 
@@ -28,14 +30,14 @@ class BadRequest(ValueError):
 def _finite(value: Any) -> Any:
     """JSON has no NaN: non-finite floats as the document spells them."""
     if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return marker_for(value)
     return value
 
 
 _summaries: dict[str, tuple[int, dict[str, Any]]] = {}  # by run id: (version, row)
 
 
-def run_summary(run_id: str, data: RunData | None, error: str | None) -> dict[str, Any]:
+def run_summary(run_id: str, data: RunView | None, error: str | None) -> dict[str, Any]:
     """One row of the runs table (kept per run version: the page and its live events ask
     for every run at once)."""
     if data is None:
@@ -54,32 +56,32 @@ def run_summary(run_id: str, data: RunData | None, error: str | None) -> dict[st
     return row
 
 
-def _run_summary(run_id: str, data: RunData) -> dict[str, Any]:
-    best_train, last_train = data.best_last("train_loss")
-    best_val, last_val = data.best_last("val_loss")
-    diverged = data.diverged_at()
-    summary = data.summary
-    if data.status == "finished":  # the document's summary (explicit final losses win)
-        best_train = summary.get("best_train_loss", best_train)
-        best_val = summary.get("best_val_loss", best_val)
-        last_train = summary.get("final_train_loss", last_train)
-        last_val = summary.get("final_val_loss", last_val)
+def _run_summary(run_id: str, data: RunView) -> dict[str, Any]:
+    log = data.log
+    results = data.results  # the numbers every listing shows, computed once
+    history = log.metrics_history
+    last = history[-1].to_dict() if history else {}
+    mirror = log.mirrors.get("wandb")
     return {
         "id": run_id,
-        "name": data.name,
-        "status": "diverged" if diverged is not None else data.status,
-        "live": data.status == "running",
+        "name": log.experiment_name,
+        "status": results.status,
+        "live": log.status == "running",
         "source": "wandb" if run_id.startswith("wandb_") else "local",
-        "start_time": data.start_time,
-        "rows": data.n,
-        "diverged_at": diverged,
-        "best_train_loss": _finite(best_train),
-        "last_train_loss": _finite(last_train),
-        "best_val_loss": _finite(best_val),
-        "last_val_loss": _finite(last_val),
-        "last": {k: _finite(v) for k, v in data.last_values().items()},
-        "metrics": sorted(data.metrics),
-        "config": {k: _finite(v) for k, v in data.config.items() if _plain(v)},
+        "start_time": log.start_time,
+        "rows": len(history),
+        "diverged_at": results.diverged_at,
+        "tokens": results.tokens,
+        "best_train_loss": _finite(results.best_train_loss),
+        "last_train_loss": _finite(results.final_train_loss),
+        "best_val_loss": _finite(results.best_val_loss),
+        "last_val_loss": _finite(results.final_val_loss),
+        "last": {k: _finite(v) for k, v in last.items() if k != "extra"},
+        "metrics": sorted(history.metric_names()),
+        "config": {k: _finite(v) for k, v in log.config.to_dict().items() if _plain(v)},
+        "tags": list(log.tags),
+        "group": log.group,
+        "mirror": describe_mirror(mirror) if mirror is not None else None,
         "version": data.version,
     }
 
@@ -104,7 +106,7 @@ def runs(store: RunStore, only: set[str] | None = None) -> dict[str, Any]:
         "ids": sorted(store.entries),
         "runs": out,
         "axes": list(X_AXES),
-        "stored_axes": list(AXES),
+        "stored_axes": list(AXIS_FIELDS),
     }
 
 

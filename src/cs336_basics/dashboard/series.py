@@ -1,11 +1,12 @@
 """The points of one curve as the page draws them: x-axis, x-range, smoothing, thinning.
 
-- x-axes: ``iteration``, ``gradient_step``, ``tokens`` (gradient steps x tokens per step)
-  and ``wallclock`` (seconds since the run started).
+- x-axes: those of ``core.row.AXES`` (``gradient_step``, ``iteration``, ``tokens``:
+  gradient steps x the run's tokens per step, ``wallclock``: seconds since the run
+  started), read from the run's columns (``History.floats``).
 - Smoothing: TensorBoard's and W&B's debiased exponential moving average, computed over
   every finite value of the run (not over the thinned points, so zooming does not change
   it); the raw curve is sent too, to be drawn faint behind.
-- Thinning: ``tracking.plots.thin_min_max``, the function the PNG plots use: about
+- Thinning: ``analysis.plots.thin_min_max``, the function the PNG plots use: about
   ``points`` points, each bin keeping its minimum and its maximum, so a spike is never lost.
   A whole curve of a long run is thinned from a finer thinning (8k points, itself min/max;
   made by the loading worker for the first chart, else cached), a zoomed range from the
@@ -25,20 +26,19 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ..tracking.plots import thin_min_max
-from .columns import RunData
+from ..analysis.plots import thin_min_max
+from ..core.log import ExperimentLog
+from ..core.row import AXES
 
-X_AXES = ("gradient_step", "iteration", "tokens", "wallclock")
-_STORED = {
-    "gradient_step": "gradient_step",
-    "iteration": "iteration",
-    "wallclock": "wallclock_time",
-}
+X_AXES = tuple(AXES)
 FINE_POINTS = 8192
 MAX_POINTS = 20000
 MAX_SMOOTHING = 0.999
 #: The page's default smoothing (TensorBoard's); its fine thinning is made when loading.
 DEFAULT_SMOOTHING = 0.6
+#: Metrics never smoothed, whatever the page asks: schedules the script sets, not
+#: measurements (smoothing the learning rate moves its warmup peak).
+UNSMOOTHED = frozenset({"learning_rate"})
 
 
 class _Cache:
@@ -82,25 +82,21 @@ def ema(values: array, weight: float) -> array:
 Prepared = tuple[array, array, tuple[float, float | None] | None]
 
 
-def _prepared(data: RunData, metric: str, x: str) -> Prepared:
+def _prepared(log: ExperimentLog, metric: str, x: str) -> Prepared | None:
     """Finite (x, y) of a metric in row order, and the x of its first non-finite value with
-    the last finite value before it."""
-    column = data.metrics[metric]
-    if x == "tokens":
-        steps = data.axes["gradient_step"]
-        per = float(data.tokens_per_step or 1)
-        axis = array("d", (s * per for s in steps))
-    else:
-        axis = data.axes[_STORED[x]]
-    xs = axis if column.index is None else array("d", (axis[i] for i in column.index))
-    ys = column.values
-    if len(xs) > len(ys):  # a dense column of a row being appended: align
-        xs = xs[: len(ys)]
-    if all(map(math.isfinite, ys)):
+    the last finite value before it; None when the run has no values on axis ``x``."""
+    axis = log.axis_values(x)
+    if axis is None:
+        return None
+    rows, ys = log.metrics_history.floats(metric)
+    xs = axis if rows is None else array("d", (axis[i] for i in rows))
+    if not ys:
+        return None
+    if math.isfinite(sum(ys)):
         return xs, ys, None
     keep = [k for k, v in enumerate(ys) if math.isfinite(v)]
     first_bad = next(k for k, v in enumerate(ys) if not math.isfinite(v))
-    before = next((ys[k] for k in range(first_bad - 1, -1, -1)), None)
+    before = next((ys[k] for k in range(first_bad - 1, -1, -1) if math.isfinite(ys[k])), None)
     finite_xs, finite_ys = array("d", (xs[k] for k in keep)), array("d", (ys[k] for k in keep))
     return finite_xs, finite_ys, (xs[first_bad], before)
 
@@ -116,38 +112,46 @@ def fine_level(ys: array, smoothing: float) -> tuple[array, array]:
     return array("l", idx), array("d", vals)
 
 
-def precompute(data: RunData, metrics: tuple[str, ...] = ("train_loss",)) -> None:
-    """Fill ``data.fine`` for the first chart's curves (done in the loading worker)."""
+def precompute(
+    log: ExperimentLog, metrics: tuple[str, ...] = ("train_loss",)
+) -> dict[tuple[str, float], tuple[array, array]]:
+    """The fine thinnings of the first chart's curves (made in the loading worker)."""
+    fine: dict[tuple[str, float], tuple[array, array]] = {}
     for metric in metrics:
-        if metric in data.metrics and len(data.metrics[metric].values) > FINE_POINTS:
-            _xs, ys, _ = _prepared(data, metric, "iteration")
+        prepared = _prepared(log, metric, "iteration")
+        if prepared is not None and len(prepared[1]) > FINE_POINTS:
             for smoothing in (0.0, DEFAULT_SMOOTHING):
-                data.fine[(metric, smoothing)] = fine_level(ys, smoothing)
+                fine[(metric, smoothing)] = fine_level(prepared[1], smoothing)
+    return fine
 
 
-def _fine(data: RunData, metric: str, ys: array, smoothing: float) -> tuple[array, array]:
-    found = data.fine.get((metric, smoothing))
+def _fine(view: Any, metric: str, ys: array, smoothing: float) -> tuple[array, array]:
+    found = view.fine.get((metric, smoothing))
     if found is not None:
         return found
     return _cache.get(
-        (data.run_id, data.version, metric, "fine", smoothing), lambda: fine_level(ys, smoothing)
+        (view.run_id, view.version, metric, "fine", smoothing), lambda: fine_level(ys, smoothing)
     )
 
 
 def curve(
-    data: RunData,
+    view: Any,
     metric: str,
     x: str,
     smoothing: float,
     points: int,
     x_range: tuple[float, float] | None = None,
 ) -> dict[str, Any] | None:
-    """The thinned raw and smoothed points of ``metric`` (None when the run lacks it)."""
-    if metric not in data.metrics:
-        return None
-    xs, ys, diverged = _cache.get(
-        (data.run_id, data.version, metric, x), lambda: _prepared(data, metric, x)
+    """The thinned raw and smoothed points of ``metric`` of a run (a ``store.RunView``);
+    None when the run lacks it or has no values on axis ``x``."""
+    if metric in UNSMOOTHED:
+        smoothing = 0.0  # a schedule, not a noisy measurement: smoothing would move its peak
+    prepared = _cache.get(
+        (view.run_id, view.version, metric, x), lambda: _prepared(view.log, metric, x)
     )
+    if prepared is None:
+        return None
+    xs, ys, diverged = prepared
     n = len(xs)
     lo, hi = 0, n
     if x_range is not None:
@@ -155,18 +159,18 @@ def curve(
         hi = bisect.bisect_right(xs, x_range[1])
         lo, hi = max(0, lo - 1), min(n, hi + 1)  # one point beyond each edge: lines reach it
     whole = lo == 0 and hi == n
-    out: dict[str, Any] = {"run": data.run_id, "metric": metric, "points": n, "in_range": hi - lo}
+    out: dict[str, Any] = {"run": view.run_id, "metric": metric, "points": n, "in_range": hi - lo}
     for name, weight in (("y", 0.0), ("s", smoothing)):
         if name == "s" and smoothing <= 0:
             continue
         if whole and n > FINE_POINTS and points < FINE_POINTS:
-            idx, vals = _fine(data, metric, ys, weight)
+            idx, vals = _fine(view, metric, ys, weight)
             px, py = thin_min_max([xs[i] for i in idx], vals, points)
         else:
             values = ys
             if weight > 0:
                 values = _ema_cache.get(
-                    (data.run_id, data.version, metric, weight), partial(ema, ys, weight)
+                    (view.run_id, view.version, metric, weight), partial(ema, ys, weight)
                 )
             px, py = _thin(xs[lo:hi], values[lo:hi], points)
         out[name] = py

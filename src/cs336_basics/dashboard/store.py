@@ -2,7 +2,7 @@
 
 A thread polls the directory every ``interval`` seconds (0.2 by default):
 
-- ``analysis.run_files`` lists the runs (hidden ``.<stem>.*`` files are never runs);
+- ``store.layout.run_files`` lists the runs (hidden ``.<stem>.*`` files are never runs);
   a new one is loaded, one whose files are gone is dropped;
 - a run whose document changed (``save()`` replaced it, ``finish()`` completed it) is
   reloaded; the document is compared by inode, size and modification time;
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
 import multiprocessing
 import os
@@ -29,15 +30,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..tracking import journal
-from ..tracking.analysis import run_files
-from ..tracking.storage import pid_alive
-from .columns import RunData, new_version
+from ..core.log import ExperimentLog, RunResults
+from ..store import journal
+from ..store.layout import RunFiles, run_files
+from ..store.lock import pid_alive
 from .follow import Follower
 from .loader import Loaded, load
 
 logger = logging.getLogger("cs336_basics")
 _PID_CHECK_S = 1.0
+_versions = itertools.count(1)
+
+
+def new_version() -> int:
+    """A number never used before in this process (caches key curves by it)."""
+    return next(_versions)
+
+
+@dataclass
+class RunView:
+    """One run as the page reads it: the log, a version number that changes with every
+    change (caches of curves are keyed by it), and the first chart's fine thinnings."""
+
+    run_id: str
+    log: ExperimentLog
+    version: int
+    fine: dict[Any, Any] = field(default_factory=dict)
+    _results: RunResults | None = None
+
+    @property
+    def results(self) -> RunResults:
+        """The run's ``results()`` (computed once per version)."""
+        if self._results is None:
+            self._results = self.log.results()
+        return self._results
+
+    def frozen(self) -> RunView:
+        """A copy for readers while the run goes on (the history's blocks are shared)."""
+        log = copy.copy(self.log)
+        log.metrics_history = copy.copy(self.log.metrics_history)
+        log.superseded_history = copy.copy(self.log.superseded_history)
+        log.mirrors = dict(self.log.mirrors)
+        return RunView(self.run_id, log, self.version, dict(self.fine))
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -54,7 +88,7 @@ class Entry:
 
     run_id: str
     path: Path
-    data: RunData | None = None
+    data: RunView | None = None
     error: str | None = None
     follower: Follower | None = None
     document: tuple[int, int, int] | None = None
@@ -62,7 +96,7 @@ class Entry:
     again: bool = False
     changed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    frozen: RunData | None = None
+    frozen: RunView | None = None
     checked: float = 0.0
 
 
@@ -109,9 +143,9 @@ class RunStore:
         return sum(1 for e in list(self.entries.values()) if e.data is None and e.error is None)
 
     # --- reading (request threads) -------------------------------------------------
-    def snapshot(self, run_id: str) -> RunData | None:
-        """The run's columns, safe to read while the run goes on (a copy per version for a
-        followed run; the loaded object itself for one that no longer changes)."""
+    def snapshot(self, run_id: str) -> RunView | None:
+        """The run, safe to read while it goes on (a copy per version for a followed run;
+        the loaded object itself for one that no longer changes)."""
         entry = self.entries.get(run_id)
         if entry is None or entry.data is None:
             return None
@@ -120,11 +154,7 @@ class RunStore:
             if entry.follower is None:
                 return data
             if entry.frozen is None or entry.frozen.version != data.version:
-                frozen = copy.copy(data)
-                frozen.axes = {k: v[:] for k, v in data.axes.items()}
-                frozen.metrics = {k: copy.deepcopy(v) for k, v in data.metrics.items()}
-                frozen.fine = dict(data.fine)
-                entry.frozen = frozen
+                entry.frozen = data.frozen()
             return entry.frozen
 
     def wait(self, seen: int, timeout: float) -> int:
@@ -165,7 +195,7 @@ class RunStore:
                 self._follow(entry)  # rows of the journal show on the columns held
                 return
             self._landed(entry)
-        if _signature(entry.path.with_suffix(".json")) != entry.document:
+        if _signature(RunFiles.of(entry.path).document) != entry.document:
             self._load(entry)
         self._follow(entry)
 
@@ -173,17 +203,20 @@ class RunStore:
         follower = entry.follower
         if follower is None or entry.data is None:
             return
+        data = entry.data
         with entry.lock:
             changed = follower.poll()
-        if follower.needs_reload and entry.pending is None:
-            self._load(entry)
-        now = time.monotonic()
-        if entry.data.status == "running" and now - entry.checked > _PID_CHECK_S:
-            entry.checked = now
-            header = journal.read_header(follower.path)
-            if header is None or not pid_alive(header.get("pid"), header.get("host")):
-                entry.data.status = "unfinished"
-                changed = True
+            now = time.monotonic()
+            if data.log.status == "running" and now - entry.checked > _PID_CHECK_S:
+                entry.checked = now
+                header = journal.read_header(follower.path)
+                if header is None or not pid_alive(header.get("pid"), header.get("host")):
+                    data.log.status = "unfinished"
+                    changed = True
+            if changed:
+                data.version = new_version()
+                data.fine = {}
+                data._results = None
         if changed:
             self._bump(entry)
 
@@ -191,7 +224,7 @@ class RunStore:
         if entry.pending is not None:
             entry.again = True
             return
-        entry.document = _signature(entry.path.with_suffix(".json"))
+        entry.document = _signature(RunFiles.of(entry.path).document)
         entry.again = False
         for _ in range(2):
             try:
@@ -224,18 +257,13 @@ class RunStore:
         else:
             for problem in loaded.problems:
                 logger.warning("dashboard: %s", problem)
-            loaded.data.version = new_version()  # the worker's numbers are its own
+            view = RunView(entry.run_id, loaded.log, new_version(), loaded.fine)
             with entry.lock:
                 if entry.follower is not None:
                     entry.follower.close()
-                entry.data, entry.error, entry.frozen = loaded.data, None, None
+                entry.data, entry.error, entry.frozen = view, None, None
                 entry.follower = (
-                    Follower(
-                        loaded.data,
-                        entry.path.with_suffix(journal.SUFFIX),
-                        loaded.base,
-                        loaded.offset,
-                    )
+                    Follower(view.log, RunFiles.of(entry.path), loaded.base, loaded.offset)
                     if loaded.follow
                     else None
                 )

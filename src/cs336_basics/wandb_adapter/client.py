@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..tracking.errors import WandbPullError, missing_extra
+from ..core.errors import WandbPullError, missing_extra
 
 T = TypeVar("T")
 

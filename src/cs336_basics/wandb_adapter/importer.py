@@ -19,19 +19,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..tracking.codec import gc_paused
-from ..tracking.errors import LogFormatError, UsageError
-from ..tracking.progress import progress
-from ..tracking.records import ExperimentConfig, ExperimentLog
-from ..tracking.storage import inside, write_document
-from .pull import (
-    CONFIG_ALIASES,
-    RowMapper,
-    apply_summary,
-    history_to_log,
-    local_run_id,
-    unwrap_config,
-)
+from ..core.config import ExperimentConfig
+from ..core.errors import UsageError
+from ..core.log import ExperimentLog
+from ..core.progress import progress
+from ..store.codec import gc_paused
+from ..store.document import write_document
+from ..store.layout import inside
+from .keys import RowMapper
+from .runs import apply_summary, attributes, config_of, history_to_log, local_run_id
 from .wandb_file import read_records, reader_name
 
 _RUN_FILE = re.compile(r"^run-(?P<id>.+)\.wandb$")
@@ -152,18 +148,16 @@ def file_to_log(
     run = _OfflineRun(run_id)
     log = ExperimentLog(config=ExperimentConfig())
     with gc_paused():
-        history_to_log(log, run.history(files), RowMapper(key_aliases))
+        keys = history_to_log(log, run.history(files), RowMapper(key_aliases))
     meta = run.meta
-    kwargs = unwrap_config(run.config, CONFIG_ALIASES if config_aliases is None else config_aliases)
-    kwargs["experiment_name"] = meta.get("display_name") or kwargs.get("experiment_name") or run_id
-    try:
-        log.config = ExperimentConfig(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise LogFormatError(f"{files[-1]}: its config cannot be kept ({exc})") from exc
+    log.config = config_of(
+        run.config, meta.get("display_name") or run_id, config_aliases, str(files[-1])
+    )
     log.start_time = meta.get("start_time")
     log.notes = meta.get("notes") or ""
     log.status = "finished" if run.exit_code == 0 else "unfinished"
-    apply_summary(log, {**run.summary, "_runtime": run.runtime})
+    apply_summary(log, {**run.summary, "_runtime": run.runtime}, keys)
+    attributes(log, meta.get("tags"), meta.get("run_group"), meta.get("job_type"))
     if log.finished:
         log.end_time = _end_time(log.start_time, run.runtime)
     entity, project = meta.get("entity") or None, meta.get("project") or None

@@ -1,13 +1,17 @@
-"""``WandbSink``: mirror a run to Weights & Biases from the dispatcher thread.
+"""``WandbSink``: mirror a run to Weights & Biases (in its own process, or on a thread).
 
 Project: the ``project`` argument, else ``WANDB_PROJECT``, else ``cs336-basics``.
 Mode: the ``mode`` argument, else wandb's own ``WANDB_MODE`` (online, offline, disabled).
-Run name: the experiment name; config: the whole ``ExperimentConfig``; notes: the run's.
+Run name: the experiment name; config: the run's settings (``ExperimentConfig``, fields
+not set left out) and ``cs336_local_run``, the local run id, by which ``cs336-exp import``
+recognises this project's own mirrors; notes, tags, group, job type: the run's. Rows use
+:class:`~.keys.Payloads` (the key table), with a ``tokens`` axis when tokens per step are
+known.
 
 When ``wandb.init`` fails online (not logged in, no network), the sink falls back to offline
-mode at once, says so once, and the run can be uploaded later with ``wandb sync``; if even
-that fails, the dispatcher switches the sink off with one warning. Either way training and
-the local files carry on, and ``cs336-exp push RUN`` uploads the local run.
+mode at once and records why (``fallback`` in its state: the tracker says so on its logger),
+and the run can be uploaded later with ``cs336-exp push`` or ``wandb sync``; if even that
+fails, the sink fails with one error. Either way training and the local files carry on.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..tracking import env
-from ..tracking.records import ExperimentLog, MetricsSnapshot
-from ..tracking.sinks import Sink
+from ..core import env
+from ..core.log import ExperimentLog
+from ..core.row import MetricsSnapshot
+from ..runtime.sinks import Sink
 from .client import DEFAULT_PROJECT, check_wandb_installed, import_wandb, new_run_id
-from .keys import METRIC_GLOBS, X_AXES, eval_payload, summary_payload, train_payload
+from .keys import METRIC_GLOBS, X_AXES, Payloads, summary_payload
+from .runs import MIRROR_OF
 
 logger = logging.getLogger("cs336_basics")
+#: The module whose ``build_sink`` makes the sink in its mirror process.
 _MIRROR_MODULE = "cs336_basics.wandb_adapter.mirror"
 
 
@@ -55,7 +62,11 @@ def backlog_rows(
 
 
 class WandbSink(Sink):
-    """Mirrors rows, evals and the summary of one run to a W&B run."""
+    """Mirrors rows, evals and the summary of one run to a W&B run.
+
+    ``script_keys``: send extra metrics under the keys the script logged (``eval/runtime``,
+    ``mfu``), as the W&B drop-in does, instead of under ``extra/``.
+    """
 
     name = "wandb"
     failure_hint = "Upload the local run later with `cs336-exp push RUN` (cs336_basics.push_run)."
@@ -72,6 +83,8 @@ class WandbSink(Sink):
         dir: str | None = None,
         init_kwargs: dict[str, Any] | None = None,
         in_process: bool = False,
+        script_keys: bool = False,
+        offline_fallback: bool = True,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode: expected one of online, offline, disabled, got {mode!r}")
@@ -92,10 +105,13 @@ class WandbSink(Sink):
         self.tags = tags
         self.group = group
         self.dir = dir
+        self.script_keys = script_keys
+        self.offline_fallback = offline_fallback
         self.run: Any = None
         self.run_id = run_id
         self.url: str | None = None
         self.mode_used: str | None = None
+        self.fallback: str | None = None
         self.status = "pending"
         self.rows = 0
         self.evals = 0
@@ -104,6 +120,7 @@ class WandbSink(Sink):
         self.on_state: Callable[[dict[str, Any]], None] | None = None
         self.durable = False
         self.replaced: str | None = None
+        self.payloads = Payloads(script_keys=script_keys)
         self._backlog_from: tuple[int, int] | None = None
         self._backlog: list[MetricsSnapshot] = []
         self._last_progress = 0.0
@@ -119,6 +136,7 @@ class WandbSink(Sink):
             "group": self.group,
             "dir": self.dir,
             "init_kwargs": self.init_kwargs,
+            "script_keys": self.script_keys,
             "rows": self.rows,
             "evals": self.evals,
             "through_iteration": self.through_iteration,
@@ -139,6 +157,7 @@ class WandbSink(Sink):
             dir=spec.get("dir"),
             init_kwargs=spec.get("init_kwargs"),
             in_process=True,
+            script_keys=bool(spec.get("script_keys")),
         )
         sink.rows = int(spec.get("rows") or 0)
         sink.evals = int(spec.get("evals") or 0)
@@ -149,8 +168,8 @@ class WandbSink(Sink):
         return sink
 
     def prepare(self, log: ExperimentLog) -> None:
-        """In the mirror process: the backlog :meth:`bind` chose, from the run as it was when
-        the mirror started."""
+        """In the mirror process: the backlog :meth:`bind` chose, from the run as it is when
+        the mirror starts."""
         if self._backlog_from is not None:
             self._backlog = backlog_rows(log, *self._backlog_from)
 
@@ -162,17 +181,27 @@ class WandbSink(Sink):
         ended it cleanly: ``durable``; or it never started: ``pending``), with the rows it
         lacks. Otherwise (a mirror killed mid-way: what wandb kept of what it was handed is
         unknown) a new W&B run gets the whole history; the old id is kept as ``replaced``.
+        A run id given by the caller (the drop-in's ``init(id=...)``) is kept whatever
+        happened: the rows it lacks are sent to it, or, when that is unknown, every row
+        (W&B then holds some twice, at the same x; pulling keeps one per iteration).
         """
         previous = log.mirrors.get(self.name) or {}
-        if self.run_id is None and previous.get("run_id"):
-            if previous.get("durable") or previous.get("status") == "pending":
+        known = previous.get("durable") or previous.get("status") == "pending"
+        if previous.get("run_id") and self.run_id in (None, previous.get("run_id")):
+            if known:
                 self.continue_run(previous, log)
+            elif self.run_id is not None:  # the script named it: keep it, send everything
+                self.run_id = str(previous["run_id"])
+                self._backlog_from = (-1, 0)
+                self._backlog = list(log.metrics_history)
             else:
                 self.replaced = str(previous["run_id"])
                 self._backlog_from = (-1, 0)
                 self._backlog = list(log.metrics_history)
         if self.run_id is None:
             self.run_id = new_run_id()
+        if self._backlog_from is None:  # a W&B run that has nothing yet: every row there is
+            self._backlog_from = (-1, len(log.superseded_history))
         return self.state()
 
     def continue_run(self, previous: dict[str, Any], log: ExperimentLog) -> None:
@@ -190,22 +219,26 @@ class WandbSink(Sink):
         backlog, self._backlog = self._backlog, []
         return backlog
 
-    # ------------------------------------------------------------ dispatcher thread
+    # ------------------------------------------------------------ sending
     def _init(self, log: ExperimentLog, mode: str | None) -> Any:
+        config = log.config.settings()
+        config[MIRROR_OF] = log.run_id
         kwargs: dict[str, Any] = {
             "project": self.project,
             "entity": self.entity,
             "name": log.experiment_name,
-            "config": log.config.to_dict(),
+            "config": config,
             "notes": log.notes or None,
             "id": self.run_id,
             "resume": "allow",
             "reinit": "create_new",
-            "tags": self.tags,
-            "group": self.group,
+            "tags": self.tags if self.tags is not None else (list(log.tags) or None),
+            "group": self.group if self.group is not None else log.group,
             "dir": self.dir,
             **self.init_kwargs,
         }
+        if log.job_type and "job_type" not in kwargs:
+            kwargs["job_type"] = log.job_type
         if mode is not None:
             kwargs["mode"] = mode
         if self._wandb is None:
@@ -219,23 +252,28 @@ class WandbSink(Sink):
         try:
             self.run = self._init(log, self.mode)
         except Exception as exc:
-            if requested in ("offline", "disabled", "dryrun"):
+            if requested in ("offline", "disabled", "dryrun") or not self.offline_fallback:
                 raise
+            self.fallback = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
             logger.warning(
-                "wandb.init failed (%s: %s); mirroring offline instead. Upload later with "
-                "`wandb sync` on the run's directory, or `cs336-exp push RUN`.",
-                type(exc).__name__,
-                exc,
+                "wandb.init failed (%s); mirroring offline instead. Upload later with "
+                "`cs336-exp push RUN` (or `wandb sync` on the run's directory).",
+                self.fallback,
             )
             self.run = self._init(log, "offline")
         run = self.run
+        self.payloads = Payloads(log.tokens_per_step, self.script_keys)
         for axis in X_AXES:
             run.define_metric(axis)
         for pattern in METRIC_GLOBS:
             run.define_metric(pattern, step_metric="gradient_step")
+        if self.script_keys:  # the script's own keys: any name
+            run.define_metric("*", step_metric="gradient_step")
         self.url = getattr(run, "url", None)
         settings = getattr(run, "settings", None)
         self.mode_used = getattr(settings, "mode", None) or requested
+        if self.fallback:
+            self.mode_used = "offline"
         self.sync_dir = str(getattr(settings, "sync_dir", "") or "") or None
         self.status = "running"
         if self.mode_used == "disabled":
@@ -254,21 +292,31 @@ class WandbSink(Sink):
     def emit(self, row: MetricsSnapshot) -> None:
         if not row.has_train_metrics and not row.extra:
             return  # an eval-only row (replayed history): emit_eval sends it
-        self.run.log(train_payload(row))
+        self.run.log(self.payloads.train(row))
         self.rows += 1
-        self.through_iteration = max(self.through_iteration, row.iteration)
-        self._maybe_report()
+        self._sent(row)
 
     def emit_eval(self, row: MetricsSnapshot) -> None:
         if row.val_loss is None:
             return
-        self.run.log(eval_payload(row))
+        self.run.log(self.payloads.eval(row))
         self.evals += 1
+        self._sent(row)
+
+    def emit_update(self, row: MetricsSnapshot, values: dict[str, Any]) -> None:
+        if not values:
+            return
+        self.run.log(self.payloads.update(row, values))
+        self.rows += 1
+        self._sent(row)
+
+    def _sent(self, row: MetricsSnapshot) -> None:
         self.through_iteration = max(self.through_iteration, row.iteration)
         self._maybe_report()
 
     def finish(self, log: ExperimentLog) -> None:
-        self.run.summary.update(summary_payload(log))
+        summary = {k: v for k, v in log.summary.items() if isinstance(v, (int, float, str))}
+        self.run.summary.update({**summary, **summary_payload(log)})
         if log.notes:
             self.run.notes = log.notes
         self.run.finish()
@@ -309,5 +357,6 @@ class WandbSink(Sink):
             # W&B confirmed the run's end, so what ``rows``/``through_iteration`` count is
             # really there (a killed client can lose what it had handed to wandb).
             "durable": self.durable,
+            **({"fallback": self.fallback} if self.fallback else {}),
             **({"replaced": self.replaced} if self.replaced else {}),
         }

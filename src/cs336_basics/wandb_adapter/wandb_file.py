@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from ..tracking.errors import LogFormatError, SinkUnavailableError
+from ..core.errors import LogFormatError, SinkUnavailableError
 from .client import import_wandb
 
 

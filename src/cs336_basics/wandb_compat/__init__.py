@@ -27,9 +27,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..tracking.errors import UsageError
-from ..tracking.storage import load_experiment_log
-from ..tracking.tracker import ExperimentTracker
+from ..core.errors import UsageError
+from ..runtime.tracker import ExperimentTracker
+from ..store.load import load_experiment_log
 from ..wandb_adapter.client import new_run_id
 from ._objects import PLACEHOLDERS, Config, Settings, Summary, as_dict, warn_once
 from ._run import Run, new_config

@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..tracking.records import ExperimentConfig
-from ..tracking.tracker import ExperimentTracker
+from ..core.config import ExperimentConfig
+from ..runtime.tracker import ExperimentTracker
 from ._objects import Config, Summary, warn_once
 from ._setup import apply_config, clean_config, local_config_kwargs
 from ._steps import StepLog

@@ -9,12 +9,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..tracking import env
-from ..tracking.analysis import run_files
-from ..tracking.errors import LogFormatError, TrackingError, UsageError
-from ..tracking.records import ExperimentConfig
-from ..tracking.storage import load_run
-from ..wandb_adapter.pull import CONFIG_ALIASES, unwrap_config
+from ..core import env
+from ..core.config import ExperimentConfig
+from ..core.errors import LogFormatError, TrackingError, UsageError
+from ..store.layout import run_files
+from ..store.load import load_run
+from ..wandb_adapter.keys import CONFIG_ALIASES, unwrap_config
 
 logger = logging.getLogger("cs336_basics")
 
@@ -95,7 +95,7 @@ def find_local_run(log_dir: Path, wandb_id: str) -> Path | None:
     found: list[tuple[str, Path]] = []
     for path in run_files(log_dir):
         try:
-            log, _ = load_run(path, on_problem=lambda problem: None)
+            log = load_run(path, on_problem=lambda problem: None).log
         except (LogFormatError, OSError):
             continue
         if (log.mirrors.get("wandb") or {}).get("run_id") == wandb_id:

@@ -22,10 +22,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..tracking.records import ROW_FIELDS, TRAIN_FIELDS
-from ..tracking.tracker import ExperimentTracker
-from ..tracking.values import MAX_INDEX
-from ..wandb_adapter.pull import RowMapper
+from ..core.row import ROW_FIELDS, TRAIN_FIELDS
+from ..core.values import MAX_INDEX
+from ..runtime.tracker import ExperimentTracker
+from ..wandb_adapter.keys import RowMapper
 from ._objects import Summary, Unsupported, warn_once
 
 

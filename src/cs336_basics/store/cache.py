@@ -30,7 +30,6 @@ import logging
 import os
 import struct
 import sys
-import threading
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -40,16 +39,17 @@ from typing import Any
 
 import orjson
 
-from . import env
+from ..core import env
+from ..core.history import Chunk, Column, History
+from ..core.row import LOSS_FIELDS, ROW_FIELDS, MetricsSnapshot
+from ..core.values import NonFinite, from_marker
 from .codec import dumps, row_from_dict, unmark
-from .history import Chunk, Column
-from .records import LOSS_FIELDS, ROW_FIELDS, MetricsSnapshot
-from .values import NonFinite
+from .fileio import open_regular
+from .layout import RunFiles, temp_path
 
 logger = logging.getLogger("cs336_basics")
 
 MAGIC = b"CS336-COLUMNS\x00v2"
-SUFFIX = ".columns"
 _PREFIX = struct.Struct("<QII")  # header length, header CRC-32, data CRC-32
 _ALIGN = 8
 _LITTLE = sys.byteorder == "little"
@@ -57,12 +57,20 @@ _LITTLE = sys.byteorder == "little"
 
 def cache_path(document: Path) -> Path:
     """Where the cache of ``document`` lives (a hidden file beside it)."""
-    return document.with_name(f".{document.stem}{SUFFIX}")
+    return RunFiles.of(document).cache
 
 
 def document_key(st: os.stat_result, save_id: int) -> dict[str, int]:
-    """What ties a cache to one document file (its stat) and save."""
-    return {"save_id": save_id, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+    """What ties a cache to one document file (its stat) and save: size, modification
+    time, inode and change time (which no one can set: an in-place rewrite that keeps size
+    and modification time, ``cp -p``, ``touch -r``, still changes it)."""
+    return {
+        "save_id": save_id,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ino": st.st_ino,
+        "ctime_ns": st.st_ctime_ns,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -125,7 +133,8 @@ def _chunk_specs(chunks: tuple[Chunk, ...], data: _Data) -> list[dict[str, Any]]
 
 
 def _facts(chunks: tuple[Chunk, ...]) -> dict[str, Any]:
-    """Row count, last row and first diverged row of a history (what a listing reads)."""
+    """Row count, last row, first diverged row, and the best and last value of each loss
+    of a history (what a listing reads)."""
     last = chunks[-1].row(chunks[-1].n - 1) if chunks else None
     diverged = None
     for chunk in chunks:
@@ -133,10 +142,12 @@ def _facts(chunks: tuple[Chunk, ...]) -> dict[str, Any]:
         if j is not None:
             diverged = chunk.row(j)
             break
+    history = History.from_chunks(chunks)
     return {
         "n": sum(chunk.n for chunk in chunks),
         "last": last.to_dict() if last else None,
         "diverged": diverged.to_dict() if diverged else None,
+        "best_last": {name: list(history.best_last(name)) for name in LOSS_FIELDS},
     }
 
 
@@ -157,7 +168,7 @@ def write_cache(
     if env.caches_off():
         return
     path = cache_path(document)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp = temp_path(path)
     try:
         data = _Data()
         header = dumps(
@@ -269,21 +280,50 @@ def _chunks(specs: Any, data: _Section, rows: int) -> list[Chunk]:
     return chunks
 
 
-Facts = tuple[int, MetricsSnapshot | None, MetricsSnapshot | None]
+BestLast = dict[str, tuple[float | None, float | None]]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a cache's header says of one history without its columns: rows, last row,
+    first diverged row, and the best and last value of each loss (older caches: none)."""
+
+    rows: int
+    last: MetricsSnapshot | None
+    diverged: MetricsSnapshot | None
+    best_last: BestLast
+
+
+_NUMBER_OR_NONE = frozenset({int, float, NonFinite, type(None)})
+
+
+def _read_best_last(value: Any) -> BestLast:
+    if not isinstance(value, dict):
+        return {}
+    out: BestLast = {}
+    for name, pair in value.items():
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise CacheError(f"best_last.{name}: {pair!r:.40}")
+        best, last = (from_marker(v) for v in pair)
+        if type(best) not in _NUMBER_OR_NONE or type(last) not in _NUMBER_OR_NONE:
+            raise CacheError(f"best_last.{name}: {pair!r:.40}")
+        out[str(name)] = (best, last)
+    return out
 
 
 def _read_facts(header: dict[str, Any], history: str, path: Path) -> Facts:
-    """(rows, last row, first diverged row) of ``history`` as the header records them."""
+    """The facts of ``history`` as the header records them."""
     facts = header["facts"][history]
     rows = facts["n"]
     if type(rows) is not int or rows < 0:
         raise CacheError(f"{history}: {rows!r:.40} rows")
     last = facts.get("last")
     diverged = facts.get("diverged")
-    return (
+    return Facts(
         rows,
         row_from_dict(last, f"{path}: last row") if last is not None else None,
         row_from_dict(diverged, f"{path}: diverged row") if diverged is not None else None,
+        _read_best_last(facts.get("best_last")),
     )
 
 
@@ -319,8 +359,8 @@ class CachedRun:
             raise CacheError("its data fail their CRC")
         data = _Section(buffer)
         return (
-            _chunks(self.header["metrics_history"], data, self.metrics_facts[0]),
-            _chunks(self.header["superseded_history"], data, self.superseded_facts[0]),
+            _chunks(self.header["metrics_history"], data, self.metrics_facts.rows),
+            _chunks(self.header["superseded_history"], data, self.superseded_facts.rows),
         )
 
 
@@ -332,7 +372,7 @@ def read_cache(document: Path, save_id: int | None = None) -> CachedRun | None:
         return None
     path = cache_path(document)
     try:
-        with open(path, "rb") as handle:
+        with os.fdopen(open_regular(path), "rb") as handle:
             st = os.fstat(handle.fileno())
             head = handle.read(len(MAGIC) + _PREFIX.size)
             if len(head) < len(MAGIC) + _PREFIX.size or not head.startswith(MAGIC):
@@ -367,6 +407,6 @@ def read_cache(document: Path, save_id: int | None = None) -> CachedRun | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        logger.debug("ignoring the cache %s: %s", path, exc)
+        logger.debug("ignoring the cache %s: %s", path, exc)  # (LogFormatError is a ValueError)
         return None
     return cached

@@ -1,4 +1,4 @@
-"""Plain-text rendering of runs: the summary block and aligned tables (pure)."""
+"""Plain-text rendering of runs: the summary block, aligned tables, a mirror's status (pure)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .records import ExperimentLog
+from .log import ExperimentLog
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -44,43 +44,59 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
 
 
+def describe_mirror(state: Any) -> str:
+    """A mirror's status as every listing shows it: ``offline`` for a W&B run written only
+    to this machine (``cs336-exp push`` uploads it), else its recorded status."""
+    if not isinstance(state, dict):
+        return fmt(state)
+    status = str(state.get("status") or "-")
+    if status == "finished" and state.get("mode") == "offline":
+        return "offline"
+    return status
+
+
 def _mirror(state: Any) -> str:
     """A mirror's link and status (its raw value, should it not be an object)."""
     if not isinstance(state, dict):
         return fmt(state)
-    return f"{state.get('url') or state.get('run_id') or ''} {state.get('status', '')}"
+    where = state.get("url") or state.get("sync_dir") or state.get("run_id") or ""
+    return f"{where} {describe_mirror(state)}".strip()
 
 
 def format_summary(log: ExperimentLog) -> str:
-    """The block ``print_summary`` shows for one run."""
+    """The block ``print_summary`` shows for one run (``results()``'s numbers: for a run
+    that did not finish, the best and last losses of its history so far)."""
     history = log.metrics_history
     cfg = log.config
+    results = log.results()
+    marked = " (so far)" if results.from_history else ""
     lines = [
         f"Experiment: {log.experiment_name}",
         f"  run id:           {log.run_id or '-'}",
-        f"  status:           {log.status}",
+        f"  status:           {results.status}",
         f"  file:             {log.source or '-'}",
         f"  started:          {log.start_time or '-'}",
         f"  ended:            {log.end_time or '-'}",
-        f"  duration:         {format_duration(log.duration_seconds)}"
-        f" ({fmt(log.duration_seconds, 1)} s)",
+        f"  duration:         {format_duration(results.duration_seconds)}"
+        f" ({fmt(results.duration_seconds, 1)} s)",
         f"  rows logged:      {len(history)}",
         f"  last iteration:   {fmt(log.last_iteration)}",
         f"  gradient steps:   {fmt(log.last_gradient_step)}",
-        f"  tokens seen:      {fmt(log.tokens_seen)}",
-        f"  best train loss:  {fmt(log.best_train_loss)}",
-        f"  best val loss:    {fmt(log.best_val_loss)}",
-        f"  final train loss: {fmt(log.final_train_loss)}",
-        f"  final val loss:   {fmt(log.final_val_loss)}",
-        f"  model:            d_model={cfg.d_model} layers={cfg.num_layers} "
-        f"heads={cfg.num_heads} d_ff={cfg.d_ff} ctx={cfg.context_length}",
-        f"  optimizer:        {cfg.optimizer_name} lr={cfg.max_learning_rate}->"
-        f"{cfg.min_learning_rate} batch={cfg.batch_size} warmup={cfg.warmup_iters}",
+        f"  tokens seen:      {fmt(results.tokens)}",
+        f"  best train loss:  {fmt(results.best_train_loss)}{marked}",
+        f"  best val loss:    {fmt(results.best_val_loss)}{marked}",
+        f"  {'last' if marked else 'final'} train loss: {fmt(results.final_train_loss)}",
+        f"  {'last' if marked else 'final'} val loss:   {fmt(results.final_val_loss)}",
+        f"  model:            d_model={fmt(cfg.d_model)} layers={fmt(cfg.num_layers)} "
+        f"heads={fmt(cfg.num_heads)} d_ff={fmt(cfg.d_ff)} ctx={fmt(cfg.context_length)}",
+        f"  optimizer:        {fmt(cfg.optimizer_name)} lr={fmt(cfg.max_learning_rate)}->"
+        f"{fmt(cfg.min_learning_rate)} batch={fmt(cfg.batch_size)} "
+        f"warmup={fmt(cfg.warmup_iters)}",
     ]
     if cfg.extra:
         lines.append("  other config:     " + ", ".join(f"{k}={v}" for k, v in cfg.extra.items()))
-    if log.diverged_at is not None:
-        lines.append(f"  DIVERGED at iteration {log.diverged_at} (NaN/inf loss)")
+    if results.diverged_at is not None:
+        lines.append(f"  DIVERGED at iteration {results.diverged_at} (NaN/inf loss)")
     if log.superseded_history:
         lines.append(
             f"  superseded rows:  {len(log.superseded_history)} (kept from before a restart)"

@@ -5,7 +5,8 @@ This module owns the **document** format and the JSON value rules the journal sh
 
 - the **document**: the guide's JSON object (``config``, ``start_time``, ..., ``metrics_history``,
   ``notes``) plus a few extra keys (``run_id``, ``status``, ``format_version``, ``save_id``,
-  ``superseded_history``, ``mirrors``, ``config_changes``). Strict JSON: NaN and +-inf are
+  ``superseded_history``, ``mirrors``, ``config_changes``, ``tags``, ``group``,
+  ``job_type``, ``summary``: other summary values). Strict JSON: NaN and +-inf are
   written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and read back as floats.
 
 Decoding trusts nothing: every field is checked, and a bad one raises ``LogFormatError``
@@ -29,19 +30,16 @@ from typing import Any
 
 import orjson
 
-from .errors import LogFormatError
-from .history import CHUNK_ROWS, Chunk, Column, History
-from .records import (
-    FORMAT_VERSION,
-    ROW_FIELDS,
-    SUMMARY_FIELDS,
-    ExperimentConfig,
-    ExperimentLog,
-    MetricsSnapshot,
-)
-from .values import MARKERS, NonFinite, from_marker, marker_for
+from ..core.config import ExperimentConfig
+from ..core.errors import LogFormatError
+from ..core.history import CHUNK_ROWS, Chunk, Column, History
+from ..core.log import STATUSES, ExperimentLog
+from ..core.row import ROW_FIELDS, SUMMARY_FIELDS, MetricsSnapshot
+from ..core.values import MARKERS, NonFinite, from_marker, marker_for
 
 logger = logging.getLogger("cs336_basics")
+#: The version of the document and journal formats this package writes.
+FORMAT_VERSION = 1
 _MARKER_BYTES = tuple(f'"{m}"'.encode() for m in MARKERS)
 
 
@@ -113,6 +111,10 @@ def document_meta(log: ExperimentLog, save_id: int) -> dict[str, Any]:
     doc["save_id"] = save_id
     doc["mirrors"] = plain(dict(log.mirrors))
     doc["config_changes"] = [plain(change) for change in log.config_changes]
+    doc["tags"] = list(log.tags)
+    doc["group"] = log.group
+    doc["job_type"] = log.job_type
+    doc["summary"] = plain(dict(log.summary))
     return doc
 
 
@@ -428,8 +430,7 @@ def _fast_column(values: list[Any], allowed: frozenset[type]) -> Column | None:
 # ---------------------------------------------------------------------------------------
 # Checking the document's own fields.
 
-STATUSES = ("running", "finished", "unfinished")
-#: Config fields the package computes with (``ExperimentLog.tokens_seen`` takes their int()).
+#: Config fields the package computes with (``ExperimentLog.tokens_per_step``).
 _COUNT_CONFIG = ("batch_size", "context_length")
 
 
@@ -454,8 +455,10 @@ def _config(doc: dict[str, Any], source: str) -> ExperimentConfig:
         raise LogFormatError(f"{source}: bad config: {exc}") from exc
     for name in _COUNT_CONFIG:
         value = getattr(config, name)
-        if type(value) not in _NUMBER or not math.isfinite(value):
-            raise LogFormatError(_expected(f"{source}: config.{name}", "a finite number", value))
+        if value is not None and (type(value) not in _NUMBER or not math.isfinite(value)):
+            raise LogFormatError(
+                _expected(f"{source}: config.{name}", "a finite number or null", value)
+            )
     return config
 
 
@@ -496,6 +499,24 @@ def _config_changes(doc: dict[str, Any], source: str) -> list[dict[str, Any]]:
                 _expected(f"{source}: config_changes[{index}]", "an object", change)
             )
     return [unmark(change) for change in changes]
+
+
+def _tags(doc: dict[str, Any], source: str) -> list[str]:
+    tags = doc.get("tags")
+    if tags is None:
+        return []
+    if not isinstance(tags, list) or not all(type(t) is str for t in tags):
+        raise LogFormatError(_expected(f"{source}: tags", "a list of strings", tags))
+    return list(tags)
+
+
+def _summary_extra(doc: dict[str, Any], source: str) -> dict[str, Any]:
+    summary = doc.get("summary")
+    if summary is None:
+        return {}
+    if not isinstance(summary, dict):
+        raise LogFormatError(_expected(f"{source}: summary", "an object", summary))
+    return {str(k): unmark(v) for k, v in summary.items()}
 
 
 def _summary_value(doc: dict[str, Any], name: str, source: str) -> float | None:
@@ -552,6 +573,10 @@ def _document_to_log(doc: dict[str, Any], source: str, fix_markers: bool) -> Exp
         ),
         mirrors=_mirrors(doc, source),
         config_changes=_config_changes(doc, source),
+        tags=_tags(doc, source),
+        group=_optional_str(doc, "group", source),
+        job_type=_optional_str(doc, "job_type", source),
+        summary=_summary_extra(doc, source),
         source=source,
     )
     for name in SUMMARY_FIELDS:

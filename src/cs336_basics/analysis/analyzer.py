@@ -14,13 +14,17 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import env
-from .cache import read_cache
-from .errors import LogFormatError, UnknownRunError, UsageError
-from .progress import progress
-from .records import ROW_FIELDS, ExperimentConfig, ExperimentLog, import_pandas
-from .storage import JOURNAL_SUFFIX, load_run, read_document
-from .text import fmt, format_duration, format_summary, table
+from ..core import env, plugins
+from ..core.config import ExperimentConfig
+from ..core.errors import LogFormatError, UnknownRunError, UsageError
+from ..core.log import ExperimentLog, import_pandas
+from ..core.progress import progress
+from ..core.row import ROW_FIELDS
+from ..core.text import fmt, format_duration, format_summary, table
+from ..store.cache import read_cache
+from ..store.document import read_document
+from ..store.layout import run_files
+from ..store.load import load_run
 
 logger = logging.getLogger("cs336_basics")
 #: Metric names accepted by ``get_best_experiment`` and what they read.
@@ -33,18 +37,6 @@ BEST_METRICS = {
     "final_train_loss": "final_train_loss",
 }
 _CONFIG_SKIP = {"experiment_name"}
-
-
-def run_files(log_dir: Path) -> list[Path]:
-    """One path per run in ``log_dir`` (its .json, or its .jsonl when never saved)."""
-    stems: dict[str, Path] = {}
-    for path in sorted(log_dir.glob(f"*{JOURNAL_SUFFIX}")):
-        if not path.name.startswith("."):
-            stems[path.stem] = path
-    for path in sorted(log_dir.glob("*.json")):
-        if not path.name.startswith("."):
-            stems[path.stem] = path
-    return sorted(stems.values())
 
 
 def write_csv(log: ExperimentLog, path: Path) -> Path:
@@ -173,7 +165,7 @@ class ExperimentAnalyzer:
         loaded: list[ExperimentLog] = []
         for path in progress(files, len(files), "Loading runs", enabled=show):
             try:
-                log, _ = load_run(path, on_problem=self.problems.append)
+                log = load_run(path, on_problem=self.problems.append).log
             except (LogFormatError, OSError) as exc:  # decoding turns any bad value into these
                 self.problems.append(_skipped(path, exc))
                 continue
@@ -333,20 +325,20 @@ class ExperimentAnalyzer:
         rows = []
         for key, log in selected.items():
             cfg = log.config.to_dict()
-            last = log.last_iteration
+            results = log.results()
             rows.append(
                 [
                     key,
-                    log.display_status,
-                    0 if last is None else last + 1,
-                    log.last_gradient_step or 0,
-                    log.tokens_seen,
+                    results.status,
+                    results.iterations,
+                    results.gradient_steps,
+                    results.tokens,
                     *[cfg.get(k) for k in config_keys],
-                    log.best_train_loss,
-                    log.best_val_loss,
-                    log.final_train_loss,
-                    log.final_val_loss,
-                    format_duration(log.duration_seconds),
+                    results.best_train_loss,
+                    results.best_val_loss,
+                    results.final_train_loss,
+                    results.final_val_loss,
+                    format_duration(results.duration_seconds),
                 ]
             )
         if sort_by:
@@ -386,9 +378,10 @@ class ExperimentAnalyzer:
             )
         best: tuple[str, float] | None = None
         for key, log in self.logs.items():
-            if log.diverged_at is not None:
+            results = log.results()
+            if results.diverged_at is not None:
                 continue
-            value = _finite_or_none(getattr(log, field))
+            value = _finite_or_none(getattr(results, field))
             if value is not None and (best is None or value < best[1]):
                 best = (key, value)
         if best is None:
@@ -403,8 +396,7 @@ class ExperimentAnalyzer:
 
     def load_wandb(self, path: str, **kwargs: Any) -> list[str]:
         """Pull runs of a W&B project (``"entity/project"``); see ``cs336_basics.pull_runs``."""
-        from ..wandb_adapter.pull import pull_runs
-
+        pull_runs = plugins.load(plugins.PULL_RUNS)
         keys = []
         for log in pull_runs(path, **kwargs):
             keys.append(self.add(log))

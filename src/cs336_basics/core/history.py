@@ -19,14 +19,17 @@ hands the background saver the chunks and the tail's row objects in microseconds
 training thread goes on logging while the document is written.
 
 Rows handed out are copies: changing one does not change the history (use
-``history[i] = row``). Values read back with their types (a block of a column that mixes
-ints and floats keeps a plain list); NaN and infinities read back as
-:class:`~.values.NonFinite`; an extra metric whose value is ``None`` is the same as an
-absent one.
+``history[i] = row``). Readers that want numbers, not rows (plots, the page, summaries)
+use :meth:`History.floats` and :meth:`History.best_last`, which read the columns. Values
+read back with their types (a block of a column that mixes ints and floats keeps a plain
+list); NaN and infinities read back as :class:`~.values.NonFinite`; an extra metric whose
+value is ``None`` is the same as an absent one.
 
-Chunk columns may also be read-only views of a memory-mapped file (a run loaded from its
-columnar cache, see :mod:`.cache`): pages are read from disk only when a value is used, so
-listing runs or reading a run's last row costs almost nothing however long the run.
+Chunk columns may also be read-only views of a buffer (a run loaded from its columnar
+cache, see ``store.cache``): a history loaded lazily knows its length, last row, first
+diverged row and its losses' best and last values from the cache's header, and reads its
+columns only when something else is asked, so listing runs costs almost nothing however
+long they are.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from itertools import chain, repeat
 from operator import attrgetter
 from typing import Any, overload
 
-from .records import LOSS_FIELDS, ROW_FIELDS, MetricsSnapshot
+from .row import AXIS_FIELDS, LOSS_FIELDS, ROW_FIELDS, MetricsSnapshot
 from .values import NonFinite, marker_for
 
 #: Rows per chunk (the tail is frozen in blocks of this many).
@@ -65,6 +68,7 @@ def _has_nonfinite(values: array) -> bool:
 
 
 _ROW_FIELD_INDEX = {name: i for i, name in enumerate(ROW_FIELDS)}
+_AXIS_NAMES = frozenset(AXIS_FIELDS)
 
 
 class Column:
@@ -256,19 +260,22 @@ class Chunk:
         assert column is not None
         return column
 
-    def named_column(self, name: str) -> list[Any]:
+    def by_name(self, name: str) -> Column | None:
+        """The column of a row field or an extra metric (None: no row of this chunk has it)."""
         index = _ROW_FIELD_INDEX.get(name)
-        if index is not None:
-            return self.column(index)
-        column = self.extras.get(name)
-        return [None] * self.n if column is None else column.tolist(self.n)
+        return self.fields[index] if index is not None else self.extras.get(name)
+
+    def named_column(self, name: str) -> list[Any]:
+        column = self.by_name(name)
+        if column is None:
+            return [None] * self.n
+        return column.tolist(self.n)
 
     def first_nonfinite(self, names: Iterable[str]) -> int | None:
         """The first row whose value of one of ``names`` is NaN or infinite."""
         found = None
         for name in names:
-            index = _ROW_FIELD_INDEX.get(name)
-            column = self.fields[index] if index is not None else self.extras.get(name)
+            column = self.by_name(name)
             if column is None or not column.nonfinite:
                 continue
             for k, value in enumerate(column.values):
@@ -325,6 +332,7 @@ class History(Sequence[MetricsSnapshot]):
         self._freeze_at = _FREEZE_AT
         self._lazy: Callable[[], list[Chunk]] | None = None
         self._facts: tuple[int, MetricsSnapshot | None, MetricsSnapshot | None] = (0, None, None)
+        self._known_best_last: dict[str, tuple[float | None, float | None]] = {}
         self.last_iteration: int | None = None
         self.extend(rows)
 
@@ -362,12 +370,15 @@ class History(Sequence[MetricsSnapshot]):
         last: MetricsSnapshot | None,
         diverged: MetricsSnapshot | None,
         load: Callable[[], list[Chunk]],
+        best_last: dict[str, tuple[float | None, float | None]] | None = None,
     ) -> History:
         """A history of ``n`` rows whose chunks ``load()`` reads on first use; its length,
-        last row and first diverged row (a NaN/inf loss) are known without reading them."""
+        last row, first diverged row (a NaN/inf loss) and ``best_last`` of the losses
+        (when given) are known without reading them."""
         history = cls()
         history._lazy = load
         history._facts = (n, last, diverged)
+        history._known_best_last = dict(best_last or {})
         history.last_iteration = last.iteration if last is not None else None
         return history
 
@@ -519,6 +530,72 @@ class History(Sequence[MetricsSnapshot]):
                 if isinstance(value, float) and not math.isfinite(value):
                     return copy(row)
         return None
+
+    def metric_names(self) -> list[str]:
+        """The metrics some row has a value of: the guide's value fields, then the extra
+        metrics in order of first appearance (the axes are not metrics)."""
+        chunks, tail = self._parts()
+        present: dict[str, None] = {}
+        for chunk in chunks:
+            for name, column in zip(ROW_FIELDS, chunk.fields, strict=True):
+                if column is not None:
+                    present[name] = None
+        for row in tail:
+            for name in ROW_FIELDS:
+                if getattr(row, name) is not None:
+                    present[name] = None
+        fields = [n for n in ROW_FIELDS if n in present and n not in _AXIS_NAMES]
+        return [*fields, *(n for n in self.extra_names() if n not in _ROW_FIELD_INDEX)]
+
+    def best_last(self, name: str) -> tuple[float | None, float | None]:
+        """The smallest finite value of a field or extra metric (NaN and infinities
+        ignored) and its last value (any), each None when no row has one."""
+        if self._lazy is not None and name in self._known_best_last:
+            return self._known_best_last[name]
+        index, values = self.floats(name)
+        if not values:
+            return None, None
+        if math.isfinite(sum(values)):
+            best: float | None = min(values)
+        else:
+            finite = [v for v in values if v - v == 0.0]
+            best = min(finite) if finite else None
+        last = values[-1]
+        return best, (last if last - last == 0.0 else NonFinite(last))
+
+    def floats(self, name: str) -> tuple[array | None, array]:
+        """One field or extra metric as floats, read from the columns (no row objects):
+        ``(rows, values)`` where ``rows[k]`` is the row of ``values[k]``, or ``rows`` is
+        None when every row has a value. NaN and infinities are kept."""
+        chunks, tail = self._parts()
+        values = array("d")
+        rows = array("q")
+        sparse = False
+        offset = 0
+        for chunk in chunks:
+            column = chunk.by_name(name)
+            if column is None:
+                sparse = True
+            else:
+                present = _float_values(column, chunk.n)
+                if column.index is None:
+                    rows.extend(range(offset, offset + chunk.n))
+                else:
+                    sparse = True
+                    rows.extend(i + offset for i in column.index)
+                values.extend(present)
+            offset += chunk.n
+        field_index = _ROW_FIELD_INDEX.get(name)
+        for k, row in enumerate(tail):
+            value: Any = (
+                getattr(row, name) if field_index is not None else (row.extra or {}).get(name)
+            )
+            if type(value) in _NUMBER_KINDS:
+                rows.append(offset + k)
+                values.append(float(value))
+            else:
+                sparse = True
+        return (rows if sparse else None), values
 
     def index_of(self, iteration: int) -> int:
         """Where a row of ``iteration`` is or would go (rows are in iteration order)."""
@@ -677,6 +754,23 @@ def _is_float(column: Column) -> bool:
     values = column.values
     code = values.typecode if isinstance(values, array) else values.format
     return code == "d"
+
+
+_NUMBER_KINDS = frozenset({int, float, NonFinite})
+
+
+def _float_values(column: Column, n: int) -> array:
+    """The values a column holds (present rows only), as float64."""
+    if column.kind == "range":
+        if not column.step:
+            return array("d", [float(column.start)]) * n
+        stop = column.start + column.step * n
+        return array("d", map(float, range(column.start, stop, column.step)))
+    if column.kind == "array" and _is_float(column):
+        out = array("d")
+        out.frombytes(memoryview(column.values).cast("B"))
+        return out
+    return array("d", map(float, column.values))
 
 
 def _bisect_column(column: Column, n: int, value: int) -> int:

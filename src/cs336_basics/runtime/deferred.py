@@ -21,12 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .records import TRAIN_FIELDS, MetricsSnapshot
-from .values import is_device_tensor, wrap_float
+from ..core.row import VALUE_FIELDS, MetricsSnapshot
+from ..core.values import is_device_tensor, wrap_float
 
 logger = logging.getLogger("cs336_basics")
-#: The row fields ``log_metrics`` may fill with a tensor.
-_VALUE_FIELDS = ("val_loss", *TRAIN_FIELDS)
 
 
 def has_device_values(row: MetricsSnapshot) -> bool:
@@ -59,7 +57,7 @@ def convert(rows: list[MetricsSnapshot]) -> list[str]:
     slots: list[tuple[MetricsSnapshot, str | None, str]] = []
     tensors: list[Any] = []
     for row in rows:
-        for name in _VALUE_FIELDS:
+        for name in VALUE_FIELDS:
             value = getattr(row, name)
             if is_device_tensor(value):
                 slots.append((row, None, name))

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UsageError
-from .records import ExperimentLog
-from .storage import safe_name
-from .text import fmt
+from ..core.errors import UsageError
+from ..core.log import ExperimentLog
+from ..core.text import fmt
+from ..store.layout import safe_name
 
 BEGIN = "<!-- cs336-exp report: begin -->"
 END = "<!-- cs336-exp report: end -->"
@@ -40,16 +40,17 @@ def render_table(runs: dict[str, ExperimentLog], baseline_key: str, links: dict[
         "|---|---|---|---|---|---|---|---|",
     ]
     for key, log in runs.items():
-        steps = log.last_gradient_step or 0
-        status = log.display_status
-        if log.diverged_at is not None:
-            status += f" at {log.diverged_at}"
+        results = log.results()
+        steps = results.gradient_steps
+        status = results.status
+        if results.diverged_at is not None:
+            status += f" at {results.diverged_at}"
         link = f"[png]({links[key]})" if key in links else "-"
         diff = describe_difference(log, baseline).replace("|", "\\|")
         run = key.replace("|", "\\|")
         lines.append(
             f"| {run} | {status} | {diff} | {fmt(log.config.max_learning_rate)} | "
-            f"{log.config.batch_size} | {steps} | {fmt(log.best_val_loss)} | {link} |"
+            f"{fmt(log.config.batch_size)} | {steps} | {fmt(results.best_val_loss)} | {link} |"
         )
     return "\n".join(lines)
 

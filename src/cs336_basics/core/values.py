@@ -13,6 +13,10 @@ values take the encoder's fast path and a diverged run still round-trips as NaN/
 
 A tensor that lives on an accelerator is returned as is (see :func:`is_device_tensor`): reading
 it would force a host sync, so the tracker converts such values in batches.
+
+Values other tools logged (W&B rows, the drop-in) are read leniently by :func:`as_number` and
+:func:`as_index`: what is not a number is None, never an error. Names and texts that go
+into a file pass :func:`check_text` (valid UTF-8).
 """
 
 from __future__ import annotations
@@ -67,6 +71,68 @@ def is_device_tensor(value: Any) -> bool:
         and type(value).__module__.startswith("torch")
         and getattr(device, "type", "cpu") != "cpu"
     )
+
+
+def check_text(what: str, value: Any) -> str:
+    """Refuse a name or text that a JSON document cannot hold: not a string (``TypeError``),
+    or not valid UTF-8 (``ValueError``: a lone surrogate, as ``os.fsdecode`` gives for a
+    file name that is not UTF-8)."""
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise TypeError(f"{what}: expected a string, got {_describe(value)}")
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} {value!r:.80}: not valid UTF-8 text ({exc.reason} at index {exc.start}, "
+            "as os.fsdecode gives for a name that is not UTF-8); use "
+            "name.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace') or another name"
+        ) from exc
+    return value
+
+
+def as_number(value: Any) -> float | None:
+    """A value another tool logged, as a float if it is a number (NaN and infinities kept,
+    also spelled as strings: ``"NaN"``, ``"inf"``, ``"-Infinity"``), else None (strings,
+    bools, media, containers). An integer too large for a float becomes +-inf, as W&B
+    stores it. One rule for every reader of foreign values (W&B runs, the drop-in)."""
+    kind = type(value)
+    if kind is float:
+        return value if value - value == 0.0 else NonFinite(value)
+    if kind is int:
+        try:
+            return float(value)
+        except OverflowError:
+            return NonFinite(math.inf if value > 0 else -math.inf)
+    if value is None or isinstance(value, (bool, bytes, complex)) or _not_real(value):
+        return None
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("nan", "infinity", "inf", "-infinity", "-inf", "+inf", "+infinity"):
+            return wrap_float(float(lowered.replace("infinity", "inf")))
+        return None
+    size = getattr(value, "size", None)
+    numel = getattr(value, "numel", None)
+    count = numel() if callable(numel) else size if isinstance(size, int) else 1
+    if count != 1 or not hasattr(value, "__float__"):
+        return None
+    try:
+        return wrap_float(float(value))
+    except OverflowError:
+        return NonFinite(math.inf if int(value) > 0 else -math.inf)
+    except (TypeError, ValueError):
+        return None
+
+
+def as_index(value: Any) -> int | None:
+    """A value another tool logged as a step or iteration: a finite number from 0 to
+    :data:`MAX_INDEX` (a fraction is cut to its whole part), else None."""
+    number = as_number(value)
+    if number is None or not math.isfinite(number) or not 0 <= number <= MAX_INDEX:
+        return None
+    return int(number)
 
 
 def _describe(value: Any) -> str:

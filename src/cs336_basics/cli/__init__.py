@@ -16,12 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .analysis import ExperimentAnalyzer
-from .errors import TrackingError, UsageError
-from .records import ROW_FIELDS, SUMMARY_FIELDS, ExperimentLog
-from .storage import JOURNAL_SUFFIX, inside, load_run
-from .text import fmt, format_summary, table
-from .values import marker_for
+from ..analysis.analyzer import ExperimentAnalyzer
+from ..core.errors import TrackingError, UsageError
+from ..core.log import ExperimentLog
+from ..core.row import ROW_FIELDS, SUMMARY_FIELDS
+from ..core.text import fmt, format_summary, table
+from ..core.values import marker_for
+from ..store.layout import DOCUMENT, JOURNAL, inside
+from ..store.load import load_run
 
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1
@@ -55,10 +57,8 @@ def _resolve(
     analyzer: ExperimentAnalyzer | None, args: argparse.Namespace, run: str
 ) -> ExperimentLog:
     path = Path(run)
-    if path.suffix in (".json", JOURNAL_SUFFIX) and (
-        path.exists() or path.with_suffix(JOURNAL_SUFFIX).exists()
-    ):
-        return load_run(path)[0]
+    if path.suffix in (DOCUMENT, JOURNAL) and (path.exists() or path.with_suffix(JOURNAL).exists()):
+        return load_run(path).log
     return (analyzer or _analyzer(args)).get(run)
 
 
@@ -190,7 +190,7 @@ def cmd_best(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .analysis import write_csv
+    from ..analysis.analyzer import write_csv
 
     target = _output_file("-o", args.output)
     log = _resolve(None, args, args.run)
@@ -199,7 +199,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from .plots import close, plot_runs
+    from ..analysis.plots import close, plot_runs
 
     out = _output_file("-o", args.output)
     runs = _analyzer(args).select(args.runs)
@@ -215,8 +215,8 @@ def _report_images(
     runs: dict[str, ExperimentLog], images: Path, document: Path
 ) -> tuple[dict[str, str], str]:
     """Draw each run's curves and the overview; returns their links relative to the document."""
-    from .plots import close, plot_runs
-    from .report import image_names, relative_link
+    from ..analysis.plots import close, plot_runs
+    from ..analysis.report import image_names, relative_link
 
     images.mkdir(parents=True, exist_ok=True)
     links = {}
@@ -238,7 +238,7 @@ def _report_images(
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import new_document, render_table, splice
+    from ..analysis.report import new_document, render_table, splice
 
     document = _output_file("--file", args.file)
     images = None

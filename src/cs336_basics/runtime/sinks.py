@@ -5,6 +5,8 @@ A sink subclasses :class:`Sink` and overrides what it needs:
 - ``start(log)``: the run began (or resumed); ``log`` has config, name, notes, run_id, mirrors;
 - ``emit(row)``: a metrics row was logged;
 - ``emit_eval(row)``: an eval filled ``row.val_loss`` (the row as it now stands);
+- ``emit_update(row, values)``: values were added to the row of an iteration (the W&B
+  drop-in logging one iteration in several calls);
 - ``finish(log)``: the run finished, ``log`` carries the summary;
 - ``flush()``: everything received so far is written or sent;
 - ``close()``: release resources (the base class makes sinks context managers);
@@ -18,20 +20,22 @@ on. Rows are dropped for the sinks only past ``sink_queue_size`` waiting events 
 reported once; ``cs336-exp push`` uploads the whole local run later); the run's start and
 finish are never dropped.
 
-Sinks are found by name through a small registry (:func:`register_sink`), so this module
-never imports an optional adapter.
+Sinks are found by name through a small registry (:func:`register_sink`); an optional
+adapter is named there as ``"module:attribute"`` (``core.plugins``), so this module never
+imports it.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from collections import deque
 from typing import Any
 
-from .errors import SinkUnavailableError
-from .records import ExperimentLog, MetricsSnapshot
+from ..core import plugins
+from ..core.errors import SinkUnavailableError
+from ..core.log import ExperimentLog
+from ..core.row import MetricsSnapshot
 
 logger = logging.getLogger("cs336_basics")
 
@@ -73,6 +77,9 @@ class Sink:
     def emit_eval(self, row: MetricsSnapshot) -> None:
         """An evaluation was recorded on ``row``."""
 
+    def emit_update(self, row: MetricsSnapshot, values: dict[str, Any]) -> None:
+        """``values`` (row fields and extra metrics by name) were added to ``row``."""
+
     def finish(self, log: ExperimentLog) -> None:
         """The run finished; ``log`` has its summary."""
 
@@ -102,6 +109,7 @@ class InMemorySink(Sink):
         self.started: list[ExperimentLog] = []
         self.rows: list[dict[str, Any]] = []
         self.evals: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
         self.finished: list[ExperimentLog] = []
         self.flushes = 0
         self.closed = False
@@ -114,6 +122,9 @@ class InMemorySink(Sink):
 
     def emit_eval(self, row: MetricsSnapshot) -> None:
         self.evals.append(row.to_dict())
+
+    def emit_update(self, row: MetricsSnapshot, values: dict[str, Any]) -> None:
+        self.updates.append({"iteration": row.iteration, **values})
 
     def finish(self, log: ExperimentLog) -> None:
         self.finished.append(log)
@@ -229,6 +240,8 @@ class SinkDispatcher:
         try:
             if arg is None:
                 getattr(sink, method)()
+            elif type(arg) is tuple:  # emit_update: (row, values)
+                getattr(sink, method)(*arg)
             else:
                 getattr(sink, method)(arg)
         except Exception as exc:  # a sink must never take training down
@@ -274,7 +287,7 @@ class SinkDispatcher:
 #: (so the core never imports an optional adapter until a user asks for it).
 _REGISTRY: dict[str, Any] = {
     "memory": InMemorySink,
-    "wandb": "cs336_basics.wandb_adapter.sink:WandbSink",
+    "wandb": plugins.WANDB_SINK,
 }
 
 
@@ -302,8 +315,7 @@ def make_sink(spec: Any) -> Sink:
         known = ", ".join(repr(n) for n in sorted(_REGISTRY))
         raise SinkUnavailableError(f"sinks: unknown sink {spec!r}; expected one of {known}")
     if isinstance(factory, str):
-        module, _, attribute = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attribute)
+        factory = plugins.load(factory)
     sink = factory()
     if not isinstance(sink, Sink):
         raise TypeError(f"sinks: {spec!r} made a {type(sink).__name__}, not a Sink")

@@ -1,9 +1,15 @@
-"""``ExperimentTracker``: what the training loop calls.
+"""``ExperimentTracker``: what the training loop calls (the guide's API, and the wiring).
 
 On the training thread each ``log_metrics`` call validates its values, builds one
 ``MetricsSnapshot``, applies it to the in-memory ``ExperimentLog`` and queues it for the
 journal writer thread and, if any, the sink dispatcher thread. Nothing on this path touches
-the disk or the network.
+the disk or the network. Saving is :class:`~.saver.RunSaves`'s work, mirror processes are
+:class:`~.mirrors.Mirrors`'s.
+
+Signals: a handler that calls ``save()``, ``finish()``, ``flush()`` or ``close()`` while the
+training thread is inside one of them (a SIGTERM handler of a preempted job) never
+deadlocks: the inner call is done as soon as the outer one ends (also when the handler
+raises ``SystemExit``), and everything logged is in the journal by then.
 """
 
 from __future__ import annotations
@@ -16,43 +22,35 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import env
-from . import journal as records_out
-from .codec import document_meta, dumps
-from .deferred import DeferredRows, has_device_values
-from .errors import LogFormatError, RunClosedError
-from .journal import JournalWriter, kept_journals, kept_path, segment_path
-from .mirror_process import MirrorProcess, log_path, snapshot_path
-from .records import (
-    ROW_FIELDS,
-    ExperimentConfig,
+from ..core import env
+from ..core.config import ExperimentConfig
+from ..core.errors import LogFormatError, RunClosedError
+from ..core.log import (
     ExperimentLog,
-    MetricsSnapshot,
     apply_eval,
     apply_finish,
     apply_metrics,
+    apply_update,
     superseded_step,
 )
-from .saver import DocumentSaver, Snapshot
+from ..core.row import ROW_FIELDS, VALUE_FIELDS, MetricsSnapshot
+from ..core.text import format_summary
+from ..core.values import MAX_INDEX, check_text, optional_float, to_float, to_int
+from ..store import journal as records
+from ..store.codec import dumps
+from ..store.document import now_iso, write_document
+from ..store.layout import RunFiles, claim_stem
+from ..store.load import load_run
+from ..store.lock import RunLock
+from .deferred import DeferredRows, has_device_values
+from .mirrors import Mirrors, remove_orphan_segments
+from .saver import RunSaves
 from .sinks import DEFAULT_QUEUE_SIZE, Sink, SinkDispatcher, make_sink
-from .storage import (
-    JOURNAL_SUFFIX,
-    RunLock,
-    claim_stem,
-    load_run,
-    mirror_state_path,
-    now_iso,
-    remove_stale_temps,
-    write_document,
-    write_snapshot,
-)
-from .text import format_summary
-from .values import MAX_INDEX, optional_float, to_float, to_int
 
 logger = logging.getLogger("cs336_basics")
 #: A row holding accelerator tensors is converted (off the training thread) once it has
@@ -95,21 +93,27 @@ def _sinks_from(spec: Any) -> list[Sink]:
     return [make_sink(item) for item in spec]
 
 
-def _check_extra_names(where: str, extra: dict[str, Any]) -> None:
-    if "" in extra:
-        raise ValueError(f"{where}: an extra metric needs a name, got ''")
-    clash = _RESERVED_METRICS.intersection(extra)
-    if clash:
-        name = sorted(clash)[0]
-        raise ValueError(
-            f"{where}: {name!r} is one of the guide's row fields, not an extra metric "
-            f"(reserved: {', '.join(ROW_FIELDS)}); pick another name"
-        )
+def check_metric_names(where: str, names: Iterable[Any], known: set[str]) -> None:
+    """Refuse metric names a document cannot hold or that clash with the guide's row fields;
+    names seen before (``known``) are not checked again."""
+    for name in names:
+        if name in known:
+            continue
+        check_text(f"{where}: metric name", name)
+        if name == "":
+            raise ValueError(f"{where}: an extra metric needs a name, got ''")
+        if name in _RESERVED_METRICS:
+            raise ValueError(
+                f"{where}: {name!r} is one of the guide's row fields, not an extra metric "
+                f"(reserved: {', '.join(ROW_FIELDS)}); pick another name"
+            )
+        known.add(name)
 
 
 def _check_config(config: ExperimentConfig) -> None:
     """Refuse, at creation, a config the JSON document could not hold (names the key)."""
     for key, value in config.to_dict().items():
+        check_text("config key", key)
         try:
             dumps(value)
         except TypeError as exc:
@@ -160,16 +164,13 @@ class ExperimentTracker:
         self._sinks = _sinks_from(sinks) if self.enabled else []
         self._sink_queue_size = sink_queue_size
         self._dispatcher: SinkDispatcher | None = None
-        self._mirrors: list[MirrorProcess] = []
-        self._journal: JournalWriter | None = None
-        self._saver: DocumentSaver | None = None
-        self._journal_base = 0
+        self._mirrors = Mirrors()
+        self._saves: RunSaves | None = None
+        self._files: RunFiles | None = None
         self._lock: RunLock | None = None
-        self._path: Path | None = None
         self._steps_done = 0
         self._t0 = 0.0
         self._offset = 0.0
-        self._save_id = 0
         self._dirty = True
         self._started = False
         self._finished = False
@@ -177,6 +178,9 @@ class ExperimentTracker:
         self._accepting = False  # between start() and finish()/close(): rows are taken
         self._deferred = DeferredRows(self._emit, DEFERRED_MAX_AGE)
         self._last_read: MetricsSnapshot | None = None
+        self._names: set[str] = set()  # extra metric names already checked
+        self._busy: int | None = None  # the thread inside save/finish/flush/close
+        self._later: list[Callable[[], Any]] = []  # calls a signal handler made meanwhile
         if self.enabled:
             _register(self)
 
@@ -190,7 +194,12 @@ class ExperimentTracker:
     @property
     def path(self) -> Path | None:
         """The run's JSON document (known once started)."""
-        return self._path
+        return self._files.document if self._files is not None else None
+
+    @property
+    def files(self) -> RunFiles | None:
+        """Every file of the run (known once started)."""
+        return self._files
 
     @property
     def run_id(self) -> str:
@@ -227,15 +236,16 @@ class ExperimentTracker:
         last values that could not be read (left out, rows kept). ``sink_backlog``:
         events the sinks have not handled yet; ``sinks``: each mirror's recorded state.
         """
-        self._refresh_mirrors()
-        journal = self._journal
+        self._mirrors.refresh(self._log)
+        saves = self._saves
+        journal = saves.journal if saves is not None else None
         dispatcher = self._dispatcher
-        saver = self._saver
-        save_error = saver.error if saver is not None else None
+        save_error = saves.error if saves is not None else None
+        busy = saves is not None and saves.saver.busy
         return {
-            "save": "failed" if save_error else "writing" if saver and saver.busy else "ok",
+            "save": "failed" if save_error else "writing" if busy else "ok",
             "save_error": save_error,
-            "last_save_seconds": saver.last_duration if saver is not None else None,
+            "last_save_seconds": saves.saver.last_duration if saves is not None else None,
             "journal": "closed" if journal is None else "behind" if journal.error else "ok",
             "journal_error": journal.error if journal is not None else None,
             "journal_backlog": journal.backlog if journal is not None else 0,
@@ -244,8 +254,37 @@ class ExperimentTracker:
             "sink_backlog": dispatcher.backlog if dispatcher is not None else 0,
             "sinks_dropped": dispatcher.dropped if dispatcher is not None else 0,
             "sinks": {name: dict(state) for name, state in self._log.mirrors.items()},
-            "mirror_processes": {m.name: m.alive for m in self._mirrors},
+            "mirror_processes": self._mirrors.alive(),
         }
+
+    # ------------------------------------------------------------------ signals
+    @contextlib.contextmanager
+    def _exclusive(self, call: Callable[[], Any]) -> Iterator[bool]:
+        """Run a save/finish/flush/close body, or, if this thread is inside one already (a
+        signal handler interrupted it), queue ``call`` for when that one ends and yield
+        False. Queued calls run even while an exception (``SystemExit``) propagates."""
+        me = threading.get_ident()
+        if self._busy == me:
+            self._later.append(call)
+            journal = self._saves.journal if self._saves is not None else None
+            if journal is not None:
+                journal.wake()  # what was logged reaches the disk meanwhile
+            yield False
+            return
+        outer = self._busy is None
+        if outer:
+            self._busy = me
+        try:
+            yield True
+        finally:
+            if outer:
+                self._busy = None
+                while self._later:
+                    later = self._later.pop(0)
+                    try:
+                        later()
+                    except Exception:  # (an exception may already be propagating)
+                        logger.exception("a call deferred during a save failed")
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ExperimentTracker:
@@ -260,22 +299,27 @@ class ExperimentTracker:
         else:
             when = datetime.now()
             stem = claim_stem(self.log_dir, self.config.experiment_name, when)
-            self._lock = RunLock.acquire(self.log_dir, stem)
+            files = self._files = RunFiles(self.log_dir, stem)
+            self._lock = RunLock.acquire(files)
             self._log.start_time = when.isoformat()
             self._log.run_id = stem
-            self._path = self.log_dir / f"{stem}.json"
-            self._log.source = str(self._path)
-            self._journal = self._open_journal(None)
-        assert self._path is not None
-        self._saver = DocumentSaver(self._path, self._remove_kept)  # (its thread)
+            self._log.source = str(files.document)
+            self._saves = self._new_saves(files, 0)
+            self._saves.open_journal(None)
+        assert self._files is not None and self._saves is not None
         self._t0 = time.perf_counter()
         self._started = True
         self._accepting = True
         in_process = []
+        journal = self._saves.journal
+        assert journal is not None
         for sink in self._sinks:
             self._record_mirror(sink.name, sink.bind(self._log))
             if sink.process_module:
-                self._start_mirror(sink)
+                failed = self._mirrors.start(sink, self._files, journal.base)
+                if failed is not None:
+                    state = dict(self._log.mirrors.get(sink.name) or {})
+                    self._record_mirror(sink.name, {**state, **failed})
             else:
                 sink.on_state = lambda state, name=sink.name: self._record_mirror(name, state)
                 in_process.append(sink)
@@ -284,47 +328,27 @@ class ExperimentTracker:
             self._dispatcher.put("start", self._log)
         return self
 
-    def _start_mirror(self, sink: Sink) -> None:
-        """Launch a sink's own process; it follows the journal (see ``mirror_process``)."""
-        assert self._path is not None and self._journal is not None
-        try:
-            self._mirrors.append(
-                MirrorProcess(sink, self._path, self._journal.path, self._journal_base)
-            )
-        except OSError as exc:
-            logger.error("could not start the %s mirror process: %s", sink.name, exc)
-            state = dict(self._log.mirrors.get(sink.name) or {})
-            state.update(status="failed", error=f"not started: {exc}")
-            self._record_mirror(sink.name, state)
+    def _new_saves(self, files: RunFiles, save_id: int) -> RunSaves:
+        return RunSaves(files, self._header, self.flush_interval, self._on_journal_tick, save_id)
 
-    def _refresh_mirrors(self) -> None:
-        """Copy each mirror process's recorded state into the log."""
-        for mirror in self._mirrors:
-            state = mirror.state()
-            if state:
-                self._log.mirrors[mirror.name] = state
-
-    def _open_journal(self, base: int | None) -> JournalWriter:
-        assert self._path is not None
-        self._journal_base = base or 0
-        return JournalWriter(
-            self._path.with_suffix(JOURNAL_SUFFIX),
-            self._header(base),
-            self.flush_interval,
-            before_write=self._deferred.resolve_old,  # the thread reports what fails
-        )
+    def _on_journal_tick(self) -> None:
+        """On the journal thread before each write: convert device values that waited too
+        long, and report a mirror that went offline or failed."""
+        self._deferred.resolve_old()
+        self._mirrors.watch()
 
     def _record_mirror(self, name: str, state: dict[str, Any]) -> None:
         """Keep a sink's state in the log and the journal (safe from the dispatcher thread)."""
         if not state:
             return
         self._log.mirrors[name] = dict(state)
-        journal = self._journal
+        saves = self._saves
+        journal = saves.journal if saves is not None else None
         if journal is not None:
-            journal.append(records_out.mirror_record(name, state))
+            journal.append(records.mirror_record(name, state))
 
     def _header(self, base: int | None) -> bytes:
-        return records_out.encode_header(self._log, base, os.getpid(), socket.gethostname())
+        return records.encode_header(self._log, base, os.getpid(), socket.gethostname())
 
     def _continue(self, resume: str | Path | ExperimentLog) -> None:
         if isinstance(resume, ExperimentLog):
@@ -334,26 +358,30 @@ class ExperimentTracker:
                     "of its .json or .jsonl instead"
                 )
             resume = resume.source
-        path = Path(resume)
-        if not path.exists() and not path.with_suffix(JOURNAL_SUFFIX).exists():
-            raise FileNotFoundError(f"resume: no experiment log at {path}")
-        self._path = path.with_suffix(".json")
-        self.log_dir = self._path.parent
-        self._lock = RunLock.acquire(self.log_dir, self._path.stem)
+        files = RunFiles.of(resume)
+        if not files.document.exists() and not files.journal.exists():
+            raise FileNotFoundError(f"resume: no experiment log at {resume}")
+        self._files = files
+        self.log_dir = files.folder
+        self._lock = RunLock.acquire(files)
         try:
             try:
-                log, save_id = load_run(path)
+                loaded = load_run(files.document)
             except LogFormatError as exc:
                 raise LogFormatError(f"resume: {exc}") from exc
-            self._adopt(log, save_id)
+            self._adopt(loaded.log)
+            remove_orphan_segments(files)
+            self._saves = self._new_saves(files, loaded.save_id)
+            self._saves.resume(self._log, loaded.save_id)
+            self._dirty = False
         except BaseException:
             self._lock.release()
             self._lock = None
             raise
 
-    def _adopt(self, log: ExperimentLog, save_id: int) -> None:
+    def _adopt(self, log: ExperimentLog) -> None:
         """Continue the loaded run with this tracker's config (a change is recorded)."""
-        assert self._path is not None
+        assert self._files is not None
         changed = log.config.differences(self.config)
         if log.config.experiment_name != self.config.experiment_name:
             changed["experiment_name"] = (
@@ -361,11 +389,10 @@ class ExperimentTracker:
                 self.config.experiment_name,
             )
         if changed:
-            last = log.last_iteration
             log.config_changes.append(
                 {
                     "time": now_iso(),
-                    "after_iteration": last,
+                    "after_iteration": log.last_iteration,
                     "previous": {k: old for k, (old, _) in changed.items()},
                     "new": {k: new for k, (_, new) in changed.items()},
                 }
@@ -373,13 +400,13 @@ class ExperimentTracker:
             logger.warning(
                 "resuming %s with a different config (%s); the previous values are kept in "
                 "the run's config_changes",
-                self._path.stem,
+                self._files.stem,
                 ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()),
             )
         log.config = self.config
         log.status = "running"
         log.end_time = None
-        log.source = str(self._path)
+        log.source = str(self._files.document)
         self._log = log
         history = log.metrics_history
         if history:
@@ -387,12 +414,6 @@ class ExperimentTracker:
             self._offset = history[-1].wallclock_time
         if log.duration_seconds is not None:
             self._offset = max(self._offset, log.duration_seconds)
-        self._save_id = save_id + 1
-        write_document(self._path, log, self._save_id)
-        self._journal = self._open_journal(self._save_id)
-        self._remove_kept(self._save_id)
-        remove_stale_temps(self._path)
-        self._dirty = False
 
     def elapsed(self) -> float:
         """Seconds of training so far (the wall-clock axis)."""
@@ -436,8 +457,8 @@ class ExperimentTracker:
             if gradient_step is None
             else to_int("gradient_step", gradient_step)
         )
-        if extra and ("wallclock_time" in extra or "" in extra):  # what no parameter catches
-            _check_extra_names("log_metrics", extra)
+        if extra and not self._names.issuperset(extra):  # new names: checked once
+            check_metric_names("log_metrics", extra, self._names)
         row = MetricsSnapshot(
             it,
             step,
@@ -459,9 +480,9 @@ class ExperimentTracker:
 
     def _emit(self, row: MetricsSnapshot) -> None:
         self._last_read = row
-        journal = self._journal
-        if journal is not None:
-            journal.append(row)
+        saves = self._saves
+        if saves is not None and saves.journal is not None:
+            saves.journal.append(row)
         if self._dispatcher is not None:
             self._dispatcher.put("emit", row)
 
@@ -487,41 +508,81 @@ class ExperimentTracker:
         vl = optional_float("val_loss", val_loss)
         tl = optional_float("train_loss", train_loss)
         if extra:
-            _check_extra_names("log_eval", extra)
+            check_metric_names("log_eval", extra, self._names)
         extras = {k: to_float(k, v) for k, v in extra.items()} or None
         self._deferred.resolve()
         step = max(self._steps_done, 1)
         now = self.elapsed()
         row = apply_eval(self._log, it, step, now, vl, tl, extras)
         self._dirty = True
-        assert self._journal is not None
-        self._journal.append(records_out.eval_record(it, step, now, vl, tl, extras))
-        self._journal.wake()
+        journal = self._journal()
+        journal.append(records.eval_record(it, step, now, vl, tl, extras))
+        journal.wake()
         if self._dispatcher is not None:
             self._dispatcher.put("emit_eval", row)
         return row
+
+    def update_row(
+        self, iteration: int, *, gradient_step: int | None = None, **values: Any
+    ) -> MetricsSnapshot | None:
+        """Add values to the row of ``iteration`` (row fields such as ``learning_rate`` and
+        extra metrics by name; a value replaces the row's), or add that row in order.
+
+        For code that logs one iteration in several calls (the W&B drop-in): unlike a
+        second ``log_metrics`` at the same iteration, this is not a restart from a
+        checkpoint and supersedes nothing.
+        """
+        if not self.enabled:
+            return None
+        if not self._accepting:
+            self._open_for_logging("update_row")
+        it = to_int("iteration", iteration)
+        numbers: dict[str, Any] = {}
+        extra = {k: v for k, v in values.items() if k not in VALUE_FIELDS}
+        if extra:
+            check_metric_names("update_row", extra, self._names)
+        for name, value in values.items():
+            numbers[name] = to_float(name, value)
+        self._deferred.resolve()
+        step = (
+            to_int("gradient_step", gradient_step)
+            if gradient_step is not None
+            else max(self._steps_done, 1)
+        )
+        now = self.elapsed()
+        row = apply_update(self._log, it, step, now, numbers)
+        self._dirty = True
+        self._journal().append(records.update_record(it, step, now, numbers))
+        if self._dispatcher is not None:
+            self._dispatcher.put("emit_update", (row, numbers))
+        return row
+
+    def _journal(self) -> Any:
+        saves = self._saves
+        assert saves is not None and saves.journal is not None
+        return saves.journal
 
     def _open_for_logging(self, what: str) -> None:
         if self._finished:
             raise RunClosedError(
                 f"{what}(): run {self.run_id} is already finished; to continue it, create "
-                f"ExperimentTracker(config, resume={str(self._path)!r})"
+                f"ExperimentTracker(config, resume={str(self.path)!r})"
             )
         if self._closed:
             raise RunClosedError(
                 f"{what}(): this tracker was closed; to continue the run, create "
-                f"ExperimentTracker(config, resume={str(self._path)!r})"
+                f"ExperimentTracker(config, resume={str(self.path)!r})"
             )
         self.start()
 
     def set_notes(self, notes: str) -> None:
         """Replace the run's notes (also done by ``finish(notes=...)``)."""
-        if not isinstance(notes, str):
-            raise TypeError(f"notes: expected a string, got {type(notes).__name__}")
+        check_text("notes", notes)
         self._log.notes = notes
         self._dirty = True
-        if self._journal is not None:
-            self._journal.append(records_out.notes_record(notes))
+        saves = self._saves
+        if saves is not None and saves.journal is not None:
+            saves.journal.append(records.notes_record(notes))
 
     # ------------------------------------------------------------------ ending
     def finish(
@@ -539,19 +600,8 @@ class ExperimentTracker:
         """
         if not self.enabled:
             return self._log
-        if self._finished:
-            if self._dirty:  # the final save failed before: try it again
-                self.save()
-            return self._log
-        if self._closed:
-            raise RunClosedError(
-                f"finish(): this tracker was closed; to finish the run, create "
-                f"ExperimentTracker(config, resume={str(self._path)!r}) and finish that one"
-            )
-        if not self._started:
-            self.start()
-        if notes is not None and not isinstance(notes, str):
-            raise TypeError(f"notes: expected a string, got {type(notes).__name__}")
+        if notes is not None:
+            check_text("notes", notes)
         if (
             isinstance(sink_timeout, bool)
             or not isinstance(sink_timeout, (int, float))
@@ -560,13 +610,30 @@ class ExperimentTracker:
             raise ValueError(f"sink_timeout: expected seconds >= 0, got {sink_timeout!r}")
         tl = optional_float("train_loss", train_loss)
         vl = optional_float("val_loss", val_loss)
+        with self._exclusive(lambda: self.finish(tl, vl, notes, sink_timeout=sink_timeout)) as now:
+            if now:
+                self._finish(tl, vl, notes, sink_timeout)
+        return self._log
+
+    def _finish(self, tl: Any, vl: Any, notes: str | None, sink_timeout: float) -> None:
+        if self._finished:
+            if self._dirty:  # the final save failed before: try it again
+                self._save(None, False)
+            return
+        if self._closed:
+            raise RunClosedError(
+                f"finish(): this tracker was closed; to finish the run, create "
+                f"ExperimentTracker(config, resume={str(self.path)!r}) and finish that one"
+            )
+        if not self._started:
+            self.start()
         self._deferred.resolve()
         end, duration = now_iso(), self.elapsed()
         apply_finish(self._log, end, duration, tl, vl, notes)
-        assert self._journal is not None
-        self._journal.append(records_out.finish_record(end, duration, tl, vl, notes))
+        journal = self._journal()
+        journal.append(records.finish_record(end, duration, tl, vl, notes))
         try:
-            self._journal.flush(sync=True)
+            journal.flush(sync=True)
         except OSError:
             pass  # logged by the writer; the document below holds everything if it saves
         self._finished = True
@@ -574,28 +641,8 @@ class ExperimentTracker:
         self._dirty = True
         deadline = time.monotonic() + sink_timeout
         self._close_sinks(sink_timeout)
-        self._wait_for_mirrors(max(0.0, deadline - time.monotonic()))
-        self.save()
-        return self._log
-
-    def _wait_for_mirrors(self, timeout: float) -> None:
-        """Give the mirror processes until ``timeout`` to forward everything and end."""
-        deadline = time.monotonic() + timeout
-        for mirror in self._mirrors:
-            ended = mirror.wait(max(0.0, deadline - time.monotonic()))
-            state = mirror.state()
-            if not ended:
-                mirror.give_up(
-                    f"still sending after {timeout:g} s; it goes on in the background and "
-                    "records its final state in the run when it is done"
-                )
-                logger.warning(
-                    "the %s mirror did not finish within %g s; it goes on in the background",
-                    mirror.name,
-                    timeout,
-                )
-                state = mirror.state()
-            self._log.mirrors[mirror.name] = state
+        self._mirrors.wait(self._log, max(0.0, deadline - time.monotonic()))
+        self._save(None, False)
 
     def _close_sinks(self, timeout: float) -> None:
         dispatcher, self._dispatcher = self._dispatcher, None
@@ -606,6 +653,8 @@ class ExperimentTracker:
         stopped = dispatcher.close(timeout)
         failures = dispatcher.failures()
         for sink in self._sinks:
+            if sink.process_module:
+                continue
             sink.on_state = None
             state = dict(sink.state())
             if sink.name in failures:
@@ -640,142 +689,45 @@ class ExperimentTracker:
         if self._closed and path is None:
             raise RunClosedError(
                 f"save(): this tracker was closed; its journal holds the run. To save it, "
-                f"create ExperimentTracker(config, resume={str(self._path)!r}) and save that one"
+                f"create ExperimentTracker(config, resume={str(self.path)!r}) and save that one"
             )
-        if not self._started:
-            self.start()
-        self._deferred.resolve()
         if path is not None:
             target = Path(path)
             if target.is_dir():
                 raise ValueError(f"save(path={str(path)!r}): a folder; expected a file path")
+        with self._exclusive(lambda: self.save(path, wait=wait)) as now:
+            if now:
+                return self._save(path, wait)
+        return self.path
+
+    def _save(self, path: str | Path | None, wait: bool) -> Path | None:
+        if not self._started:
+            self.start()
+        self._deferred.resolve()
+        saves = self._saves
+        assert saves is not None and self._files is not None
+        if path is not None:
+            target = Path(path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_document(target, self._log, self._save_id)
+            write_document(target, self._log, saves.save_id)
             return target
-        assert self._path is not None
-        failed = self._saver is not None and self._saver.error is not None
-        if not self._dirty and not failed and (self._finished or not self._mirrors):
+        failed = saves.error is not None
+        if not self._dirty and not failed and (self._finished or not self._mirrors.processes):
             if wait:
-                self._wait_saved()
-            return self._path  # (while mirrors run, a save also records their progress)
-        self._refresh_mirrors()
+                saves.wait_saved()
+            return self.path  # (while mirrors run, a save also records their progress)
+        self._mirrors.refresh(self._log)
         if self._finished:
-            self._final_save()
-            return self._path
-        save_id = self._save_id + 1
-        snapshot = Snapshot(
-            save_id,
-            document_meta(self._log, save_id),
-            self._log.metrics_history.snapshot(),
-            self._log.superseded_history.snapshot(),
-        )
-        journal = self._journal
-        assert journal is not None and self._saver is not None
-        segment = self._mirror_segment()
-        try:
-            journal.rotate(
-                self._header(save_id), keep=[kept_path(journal.path, self._journal_base), *segment]
-            )
-        except OSError as exc:
-            # The old journal cannot be kept: write the document here and now instead.
-            logger.warning("save(): keeping the journal failed (%s); saving in the foreground", exc)
-            self._saver.wait()  # an older snapshot must not land after this one
-            try:
-                metrics, superseded = snapshot.metrics.chunks(), snapshot.superseded.chunks()
-                write_snapshot(self._path, snapshot.meta, metrics, superseded)
-            except (OSError, ValueError) as write_exc:
-                # Disk full, say: nothing is lost (the journal thread keeps the records in
-                # memory and retries), and the training loop is not the place to raise.
-                self._saver.failed(write_exc)
-                if wait:
-                    raise
-                return self._path
-            self._saver.wrote(save_id)
-            self._rotate_after_foreground_save(journal, save_id, segment)
-        else:
-            self._saver.submit(snapshot)
-        self._save_id = save_id
-        self._journal_base = save_id
+            saves.final_save(self._log, segment=self._mirrors.any_alive)
+            self._dirty = False
+            self._mirrors.remove_files(self._files)
+            self._release()
+            return self.path
+        saves.save(self._log, segment=self._mirrors.any_alive, wait=False)
         self._dirty = False
         if wait:
-            self._wait_saved()
-        return self._path
-
-    def _mirror_segment(self) -> list[Path]:
-        """Where the journal goes for a live mirror when rotated (none without one)."""
-        journal = self._journal
-        if journal is None or not any(m.alive for m in self._mirrors):
-            return []
-        return [segment_path(journal.path, self._journal_base)]
-
-    def _rotate_after_foreground_save(
-        self, journal: JournalWriter, save_id: int, segment: list[Path]
-    ) -> None:
-        try:
-            journal.rotate(self._header(save_id), keep=segment)
-        except OSError as exc:
-            logger.error(
-                "journal %s: could not keep the rotated journal for the mirror (%s); the "
-                "mirror will miss rows and be marked incomplete",
-                journal.path,
-                exc,
-            )
-            journal.rotate(self._header(save_id))
-
-    def _wait_saved(self) -> None:
-        saver = self._saver
-        if saver is None:
-            return
-        saver.wait()
-        if saver.error is not None:
-            cause = saver.exception
-            message = f"save(): the document could not be written: {saver.error}"
-            errno = getattr(cause, "errno", None)
-            raise (OSError(message) if errno is None else OSError(errno, message)) from cause
-
-    def _remove_kept(self, below: int | None = None) -> None:
-        """Remove the kept journals whose records the document on disk holds."""
-        assert self._path is not None
-        for base, kept in kept_journals(self._path.with_suffix(JOURNAL_SUFFIX)):
-            if below is None or base < below:
-                with contextlib.suppress(OSError):
-                    kept.unlink()
-
-    def _final_save(self) -> None:
-        """The save after ``finish()``: synchronous; the journals go, the document is all."""
-        assert self._path is not None
-        if self._saver is not None:
-            self._saver.close()
-        write_document(self._path, self._log, self._save_id + 1)
-        self._save_id += 1
-        self._dirty = False
-        journal = self._journal
-        if journal is not None:
-            segment = self._mirror_segment()
-            journal.close(delete=True, keep_as=segment[0] if segment else None)
-            self._journal = None
-        self._remove_kept()
-        remove_stale_temps(self._path)
-        self._remove_mirror_files()
-        self._release()
-
-    def _remove_mirror_files(self) -> None:
-        """After the final save: the files of mirrors that ended (the document has their
-        state); a mirror still running removes its own as it finishes."""
-        assert self._path is not None
-        if any(m.alive for m in self._mirrors):
-            return
-        stem = self._path.stem
-        leftovers = list(self._path.parent.glob(f".{stem}.seg-*{JOURNAL_SUFFIX}"))
-        for mirror in self._mirrors:
-            state_file = mirror_state_path(self._path, mirror.name)
-            leftovers += [state_file, state_file.with_name(state_file.name + ".lock")]
-            leftovers.append(snapshot_path(self._path, mirror.name))
-            if mirror.state().get("status") == "finished":
-                leftovers.append(log_path(self._path, mirror.name))
-        for leftover in leftovers:
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+            saves.wait_saved()
+        return self.path
 
     def flush(self) -> None:
         """Journal on disk (fsynced) and every sink's queue drained and flushed.
@@ -784,11 +736,15 @@ class ExperimentTracker:
         """
         if not self.enabled or not self._started:
             return
-        self._deferred.resolve()
-        if self._journal is not None:
-            self._journal.flush(sync=True)
-        if self._dispatcher is not None:
-            self._dispatcher.flush()
+        with self._exclusive(self.flush) as now:
+            if not now:
+                return
+            self._deferred.resolve()
+            saves = self._saves
+            if saves is not None and saves.journal is not None:
+                saves.journal.flush(sync=True)
+            if self._dispatcher is not None:
+                self._dispatcher.flush()
 
     def close(self) -> None:
         """Stop without finishing: the journal is kept, so the run can be resumed.
@@ -797,6 +753,13 @@ class ExperimentTracker:
         exit for a tracker left open).
         """
         if self._closed or not self.enabled:
+            return
+        with self._exclusive(self.close) as now:
+            if now:
+                self._close()
+
+    def _close(self) -> None:
+        if self._closed:
             return
         self._closed = True
         self._accepting = False
@@ -808,20 +771,14 @@ class ExperimentTracker:
         except Exception as exc:
             logger.error("close(): reading logged device tensors failed: %s", exc)
         self._close_sinks(timeout=10.0)
-        if self._saver is not None and not self._saver.close(timeout=60.0):
-            # The run stays locked until it is done: a tracker resuming the run meanwhile
-            # could have an older document land over its newer one.
-            logger.warning(
-                "close(): the background save of %s is still running after 60 s; waiting "
-                "for it (the journals keep everything it would hold)",
-                self._path,
-            )
-            self._saver.close()
-        if self._journal is not None:
-            self._journal.append(records_out.closed_record())  # not a live run any more
-            self._journal.close()
-            self._journal = None
-        self._wait_for_mirrors(10.0)  # they read the closed record and end
+        saves = self._saves
+        if saves is not None:
+            saves.close(timeout=60.0)
+            journal, saves.journal = saves.journal, None
+            if journal is not None:
+                journal.append(records.closed_record())  # not a live run any more
+                journal.close()
+        self._mirrors.wait(self._log, 10.0)  # they read the closed record and end
         self._release()
 
     def _release(self) -> None:

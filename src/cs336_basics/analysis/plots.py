@@ -1,29 +1,23 @@
-"""Loss-curve figures (matplotlib, Agg backend; the ``plot`` extra).
+"""Curve figures (matplotlib, Agg backend; the ``plot`` extra).
 
-``plot_runs`` overlays several runs against ``iteration``, ``gradient_step`` or ``wallclock``
-(wall-clock in seconds, minutes or hours by span). Long curves are thinned for drawing into
-bins that keep each bin's minimum and maximum, so loss spikes stay visible. The first
-non-finite loss of a diverged run is marked with an x and the word "diverged".
+``plot_runs`` overlays several runs against any x-axis of ``core.row.AXES`` (``gradient_step``,
+``iteration``, ``tokens``, ``wallclock``: seconds, minutes or hours by span). Long curves are
+thinned for drawing into bins that keep each bin's minimum and maximum, so loss spikes stay
+visible. The first non-finite loss of a diverged run is marked with an x and the word
+"diverged". Titles and axis labels say what is drawn: the metrics, and "loss" (in nats per
+token, or per byte for a byte-level run) only when every metric drawn is a loss.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
-from itertools import chain
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError, missing_extra
-from .records import ROW_FIELDS, ExperimentLog
+from ..core.errors import UsageError, missing_extra
+from ..core.log import ExperimentLog
+from ..core.row import AXIS_FIELDS, LOSS_FIELDS, ROW_FIELDS, axis
 
-X_AXES = {
-    "iteration": "iteration",
-    "gradient_step": "gradient_step",
-    "wallclock": "wallclock_time",
-    "wallclock_time": "wallclock_time",
-}
 DEFAULT_MAX_POINTS = 2000
 
 
@@ -65,33 +59,34 @@ def thin_min_max(
 
 
 def curve(log: ExperimentLog, x: str, metric: str) -> tuple[list[float], list[float], float | None]:
-    """Finite (x, y) points of ``metric`` and the x of the first non-finite value, if any."""
-    xfield = X_AXES[x]
+    """Finite (x, y) points of ``metric`` and the x of the first non-finite value, if any
+    (no points when the run has no values on that axis: tokens of a run whose tokens per
+    step are unknown)."""
+    xs_all = log.axis_values(x)
+    if xs_all is None:
+        return [], [], None
+    rows, values = log.metrics_history.floats(metric)
     xs, ys = [], []
     diverged_x = None
-    in_row = metric in ROW_FIELDS
-    for row in log.metrics_history:
-        value = getattr(row, metric) if in_row else (row.extra or {}).get(metric)
-        if value is None:
-            continue
-        xv = float(getattr(row, xfield))
-        if not math.isfinite(value):
+    for k, value in enumerate(values):
+        xv = xs_all[rows[k] if rows is not None else k]
+        if value - value != 0.0:
             if diverged_x is None:
                 diverged_x = xv
             continue
         xs.append(xv)
-        ys.append(float(value))
+        ys.append(value)
     return xs, ys, diverged_x
 
 
 def available_metrics(logs: Iterable[ExperimentLog]) -> list[str]:
-    """What can be plotted: the guide's row fields, then the runs' extra metrics (sorted)."""
+    """What can be plotted: the guide's row fields that are metrics, then the runs' extra
+    metrics (sorted). The x-axes are not metrics."""
     extras: set[str] = set()
     for log in logs:
-        extras.update(
-            chain.from_iterable(filter(None, map(attrgetter("extra"), log.metrics_history)))
-        )
-    return [*ROW_FIELDS, *sorted(extras.difference(ROW_FIELDS))]
+        extras.update(log.metrics_history.extra_names())
+    fields = [f for f in ROW_FIELDS if f not in AXIS_FIELDS]
+    return [*fields, *sorted(extras.difference(ROW_FIELDS))]
 
 
 def check_metrics(metrics: Sequence[str], logs: Iterable[ExperimentLog]) -> None:
@@ -101,6 +96,20 @@ def check_metrics(metrics: Sequence[str], logs: Iterable[ExperimentLog]) -> None
     if unknown or not metrics:
         what = f"unknown {', '.join(map(repr, unknown))}" if unknown else "none given"
         raise UsageError(f"metric: {what}; available: {', '.join(available)}")
+
+
+def loss_unit(logs: Iterable[ExperimentLog]) -> str:
+    """What a loss is measured in: nats per byte for byte-level runs (vocab 256), else per
+    token."""
+    vocabs = {log.config.vocab_size for log in logs}
+    return "nats/byte" if vocabs == {256} else "nats/token"
+
+
+def y_label(metrics: Sequence[str], logs: Iterable[ExperimentLog]) -> str:
+    """The y-axis label: "loss (nats/...)" when every metric is a loss, else their names."""
+    if all(m in LOSS_FIELDS for m in metrics):
+        return f"loss ({loss_unit(logs)})"
+    return ", ".join(m.replace("_", " ") for m in metrics)
 
 
 def _time_unit(span_s: float) -> tuple[str, float]:
@@ -127,8 +136,7 @@ def plot_runs(
     tests). A metric that no run has (a typo) raises :class:`UsageError` listing those
     available.
     """
-    if x not in X_AXES:
-        raise UsageError(f"x: expected one of iteration, gradient_step, wallclock, got {x!r}")
+    chosen = axis(x)
     items = (
         list(logs.items())
         if isinstance(logs, dict)
@@ -142,7 +150,7 @@ def plot_runs(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
     unit, scale = "seconds", 1.0
-    if X_AXES[x] == "wallclock_time":
+    if chosen.name == "wallclock":
         span = max(
             (log.metrics_history[-1].wallclock_time for _, log in items if log.metrics_history),
             default=0.0,
@@ -192,19 +200,18 @@ def plot_runs(
                 color=color,
                 fontsize=8,
             )
-    xlabel = {
-        "iteration": "iteration",
-        "gradient_step": "gradient step (optimizer steps)",
-        "wallclock_time": f"wall-clock time ({unit})",
-    }[X_AXES[x]]
+    xlabel = chosen.label + (f" ({unit})" if chosen.name == "wallclock" else "")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("loss (nats/token)" + (", log scale" if logy else ""))
+    logs = [log for _, log in items]
+    ylabel = y_label(metrics, logs)
+    ax.set_ylabel(ylabel + (", log scale" if logy else ""))
     if logy:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # nothing drawn (no values yet): no legend
         ax.legend(fontsize=8, loc="upper right")
-    ax.set_title(title or f"Loss vs {xlabel}")
+    what = "Loss" if all(m in LOSS_FIELDS for m in metrics) else ylabel.capitalize()
+    ax.set_title(title or f"{what} vs {xlabel}")
     fig.tight_layout()
     if out is not None:
         path = Path(out)

@@ -1,0 +1,11 @@
+"""The runtime: what runs beside a training loop.
+
+- ``tracker``: ``ExperimentTracker``, the guide's API and the wiring of the parts below.
+- ``deferred``: rows holding accelerator tensors, converted in batches off the hot path.
+- ``journal_writer``: the thread that appends the journal.
+- ``saver``: ``RunSaves`` (journal rotation, background and final saves) and its writer
+  thread.
+- ``sinks``: the sink base class, the in-process dispatcher thread, the registry.
+- ``mirrors``: sinks in processes of their own, as the training process sees them.
+- ``mirror_child``: the mirror process itself (follows the journal, feeds the sink).
+"""
