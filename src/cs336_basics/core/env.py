@@ -4,12 +4,18 @@
 |---|---|---|
 | ``CS336_SINKS`` | tracker | comma-separated sink names used when ``sinks=None`` (``wandb``) |
 | ``RANK``, ``LOCAL_RANK`` | tracker | torch.distributed rank: only rank 0 tracks; < 0: no ranks |
-| ``WANDB_PROJECT`` | W&B sink, push | project when none is given (default ``cs336-basics``) |
+| ``WANDB_PROJECT`` | W&B sink, push, drop-in | project when none is given (``cs336-basics``) |
 | ``WANDB_ENTITY`` | W&B sink, push, pull | entity when none is given |
 | ``WANDB_MODE`` | W&B sink | online, offline or disabled (wandb's own variable) |
 | ``WANDB_HTTP_TIMEOUT`` | pull | seconds per W&B request when ``timeout`` is not given |
 | ``WANDB_SERVICE`` | mirror process | wandb's pointer to its service; not passed on to a mirror |
 | ``CS336_NO_CACHE`` | loading | ``1``: neither read nor write the documents' columnar caches |
+| ``CS336_LOG_DIR`` | W&B drop-in | its runs' folder without ``init(log_dir=)`` |
+| ``WANDB_NAME`` ... ``WANDB_DIR`` | W&B drop-in | what ``init`` was not given (below) |
+
+The drop-in reads, as ``wandb.init`` does, ``WANDB_NAME``, ``WANDB_RUN_ID``, ``WANDB_NOTES``,
+``WANDB_TAGS`` (comma-separated), ``WANDB_RUN_GROUP``, ``WANDB_JOB_TYPE``, ``WANDB_RESUME``
+and ``WANDB_DIR`` for the arguments a script did not give.
 
 wandb itself reads more of its own (``WANDB_API_KEY``, ``WANDB_BASE_URL``, ``WANDB_DIR``, ...);
 they pass through untouched.
@@ -27,6 +33,15 @@ WANDB_PROJECT = "WANDB_PROJECT"
 WANDB_ENTITY = "WANDB_ENTITY"
 WANDB_MODE = "WANDB_MODE"
 WANDB_HTTP_TIMEOUT = "WANDB_HTTP_TIMEOUT"
+LOG_DIR = "CS336_LOG_DIR"
+WANDB_NAME = "WANDB_NAME"
+WANDB_RUN_ID = "WANDB_RUN_ID"
+WANDB_NOTES = "WANDB_NOTES"
+WANDB_TAGS = "WANDB_TAGS"
+WANDB_RUN_GROUP = "WANDB_RUN_GROUP"
+WANDB_JOB_TYPE = "WANDB_JOB_TYPE"
+WANDB_RESUME = "WANDB_RESUME"
+WANDB_DIR = "WANDB_DIR"
 #: Set by wandb in a process that started its service; a child that inherits it joins that
 #: service, which dies with its parent: a mirror must start its own.
 WANDB_SERVICE = "WANDB_SERVICE"

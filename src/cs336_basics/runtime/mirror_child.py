@@ -79,6 +79,7 @@ class _Mirror:
         self.stop_requested: float | None = None
         self.position: tuple[int, int] = (0, 0)
         self.last_progress = time.monotonic()
+        sink.on_state = lambda state: self._record()  # the sink's own progress reports
 
     def _record(self, status: str | None = None, error: str | None = None) -> None:
         state = dict(self.sink.state())

@@ -407,6 +407,14 @@ class ExperimentTracker:
         log.status = "running"
         log.end_time = None
         log.source = str(self._files.document)
+        before = self._log  # what was set on this tracker before it started goes on
+        if before.notes:
+            log.notes = before.notes
+        if before.tags:
+            log.tags = list(before.tags)
+        log.group = before.group or log.group
+        log.job_type = before.job_type or log.job_type
+        log.summary.update(before.summary)
         self._log = log
         history = log.metrics_history
         if history:
@@ -583,6 +591,40 @@ class ExperimentTracker:
         saves = self._saves
         if saves is not None and saves.journal is not None:
             saves.journal.append(records.notes_record(notes))
+
+    def set_attributes(
+        self,
+        *,
+        tags: Iterable[str] | None = None,
+        group: str | None = None,
+        job_type: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
+        """Set the run's tags, group or job type (what is given), and add values to its
+        other summary values (numbers, strings, booleans or None); kept in the document."""
+        record: dict[str, Any] = {}
+        if tags is not None:
+            if isinstance(tags, str):
+                raise TypeError(f"tags: expected a list of strings, got the string {tags!r:.60}")
+            record["tags"] = [check_text("tag", t) for t in tags]
+        for name, value in (("group", group), ("job_type", job_type)):
+            if value is not None:
+                record[name] = check_text(name, value)
+        if summary:
+            for key, value in summary.items():
+                check_text("summary key", key)
+                if isinstance(value, str):
+                    check_text(f"summary.{key}", value)
+                elif value is not None and not isinstance(value, bool):
+                    summary = {**summary, key: to_float(f"summary.{key}", value)}
+            record["summary"] = dict(summary)
+        if not record:
+            return
+        records.apply_attributes(self._log, record)
+        self._dirty = True
+        saves = self._saves
+        if saves is not None and saves.journal is not None:
+            saves.journal.append(records.attributes_record(**record))
 
     # ------------------------------------------------------------------ ending
     def finish(

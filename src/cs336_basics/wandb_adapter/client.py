@@ -13,14 +13,17 @@ Differences met, and where they are handled:
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import secrets
 import string
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core.errors import WandbPullError, missing_extra
+from ..core.errors import SinkUnavailableError, WandbPullError, missing_extra
 
 T = TypeVar("T")
 
@@ -33,9 +36,22 @@ def new_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
+def real_wandb_installed() -> bool:
+    """Whether the W&B client is installed, without importing it: a ``wandb`` package on the
+    import path that is not this project's drop-in (which a script may have aliased as
+    ``sys.modules["wandb"]``, fooling ``importlib.util.find_spec``)."""
+    if "wandb" in sys.modules and sys.modules["wandb"] is None:
+        return False  # imports of wandb are blocked in this process
+    spec = importlib.machinery.PathFinder.find_spec("wandb")
+    if spec is None or spec.origin is None:
+        return False
+    ours = str(Path(__file__).resolve().parents[1])
+    return not str(Path(spec.origin).resolve()).startswith(ours)
+
+
 def check_wandb_installed() -> None:
     """Raise the friendly error if wandb is not installed, without importing it."""
-    if importlib.util.find_spec("wandb") is None:
+    if not real_wandb_installed():
         raise missing_extra("wandb", "wandb")
 
 
@@ -56,6 +72,11 @@ def import_wandb() -> Any:
                 "install a release this package supports: pip install 'cs336-basics[wandb]'"
             )
         raise error from exc
+    if getattr(wandb, "__cs336_compat__", False):
+        raise SinkUnavailableError(
+            "`import wandb` gives this project's drop-in here (the script aliased it); the W&B "
+            "client is needed: it runs in the mirror's own process, not in this one"
+        )
     return wandb
 
 

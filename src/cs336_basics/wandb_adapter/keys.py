@@ -102,6 +102,11 @@ CONFIG_ALIASES: dict[str, str] = {
     "n_embd": "d_model",
     "block_size": "context_length",
     "warmup_steps": "warmup_iters",
+    "max_steps": "max_iters",
+    "adam_beta1": "beta1",
+    "adam_beta2": "beta2",
+    "adam_epsilon": "eps",
+    "max_grad_norm": "grad_clip",
 }
 _INTERNAL = ("_step", "_runtime", "_timestamp", "_wandb")
 _LR_MONITOR = "lr-"
@@ -194,7 +199,9 @@ def unwrap_config(raw: Mapping[str, Any], aliases: Mapping[str, str]) -> dict[st
     """W&B config -> ExperimentConfig kwargs: drop internals, unwrap ``{"value": ...}``.
 
     A value that is not a finite number for a numeric field (``"auto"``, ``"3e-4"``, None)
-    is kept under ``wandb.<key>`` instead, so the run stays readable."""
+    is kept under ``wandb.<key>`` instead, so the run stays readable. A ``batch_size`` with
+    ``gradient_accumulation_steps`` (nanoGPT's micro-batch) becomes the sequences of one
+    optimizer step, the micro-batch kept as ``micro_batch_size``."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key.startswith("_wandb"):
@@ -211,6 +218,12 @@ def unwrap_config(raw: Mapping[str, Any], aliases: Mapping[str, str]) -> dict[st
         out[target] = value
     if "extra" in out:  # a reserved name in ExperimentConfig
         out["extra_"] = out.pop("extra")
+    accumulation = out.get("gradient_accumulation_steps")
+    batch = out.get("batch_size")
+    if type(accumulation) is int and type(batch) is int and accumulation > 1:
+        # nanoGPT's batch_size is a micro-batch; the local one counts a whole optimizer step
+        out["micro_batch_size"] = batch
+        out["batch_size"] = batch * accumulation
     return out
 
 

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..core import env
@@ -221,7 +224,9 @@ class WandbSink(Sink):
 
     # ------------------------------------------------------------ sending
     def _init(self, log: ExperimentLog, mode: str | None) -> Any:
-        config = log.config.settings()
+        init_kwargs = dict(self.init_kwargs)
+        # The script's own config (the drop-in's) as W&B would have it, else the local one.
+        config = dict(init_kwargs.pop("config", None) or log.config.settings())
         config[MIRROR_OF] = log.run_id
         kwargs: dict[str, Any] = {
             "project": self.project,
@@ -235,7 +240,7 @@ class WandbSink(Sink):
             "tags": self.tags if self.tags is not None else (list(log.tags) or None),
             "group": self.group if self.group is not None else log.group,
             "dir": self.dir,
-            **self.init_kwargs,
+            **init_kwargs,
         }
         if log.job_type and "job_type" not in kwargs:
             kwargs["job_type"] = log.job_type
@@ -243,7 +248,25 @@ class WandbSink(Sink):
             kwargs["mode"] = mode
         if self._wandb is None:
             self._wandb = import_wandb()
+        self._fresh_folder(kwargs.get("dir"))
         return self._wandb.init(**kwargs)
+
+    def _fresh_folder(self, root: Any) -> None:
+        """wandb names a run's folder ``[offline-]run-<second>-<id>``: a second run of one id
+        started within the same second (a quick resume) would reuse the first one's folder
+        and overwrite its file. Wait for the next second when that folder exists."""
+        base = Path(root or env.get(env.WANDB_DIR) or os.getcwd())
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+            taken = [
+                base / folder / f"{prefix}-{stamp}-{self.run_id}"
+                for folder in ("wandb", ".wandb")
+                for prefix in ("offline-run", "run")
+            ]
+            if not any(path.exists() for path in taken):
+                return
+            time.sleep(0.05)
 
     def start(self, log: ExperimentLog) -> None:
         if self.run_id is None:

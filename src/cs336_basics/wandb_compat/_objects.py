@@ -2,39 +2,35 @@
 
 ``Config`` is a dict with attribute access whose every change is reported to its run.
 ``Summary`` reads like W&B's (the last logged value of each key, or the ``define_metric``
-aggregate, unless set explicitly). Media, tables and artifacts are placeholders: building
-one is allowed, logging one gives a warning (see :func:`warn_once`).
+aggregate, unless set explicitly); what the script sets is reported to its run too. Media,
+tables and artifacts are placeholders: building and using one is allowed (an artifact's
+``new_file`` is a file that goes nowhere), logging one is said once on the ``cs336_basics``
+logger (see :func:`note_once`): never an exception or a warning raised into a training loop,
+whatever the ``warnings`` filters say.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import io
+import logging
 import math
-import sys
-import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
+logger = logging.getLogger("cs336_basics")
 _warned: set[tuple[str, str]] = set()
 
 
-def warn_once(call: str, subject: str, message: str) -> None:
-    """One ``UserWarning`` per (call, subject) in this process: API misuse, never a crash."""
+def note_once(call: str, subject: str, message: str) -> None:
+    """Say once per (call, subject) in this process, on the ``cs336_basics`` logger, that a
+    call or value has no local meaning. A W&B script does this in normal use (an image, a
+    ``watch``): it is never an error, and never a warning a filter could turn into one."""
     if (call, subject) in _warned:
         return
     _warned.add((call, subject))
-    warnings.warn(
-        f"cs336_basics.wandb_compat: {call}: {message}", UserWarning, stacklevel=_caller_level()
-    )
-
-
-def _caller_level() -> int:
-    """The ``stacklevel`` of the first frame outside this package (the user's call)."""
-    package = __name__.rsplit(".", 1)[0]
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_globals.get("__name__", "").startswith(package):
-        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
-    return level
+    logger.warning("wandb drop-in: %s: %s", call, message)
 
 
 class Config(dict[str, Any]):
@@ -106,6 +102,7 @@ class Summary(MutableMapping[str, Any]):
 
     def __init__(self) -> None:
         self._set: dict[str, Any] = {}
+        self._on_set: Callable[[str, Any], None] | None = None
         self._last: dict[str, Any] = {}
         self._rules: list[tuple[str, tuple[str, ...]]] = []
         self._stats: dict[str, dict[str, float]] = {}
@@ -159,6 +156,8 @@ class Summary(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._set[key] = value
+        if self._on_set is not None:
+            self._on_set(key, value)
 
     def __delitem__(self, key: str) -> None:
         self._set.pop(key, None)
@@ -215,14 +214,28 @@ class Unsupported:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        warn_once(f"{self.kind}.{name}", "", f"{self.kind} objects are not supported; ignored")
+        note_once(f"{self.kind}.{name}", "", f"{self.kind} objects have no local meaning; ignored")
         return lambda *args, **kwargs: None
 
     def __repr__(self) -> str:
         return f"<unsupported wandb.{self.kind}>"
 
 
+class Artifact(Unsupported):
+    """``wandb.Artifact``: files added to it go nowhere (said once); ``new_file`` gives a
+    file to write, as the Hugging Face callback does, whose bytes are dropped."""
+
+    kind = "Artifact"
+
+    @contextlib.contextmanager
+    def new_file(self, name: str, mode: str = "x", encoding: str | None = None) -> Iterator[Any]:
+        note_once("Artifact.new_file", "", "artifacts are not kept locally; the file is dropped")
+        yield io.BytesIO() if "b" in mode else io.StringIO()
+
+
 def _placeholder(kind: str) -> type[Unsupported]:
+    if kind == "Artifact":
+        return Artifact
     return type(kind, (Unsupported,), {"kind": kind, "__module__": __name__})
 
 

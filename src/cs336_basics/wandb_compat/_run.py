@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import ExperimentConfig
+from ..core.values import as_number
 from ..runtime.tracker import ExperimentTracker
-from ._objects import Config, Summary, warn_once
+from ._objects import Config, Summary, note_once
 from ._setup import apply_config, clean_config, local_config_kwargs
 from ._steps import StepLog
 
@@ -57,6 +58,7 @@ class Run:
         self.config = Config(self._config_changed)
         dict.update(self.config, raw_config)
         self.summary = Summary()
+        self.summary._on_set = self._summary_set
         self._steps = StepLog(tracker, self.summary, resumed_after)
         self._on_finish = on_finish
         self._save_on_start = save_on_start
@@ -102,6 +104,26 @@ class Run:
     def local_path(self) -> Path | None:
         """The run's local JSON document (known once it has logged)."""
         return self.tracker.path
+
+    def _label(self, *args: Any, **kwargs: Any) -> None:
+        """W&B's telemetry label (the Hugging Face callback sets one): nothing to record."""
+
+    def _summary_set(self, key: str, value: Any) -> None:
+        """A value the script set in ``run.summary``: kept in the run (numbers, strings and
+        booleans; anything else is said once and left out)."""
+        if key in ("final_train_loss", "final_val_loss"):
+            return  # the guide's own: finish() records them
+        if value is None or isinstance(value, (bool, str)):
+            kept: Any = value
+        else:
+            kept = as_number(value)
+            if kept is None:
+                note_once("run.summary", key, f"{key!r} holds a {type(value).__name__}; not kept")
+                return
+        try:
+            self.tracker.set_attributes(summary={key: kept})
+        except (TypeError, ValueError) as exc:
+            note_once("run.summary", key, f"{key!r} cannot be kept ({exc})")
 
     # ------------------------------------------------------------------ config
     def _config_changed(self, data: dict[str, Any]) -> None:
@@ -191,7 +213,7 @@ class Run:
 
     # ------------------------------------------------------------------ not supported
     def _unsupported(self, call: str) -> None:
-        warn_once(call, "", "not supported by the local log; nothing is stored")
+        note_once(call, "", "no local meaning: nothing is stored")
 
     def log_artifact(self, *args: Any, **kwargs: Any) -> None:
         self._unsupported("log_artifact()")
@@ -234,4 +256,5 @@ def _summary_number(value: Any) -> float | None:
 
 
 def new_config(raw: dict[str, Any], name: str) -> ExperimentConfig:
-    return ExperimentConfig(**local_config_kwargs(raw, name))
+    """The local config of a script's W&B config: only what it set (``ExperimentConfig.only``)."""
+    return ExperimentConfig.only(**local_config_kwargs(raw, name))

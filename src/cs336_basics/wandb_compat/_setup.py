@@ -1,8 +1,8 @@
-"""What ``init`` decides before a run exists: mode, mirror, config, the run to resume."""
+"""What ``init`` decides before a run exists: the arguments (with W&B's environment
+variables), mode, mirror, config, the run to resume."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from dataclasses import fields
@@ -14,6 +14,7 @@ from ..core.config import ExperimentConfig
 from ..core.errors import LogFormatError, TrackingError, UsageError
 from ..store.layout import run_files
 from ..store.load import load_run
+from ..wandb_adapter.client import real_wandb_installed
 from ..wandb_adapter.keys import CONFIG_ALIASES, unwrap_config
 
 logger = logging.getLogger("cs336_basics")
@@ -38,10 +39,28 @@ def resolve_mode(mode: Any, settings: Any) -> str:
     return MODES[chosen]
 
 
+def from_env(value: Any, variable: str) -> Any:
+    """An ``init`` argument, else the W&B environment variable that stands for it (as
+    ``wandb.init`` reads them), else None."""
+    if value is not None:
+        return value
+    return env.get(variable)
+
+
+def tags_from(value: Any) -> list[str]:
+    """``tags=`` (a list or tuple of strings), else ``WANDB_TAGS`` (comma-separated)."""
+    if value is None:
+        text = env.get(env.WANDB_TAGS)
+        return [t.strip() for t in text.split(",") if t.strip()] if text else []
+    if isinstance(value, str) or not all(isinstance(t, str) for t in value):
+        raise TypeError(f"init(tags=): expected a list of strings, got {value!r:.60}")
+    return [t for t in value if t]
+
+
 def wandb_installed() -> bool:
     """True if wandb can be mirrored to; says once, in the log, when it cannot."""
     global _told_missing
-    if importlib.util.find_spec("wandb") is not None:
+    if real_wandb_installed():
         return True
     if not _told_missing:
         _told_missing = True
@@ -72,8 +91,6 @@ def clean_config(raw: dict[str, Any]) -> dict[str, Any]:
 def local_config_kwargs(raw: dict[str, Any], name: str) -> dict[str, Any]:
     """W&B config -> ``ExperimentConfig`` keyword arguments, with pull's alias table."""
     kwargs = unwrap_config(raw, CONFIG_ALIASES)
-    if "extra" in kwargs:  # a reserved name in ExperimentConfig
-        kwargs["extra_"] = kwargs.pop("extra")
     kwargs["experiment_name"] = name
     return kwargs
 
@@ -140,10 +157,9 @@ def make_mirror(
                 entity=entity,
                 mode=mode,
                 run_id=run_id,
-                tags=options.pop("tags", None),
-                group=options.pop("group", None),
                 dir=options.pop("dir", None),
                 init_kwargs=options,
+                script_keys=True,
             )
         ]
     except TrackingError as exc:

@@ -5,47 +5,36 @@ accumulates into the next row; ``log(d, step=s)`` accumulates at step ``s`` and 
 was pending at an earlier step once ``s`` moves (or with ``commit=True``). A step lower than
 the current one, which W&B drops, is taken as a restart from an older checkpoint.
 
-The tracker's side: each committed row is mapped with pull's table
-(:class:`~cs336_basics.wandb_adapter.pull.RowMapper`, so a script's local run equals the same
-run pulled from W&B): ``loss``/``train/loss`` -> train_loss, ``lr`` -> learning_rate,
-``val/loss``/``eval/loss`` -> val_loss (through ``log_eval``), every other number an extra
-metric. Its iteration is, first match wins, a key pull reads as the iteration (``iteration``,
-``iter``), the value of the step metric ``define_metric`` declared for the row's keys (the
-Hugging Face ``train/global_step``), or W&B's step. Rows at one iteration merge into one
-local row; a lower iteration supersedes the rows after it (README, "Resuming").
+The tracker's side: each committed row is mapped with the key table both ways share
+(:class:`~cs336_basics.wandb_adapter.keys.RowMapper`, so a script's local run equals the
+same run pulled from W&B): ``loss``/``train/loss`` -> train_loss, ``lr``,
+``train/learning_rate``, Lightning's ``lr-<Optimizer>`` -> learning_rate,
+``val/loss``/``eval/loss`` -> val_loss, every other number an extra metric under the
+script's key (``train/epoch``, ``eval/runtime``, ``mfu``). Its iteration is, first match wins,
+a key the table reads as the iteration (``iteration``, ``iter``), the value of the step
+metric ``define_metric`` declared for the row's keys (the Hugging Face
+``train/global_step``, Lightning's ``trainer/global_step``), the latest such iteration (a
+row without one joins it), or W&B's step (which a resumed run continues).
+
+One local row per iteration: the first row of an iteration is ``log_metrics`` (or
+``log_eval`` when it holds only a validation loss); later rows of the same iteration add
+their values to it (``tracker.update_row``: not a restart, and the W&B mirror gets each
+value once, under the script's key). A lower iteration supersedes the rows after it
+(README, "Resuming"). Numbers are read by ``core.values.as_number``; anything else (media,
+strings, tables) is said once on the logger and left out.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from ..core.row import ROW_FIELDS, TRAIN_FIELDS
-from ..core.values import MAX_INDEX
+from ..core.values import as_index, as_number
 from ..runtime.tracker import ExperimentTracker
 from ..wandb_adapter.keys import RowMapper
-from ._objects import Summary, Unsupported, warn_once
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, (bool, str, bytes, complex)) or value is None:
-        return False
-    if type(value).__name__ in ("bool_", "bool"):  # numpy / torch booleans
-        return False
-    if not hasattr(value, "__float__"):
-        return False
-    shape = getattr(value, "shape", ())
-    return len(tuple(shape)) == 0 and "complex" not in str(getattr(value, "dtype", ""))
-
-
-def _as_float(value: Any) -> float:
-    """A logged number as a float; an integer too large for one is +-inf, as W&B stores it."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if int(value) > 0 else -math.inf
+from ._objects import Summary, Unsupported, note_once
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -60,19 +49,16 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _index(value: Any) -> int | None:
-    """An iteration from a logged value: a whole, finite, non-negative number."""
+def _valid_key(key: str) -> bool:
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(number) or number < 0 or number > MAX_INDEX:
-        return None
-    return int(number)
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return bool(key)
 
 
 class StepLog:
-    """Turns W&B ``log`` calls of one run into ``log_metrics``/``log_eval`` calls."""
+    """Turns W&B ``log`` calls of one run into ``log_metrics``/``log_eval``/``update_row``."""
 
     def __init__(
         self, tracker: ExperimentTracker, summary: Summary, resumed_after: int | None = None
@@ -85,13 +71,11 @@ class StepLog:
         self.step_metrics: list[tuple[str, str]] = []  # (metric pattern, its step metric)
         self.last_values: dict[str, float] = {}
         self.last_iteration: int | None = None
-        self.current: dict[str, Any] = {}  # train fields and extras sent at last_iteration
-        self.current_val: Any = None
+        self.resumed_after = resumed_after
         self.rows = 0
         self.explicit = False  # whether rows carry their own iteration (a key or step metric)
         if resumed_after is not None:  # a resumed run: W&B's step goes on after its last row
             self.step = resumed_after + 1
-            self.last_iteration = resumed_after
 
     # ------------------------------------------------------------------ W&B side
     def define_step_metric(self, pattern: str, step_metric: str) -> None:
@@ -103,7 +87,7 @@ class StepLog:
                 f"log(data): expected a dict of key -> value, got {type(data).__name__}"
             )
         if step is not None:
-            index = _index(step)
+            index = as_index(step)
             if index is None or isinstance(step, bool):
                 raise ValueError(f"log(step=): expected a non-negative integer, got {step!r}")
             if index != self.step:
@@ -113,19 +97,20 @@ class StepLog:
         if commit or (commit is None and step is None):
             self.commit()
 
-    def _numbers(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def _numbers(self, data: Mapping[str, Any]) -> dict[str, float]:
+        out: dict[str, float] = {}
         for key, value in flatten(data).items():
-            if _is_number(value):
-                out[key] = value
+            key = str(key)
+            number = None if isinstance(value, Unsupported) else as_number(value)
+            if number is not None and _valid_key(key):
+                out[key] = number
+                continue
+            if not _valid_key(key):
+                why = "is not valid UTF-8 text"
             else:
                 kind = value.kind if isinstance(value, Unsupported) else type(value).__name__
-                warn_once(
-                    "log()",
-                    key,
-                    f"{key!r} holds a {kind}; the local log keeps numbers only, so this key "
-                    "is skipped (here and in the W&B mirror)",
-                )
+                why = f"holds a {kind}; the local log keeps numbers only"
+            note_once("log()", key, f"{key!r} {why}, so it is left out (here and on W&B)")
         return out
 
     def commit(self) -> None:
@@ -143,62 +128,58 @@ class StepLog:
                     return item.get(metric, self.last_values.get(metric))
         return None
 
-    def _write(self, item: dict[str, Any], wandb_step: int) -> None:
-        item = {k: _as_float(v) for k, v in item.items()}
-        fields, extra = self.mapper.map(item)
-        chosen = {
-            next(k for k in self.mapper.aliases[name] if item.get(k) is not None) for name in fields
-        }
-        for key, value in item.items():  # claimed by an alias but not the one used: keep it
-            if key in self.mapper.claimed and key not in chosen and key not in ROW_FIELDS:
-                extra[key] = float(value)
-        floats = item
-        self.summary.observe(floats)
-        self.last_values.update(floats)
-        by_metric = self._step_metric_value(item)
-        iteration = _index(fields.get("iteration"))
+    def _iteration(self, fields: Mapping[str, Any], item: Mapping[str, Any], step: int) -> int:
+        iteration = as_index(fields.get("iteration"))
         if iteration is None:
-            iteration = _index(by_metric)
+            iteration = as_index(self._step_metric_value(item))
         if iteration is not None:
             self.explicit = True
-        elif self.explicit and self.last_iteration is not None:
+            return iteration
+        if self.explicit and self.last_iteration is not None:
             # The script names its iterations (nanoGPT's "iter"); a row without one adds
             # to the latest, rather than going back to W&B's own (lower) step.
-            iteration = self.last_iteration
-        else:
-            iteration = wandb_step
-        step = _index(fields.get("gradient_step"))
+            return self.last_iteration
+        return step
+
+    def _write(self, item: dict[str, float], wandb_step: int) -> None:
+        fields, extra = self.mapper.map(item)
+        used = {self.mapper.chosen_key(name, item) for name in fields}
+        for key, value in item.items():  # claimed by the table but not the key used: keep it
+            if key in self.mapper.claimed and key not in used:
+                extra[key] = value
+        self.summary.observe(item)
+        self.last_values.update(item)
+        iteration = self._iteration(fields, item, wandb_step)
+        step = as_index(fields.get("gradient_step"))
         if step is None:
-            step = _index(by_metric)
+            step = as_index(self._step_metric_value(item))
         if step is None:
             step = iteration + 1
-        for name in [n for n in extra if n in ROW_FIELDS]:  # "extra/train_loss": keep its key
+        if "wallclock_time" in fields:  # the tracker keeps its own clock
+            extra["extra/wallclock_time"] = fields["wallclock_time"]
+            note_once(
+                "log()",
+                "wallclock_time",
+                "'wallclock_time' is the tracker's own clock (seconds since the run started); "
+                "the value logged is kept as the extra metric 'extra/wallclock_time'",
+            )
+        for name in [n for n in extra if n in ROW_FIELDS]:  # this tracker's own names
             extra["extra/" + name] = extra.pop(name)
-        train = {name: fields[name] for name in TRAIN_FIELDS if name in fields}
-        val_loss = fields.get("val_loss")
+        values = {name: as_number(fields[name]) for name in (*TRAIN_FIELDS, "val_loss")
+                  if name in fields}  # fmt: skip
+        values.update(extra)
         tracker = self.tracker
-        if iteration != self.last_iteration:
-            self.current = {}
-            self.current_val = None
-        if train:
-            # One local row per iteration: a second row with train fields at the same
-            # iteration replaces the first (which the tracker keeps in superseded_history),
-            # so it carries everything logged at this iteration.
-            merged = {**self.current, **train, **extra}
-            tracker.log_metrics(iteration, gradient_step=step, **merged)
-            self.current = merged
-            if val_loss is None and self.current_val is not None:
-                val_loss = self.current_val
-        elif extra and self.last_iteration != iteration:
-            tracker.log_metrics(iteration, gradient_step=step, **extra)
-            self.current.update(extra)
-        elif extra:  # more values for this iteration's row: fill it (with any val_loss)
-            tracker.log_eval(iteration, val_loss=val_loss, **extra)
-            self.current.update(extra)
-            self.current_val = val_loss if val_loss is not None else self.current_val
-            val_loss = None
-        if val_loss is not None:
-            tracker.log_eval(iteration, val_loss=val_loss)
-            self.current_val = val_loss
+        same = iteration == self.last_iteration or (
+            self.last_iteration is None and iteration == self.resumed_after
+        )
+        if same and values:
+            tracker.update_row(iteration, gradient_step=step, **values)
+        elif any(name in values for name in TRAIN_FIELDS) or extra:
+            val_loss = values.pop("val_loss", None)
+            tracker.log_metrics(iteration, gradient_step=step, **values)
+            if val_loss is not None:
+                tracker.log_eval(iteration, val_loss=val_loss)
+        elif values.get("val_loss") is not None:
+            tracker.log_eval(iteration, val_loss=values["val_loss"])
         self.last_iteration = iteration
         self.rows += 1
