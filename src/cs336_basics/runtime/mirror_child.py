@@ -43,7 +43,7 @@ from typing import Any
 from ..core.errors import RunInUseError
 from ..core.log import ExperimentLog
 from ..store.codec import decode_log
-from ..store.document import write_document
+from ..store.document import recover, write_document
 from ..store.fileio import read_state, write_state
 from ..store.journal import CLOSED, EVAL, FINISH, ROW, UPDATE, JournalFollower, apply_record
 from ..store.layout import RunFiles
@@ -183,6 +183,7 @@ class _Mirror:
                     return
                 time.sleep(0.2)
         try:
+            recover(self.files)
             document = self.files.document
             log, save_id = decode_log(document.read_bytes(), str(document))
             log.mirrors[self.name] = read_state(self.state_file)

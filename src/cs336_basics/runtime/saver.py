@@ -27,13 +27,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..core.history import HistorySnapshot
 from ..core.log import ExperimentLog
 from ..store.codec import document_meta
-from ..store.document import remove_stale_temps, write_document, write_snapshot
+from ..store.document import DocumentWriter, remove_stale_temps
 from ..store.layout import RunFiles
 from .journal_writer import JournalWriter
 
@@ -59,8 +58,9 @@ def _let_others_run() -> None:
 class DocumentSaver:
     """One thread that writes a run's document from snapshots, newest first."""
 
-    def __init__(self, path: Path, on_saved: Callable[[int], None]) -> None:
-        self.path = path
+    def __init__(self, writer: DocumentWriter, on_saved: Callable[[int], None]) -> None:
+        self.writer = writer
+        self.path = writer.path
         self.on_saved = on_saved
         self.error: str | None = None
         self.exception: BaseException | None = None
@@ -128,8 +128,9 @@ class DocumentSaver:
     def _write(self, snapshot: Snapshot) -> None:
         started = time.perf_counter()
         try:
-            metrics, superseded = snapshot.metrics.chunks(), snapshot.superseded.chunks()
-            write_snapshot(self.path, snapshot.meta, metrics, superseded, pause=_let_others_run)
+            self.writer.write(
+                snapshot.meta, snapshot.metrics, snapshot.superseded, pause=_let_others_run
+            )
         except Exception as exc:  # disk full, EIO, ...: the kept journals hold everything
             self.failed(exc)
             return
@@ -182,7 +183,8 @@ class RunSaves:
         self.interval = interval
         self.before_write = before_write
         self.save_id = save_id
-        self.saver = DocumentSaver(files.document, self.remove_kept)
+        self.writer = DocumentWriter(files.document)  # (it appends: saves cost O(new rows))
+        self.saver = DocumentSaver(self.writer, self.remove_kept)
         self.journal: JournalWriter | None = None
 
     def open_journal(self, base: int | None) -> JournalWriter:
@@ -196,7 +198,7 @@ class RunSaves:
         """Continue a loaded run: its document rewritten as the next save (so the journals
         it continues are held by it), a fresh journal, leftovers removed."""
         self.save_id = loaded_save_id + 1
-        write_document(self.files.document, log, self.save_id)
+        self._write(log, self.save_id)
         self.open_journal(self.save_id)
         self.remove_kept(self.save_id)
         remove_stale_temps(self.files)
@@ -225,8 +227,7 @@ class RunSaves:
             logger.warning("save(): keeping the journal failed (%s); saving in the foreground", exc)
             self.saver.wait()  # an older snapshot must not land after this one
             try:
-                metrics, superseded = snapshot.metrics.chunks(), snapshot.superseded.chunks()
-                write_snapshot(self.files.document, snapshot.meta, metrics, superseded)
+                self.writer.write(snapshot.meta, snapshot.metrics, snapshot.superseded)
             except (OSError, ValueError) as write_exc:
                 # Disk full, say: nothing is lost (the journal thread keeps the records in
                 # memory and retries), and the training loop is not the place to raise.
@@ -277,7 +278,7 @@ class RunSaves:
         """The save after ``finish()``: synchronous; the journals go, the document is all.
         ``segment``: a mirror still reads the journal, which it then removes."""
         self.saver.close()
-        write_document(self.files.document, log, self.save_id + 1)
+        self._write(log, self.save_id + 1)
         self.save_id += 1
         journal, self.journal = self.journal, None
         if journal is not None:
@@ -285,6 +286,11 @@ class RunSaves:
             journal.close(delete=True, keep_as=keep_as)
         self.remove_kept()
         remove_stale_temps(self.files)
+
+    def _write(self, log: ExperimentLog, save_id: int) -> None:
+        """Write the document now, on the caller's thread."""
+        snapshot = (log.metrics_history.snapshot(), log.superseded_history.snapshot())
+        self.writer.write(document_meta(log, save_id), *snapshot)
 
     def close(self, timeout: float = 60.0) -> None:
         """Stop without finishing: the background save is waited for (the run stays locked

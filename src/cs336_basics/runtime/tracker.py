@@ -43,7 +43,7 @@ from ..core.text import format_summary
 from ..core.values import MAX_INDEX, check_text, optional_float, to_float, to_int
 from ..store import journal as records
 from ..store.codec import dumps
-from ..store.document import now_iso, write_document
+from ..store.document import now_iso, recover, write_document
 from ..store.layout import RunFiles, claim_stem
 from ..store.load import load_run
 from ..store.lock import RunLock
@@ -365,6 +365,7 @@ class ExperimentTracker:
         self.log_dir = files.folder
         self._lock = RunLock.acquire(files)
         try:
+            recover(files)  # a save cut short in the middle of appending
             try:
                 loaded = load_run(files.document)
             except LogFormatError as exc:

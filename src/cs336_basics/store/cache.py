@@ -3,24 +3,31 @@
 This module owns the cache's format. The JSON document stays the source of truth; the
 cache is derived from it, written after each save (and by the first load of a document
 that has none), and used only while it provably describes that very file: it records
-the document's ``save_id``, size, modification time (ns) and inode, and a cache whose
-record differs from the document on disk, or that is torn, foreign or from another
-version, is ignored (and rebuilt by whoever may write there).
+the document's ``save_id``, size, modification and change times (ns) and inode, and a
+cache whose record differs from the document on disk, or that is torn, foreign or from
+another version, is ignored (and rebuilt by whoever may write there).
 
-Layout, all little-endian::
+Layout (v3), all little-endian::
 
-    MAGIC (16 bytes)  header length (8)  header CRC-32 (4)  data CRC-32 (4)
-    header (JSON)  padding to 8
+    MAGIC (16 bytes)
     data: the columns' typed arrays, each at an 8-byte aligned offset
+    header (JSON)
+    trailer: data size (8), header length (8), header CRC-32 (4), data CRC-32 (4), END (8)
 
 The header holds the document without its histories (``meta``: the same JSON values), for
-each history its row count, last row and first diverged row (what a listing shows), and
-its chunks: row count and, per column, its kind (``range``: start and step; ``array``:
-offset, length and typecode of the values, and of the row index when only some rows have a
-value; ``list``: the values inline). Loading reads the header only; the data section is
-read when a history is first used (a listing of 200 runs reads 200 headers), checked
-against its CRC and the header's shapes, and handed out as views of one buffer, no copy.
-No file stays open.
+each history its facts (row count, last row, first diverged row, best and last value of
+each loss: what a listing shows) and its chunks: row count and, per column, its kind
+(``range``: start and step; ``array``: offset, length and typecode of the values, and of
+the row index when only some rows have a value; ``list``: the values inline). Loading
+reads the trailer and the header only; the data section is read when a history is first
+used (a listing of 200 runs reads 200 headers), checked against its CRC and the header's
+shapes, and handed out as views of one buffer, no copy. No file stays open.
+
+Data comes first so that a save appends: :class:`CacheWriter` keeps what it wrote, and a
+save whose frozen chunks begin with those of the last one cuts the file after their arrays
+and writes only the rest (the arrays of new chunks, the header, the trailer), so a save
+costs O(new rows). A write cut short leaves a file whose trailer does not check out:
+ignored, and rewritten whole by the next save.
 """
 
 from __future__ import annotations
@@ -49,8 +56,10 @@ from .layout import RunFiles, temp_path
 
 logger = logging.getLogger("cs336_basics")
 
-MAGIC = b"CS336-COLUMNS\x00v2"
-_PREFIX = struct.Struct("<QII")  # header length, header CRC-32, data CRC-32
+MAGIC = b"CS336-COLUMNS\x00v3"
+END = b"CS336END"
+_TRAILER = struct.Struct("<QQII")  # data size, header length, header CRC-32, data CRC-32
+_TRAILER_SIZE = _TRAILER.size + len(END)
 _ALIGN = 8
 _LITTLE = sys.byteorder == "little"
 
@@ -78,11 +87,13 @@ def document_key(st: os.stat_result, save_id: int) -> dict[str, int]:
 
 
 class _Data:
-    """The data section being laid out: arrays to write, at aligned offsets."""
+    """The data section being laid out: arrays to write, at aligned offsets (relative to
+    the section's start), and the CRC-32 of everything laid out so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = 0, crc: int = 0) -> None:
         self.parts: list[Any] = []
-        self.size = 0
+        self.size = size
+        self.crc = crc
 
     def add(self, values: Any) -> list[Any]:
         view = memoryview(values).cast("B")
@@ -91,17 +102,20 @@ class _Data:
             swapped.byteswap()
             view = memoryview(swapped).cast("B")
         offset = self.size
-        self.parts.append(view)
-        self.size += len(view)
+        self._put(view)
         pad = -self.size % _ALIGN
         if pad:
-            self.parts.append(b"\x00" * pad)
-            self.size += pad
+            self._put(b"\x00" * pad)
         return [
             offset,
             len(values),
             values.typecode if isinstance(values, array) else values.format,
         ]
+
+    def _put(self, part: Any) -> None:
+        self.parts.append(part)
+        self.size += len(part)
+        self.crc = zlib.crc32(part, self.crc)
 
 
 def _column_spec(column: Column | None, data: _Data) -> dict[str, Any] | None:
@@ -120,35 +134,180 @@ def _column_spec(column: Column | None, data: _Data) -> dict[str, Any] | None:
     return spec
 
 
-def _chunk_specs(chunks: tuple[Chunk, ...], data: _Data) -> list[dict[str, Any]]:
-    return [
-        {
-            "n": chunk.n,
-            "fields": [_column_spec(c, data) for c in chunk.fields],
-            "extras": {name: _column_spec(c, data) for name, c in chunk.extras.items()},
-        }
-        for chunk in chunks
-        if chunk.n
-    ]
-
-
-def _facts(chunks: tuple[Chunk, ...]) -> dict[str, Any]:
-    """Row count, last row, first diverged row, and the best and last value of each loss
-    of a history (what a listing reads)."""
-    last = chunks[-1].row(chunks[-1].n - 1) if chunks else None
-    diverged = None
-    for chunk in chunks:
-        j = chunk.first_nonfinite(LOSS_FIELDS)
-        if j is not None:
-            diverged = chunk.row(j)
-            break
-    history = History.from_chunks(chunks)
+def _chunk_spec(chunk: Chunk, data: _Data) -> dict[str, Any]:
     return {
-        "n": sum(chunk.n for chunk in chunks),
-        "last": last.to_dict() if last else None,
-        "diverged": diverged.to_dict() if diverged else None,
-        "best_last": {name: list(history.best_last(name)) for name in LOSS_FIELDS},
+        "n": chunk.n,
+        "fields": [_column_spec(c, data) for c in chunk.fields],
+        "extras": {name: _column_spec(c, data) for name, c in chunk.extras.items()},
     }
+
+
+class _ChunkFacts:
+    """The facts of one chunk (chunks never change: computed once per chunk)."""
+
+    __slots__ = ("n", "diverged", "best_last")
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.n = chunk.n
+        j = chunk.first_nonfinite(LOSS_FIELDS)
+        self.diverged = chunk.row(j) if j is not None else None
+        history = History.from_chunks([chunk])
+        self.best_last = {name: history.best_last(name) for name in LOSS_FIELDS}
+
+
+def _facts(chunks: tuple[Chunk, ...], known: dict[int, _ChunkFacts]) -> dict[str, Any]:
+    """Row count, last row, first diverged row, and the best and last value of each loss
+    of a history (what a listing reads), from the facts of its chunks."""
+    rows = 0
+    diverged = None
+    best: dict[str, float | None] = dict.fromkeys(LOSS_FIELDS)
+    last: dict[str, float | None] = dict.fromkeys(LOSS_FIELDS)
+    for chunk in chunks:
+        facts = known.get(id(chunk))
+        if facts is None:
+            facts = _ChunkFacts(chunk)
+        rows += facts.n
+        if diverged is None and facts.diverged is not None:
+            diverged = facts.diverged
+        for name, (chunk_best, chunk_last) in facts.best_last.items():
+            so_far = best[name]
+            if chunk_best is not None and (so_far is None or chunk_best < so_far):
+                best[name] = chunk_best
+            if chunk_last is not None:
+                last[name] = chunk_last
+    last_row = chunks[-1].row(chunks[-1].n - 1) if chunks else None
+    return {
+        "n": rows,
+        "last": last_row.to_dict() if last_row else None,
+        "diverged": diverged.to_dict() if diverged else None,
+        "best_last": {name: [best[name], last[name]] for name in LOSS_FIELDS},
+    }
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class CacheWriter:
+    """Writes the cache of one document, save after save, appending what is new.
+
+    It remembers, for the frozen chunks of the metrics history it wrote last (the chunks a
+    ``History`` freezes never change), their specs, where their arrays end and the data
+    CRC there, and the cache file's identity. A save whose frozen chunks begin with the same
+    chunk objects, into a file nobody else rewrote since, keeps that part of the file.
+    """
+
+    def __init__(self) -> None:
+        self._identity: tuple[int, int, int, int] | None = None
+        self._kept: list[tuple[Chunk, dict[str, Any], int, int]] = []  # chunk, spec, end, crc
+        self._facts: dict[int, _ChunkFacts] = {}
+
+    def write(
+        self,
+        document: Path,
+        written: os.stat_result,
+        meta: dict[str, Any],
+        metrics: tuple[Chunk, ...],
+        superseded: tuple[Chunk, ...],
+        frozen: int = 0,
+    ) -> None:
+        """Write the cache of ``document``, whose file (``written``: its stat) was written
+        from ``meta`` and these chunks; the first ``frozen`` metrics chunks are frozen.
+
+        Best effort: an error is logged at debug level and the cache is simply missing or
+        ignored (the next load reads the document). Not fsynced: a cache torn by a power
+        cut fails its checks and is ignored.
+        """
+        if env.caches_off():
+            return
+        path = cache_path(document)
+        try:
+            self._write(path, written, meta, metrics, superseded, frozen)
+        except (OSError, TypeError, ValueError) as exc:
+            logger.debug("could not write the cache %s: %s", path, exc)
+            self._identity, self._kept = None, []
+
+    def _reusable(self, path: Path, metrics: tuple[Chunk, ...], frozen: int) -> int:
+        """How many leading frozen chunks the file on disk holds already."""
+        if self._identity is None:
+            return 0
+        try:
+            if _identity(os.stat(path)) != self._identity:
+                return 0
+        except OSError:
+            return 0
+        k = 0
+        for (chunk, *_), now in zip(self._kept, metrics[:frozen], strict=False):
+            if chunk is not now:
+                break
+            k += 1
+        return k
+
+    def _write(
+        self,
+        path: Path,
+        written: os.stat_result,
+        meta: dict[str, Any],
+        metrics: tuple[Chunk, ...],
+        superseded: tuple[Chunk, ...],
+        frozen: int,
+    ) -> None:
+        metrics = tuple(c for c in metrics if c.n)
+        superseded = tuple(c for c in superseded if c.n)
+        frozen = min(frozen, len(metrics))
+        k = self._reusable(path, metrics, frozen)
+        kept = self._kept[:k]
+        end, crc = (kept[-1][2], kept[-1][3]) if kept else (0, 0)
+        data = _Data(end, crc)
+        specs = [spec for _, spec, _, _ in kept]
+        for index, chunk in enumerate(metrics[k:], start=k):
+            specs.append(_chunk_spec(chunk, data))
+            if index < frozen:
+                kept.append((chunk, specs[-1], data.size, data.crc))
+        superseded_specs = [_chunk_spec(chunk, data) for chunk in superseded]
+        live = {id(chunk) for chunk in (*metrics, *superseded)}
+        self._facts = {i: f for i, f in self._facts.items() if i in live}
+        for chunk in (*metrics[:frozen],):
+            if id(chunk) not in self._facts:
+                self._facts[id(chunk)] = _ChunkFacts(chunk)
+        header = dumps(
+            {
+                "key": document_key(written, int(meta.get("save_id") or 0)),
+                "meta": meta,
+                "facts": {
+                    "metrics_history": _facts(metrics, self._facts),
+                    "superseded_history": _facts(superseded, self._facts),
+                },
+                "metrics_history": specs,
+                "superseded_history": superseded_specs,
+                "data_size": data.size,
+            }
+        )
+        trailer = _TRAILER.pack(data.size, len(header), zlib.crc32(header), data.crc) + END
+        if k:  # append: the file holds MAGIC and the kept chunks' arrays already
+            with open(path, "r+b") as handle:
+                handle.truncate(len(MAGIC) + end)
+                handle.seek(len(MAGIC) + end)
+                for part in data.parts:
+                    handle.write(part)
+                handle.write(header + trailer)
+                handle.flush()
+                st = os.fstat(handle.fileno())
+        else:
+            tmp = temp_path(path)
+            try:
+                with open(tmp, "wb") as handle:
+                    handle.write(MAGIC)
+                    for part in data.parts:
+                        handle.write(part)
+                    handle.write(header + trailer)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            st = os.stat(path)
+        self._identity, self._kept = _identity(st), kept
 
 
 def write_cache(
@@ -158,47 +317,8 @@ def write_cache(
     metrics: tuple[Chunk, ...],
     superseded: tuple[Chunk, ...],
 ) -> None:
-    """Write the cache of ``document``, whose file (``written``: its stat) was written from
-    ``meta`` and these chunks.
-
-    Best effort: an error is logged at debug level and the cache is simply missing (the
-    next load reads the document). Written to a temporary name and renamed, not fsynced:
-    a cache torn by a power cut fails its CRC and is ignored.
-    """
-    if env.caches_off():
-        return
-    path = cache_path(document)
-    tmp = temp_path(path)
-    try:
-        data = _Data()
-        header = dumps(
-            {
-                "key": document_key(written, int(meta.get("save_id") or 0)),
-                "meta": meta,
-                "facts": {
-                    "metrics_history": _facts(metrics),
-                    "superseded_history": _facts(superseded),
-                },
-                "metrics_history": _chunk_specs(metrics, data),
-                "superseded_history": _chunk_specs(superseded, data),
-                "data_size": data.size,
-            }
-        )
-        crc = 0
-        for part in data.parts:
-            crc = zlib.crc32(part, crc)
-        start = len(MAGIC) + _PREFIX.size + len(header)
-        pad = -start % _ALIGN
-        with open(tmp, "wb") as handle:
-            handle.write(MAGIC + _PREFIX.pack(len(header), zlib.crc32(header), crc))
-            handle.write(header + b"\x00" * pad)
-            for part in data.parts:
-                handle.write(part)
-        os.replace(tmp, path)
-    except (OSError, TypeError, ValueError) as exc:
-        logger.debug("could not write the cache %s: %s", path, exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    """Write the cache of ``document`` whole (see :meth:`CacheWriter.write`)."""
+    CacheWriter().write(document, written, meta, metrics, superseded)
 
 
 # ---------------------------------------------------------------------------------------
@@ -352,7 +472,7 @@ class CachedRun:
                 if (st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
                     raise CacheError("rewritten since its header was read")
                 handle.seek(self.data_offset)
-                buffer = handle.read()
+                buffer = handle.read(int(self.header["data_size"]))
         except OSError as exc:
             raise CacheError(f"cannot read it ({exc})") from exc
         if len(buffer) != self.header["data_size"] or zlib.crc32(buffer) != self.data_crc:
@@ -374,12 +494,16 @@ def read_cache(document: Path, save_id: int | None = None) -> CachedRun | None:
     try:
         with os.fdopen(open_regular(path), "rb") as handle:
             st = os.fstat(handle.fileno())
-            head = handle.read(len(MAGIC) + _PREFIX.size)
-            if len(head) < len(MAGIC) + _PREFIX.size or not head.startswith(MAGIC):
+            if st.st_size < len(MAGIC) + _TRAILER_SIZE or handle.read(len(MAGIC)) != MAGIC:
                 return None
-            length, header_crc, data_crc = _PREFIX.unpack(head[len(MAGIC) :])
-            if length > st.st_size:
+            handle.seek(st.st_size - _TRAILER_SIZE)
+            tail = handle.read(_TRAILER_SIZE)
+            if not tail.endswith(END):
+                return None  # torn, or being appended to
+            data_size, length, header_crc, data_crc = _TRAILER.unpack(tail[: _TRAILER.size])
+            if len(MAGIC) + data_size + length + _TRAILER_SIZE != st.st_size:
                 return None
+            handle.seek(len(MAGIC) + data_size)
             raw = handle.read(length)
         if len(raw) != length or zlib.crc32(raw) != header_crc:
             return None
@@ -389,17 +513,13 @@ def read_cache(document: Path, save_id: int | None = None) -> CachedRun | None:
             return None
         if save_id is not None and key.get("save_id") != save_id:
             return None
-        if not isinstance(header["meta"], dict):
+        if not isinstance(header["meta"], dict) or header["data_size"] != data_size:
             return None
-        start = len(MAGIC) + _PREFIX.size + length
-        start += -start % _ALIGN
-        if st.st_size != start + int(header["data_size"]):
-            return None  # torn
         cached = CachedRun(
             path,
             (st.st_ino, st.st_size, st.st_mtime_ns),
             header,
-            start,
+            len(MAGIC),
             data_crc,
             _read_facts(header, "metrics_history", path),
             _read_facts(header, "superseded_history", path),

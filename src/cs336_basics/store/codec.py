@@ -137,21 +137,42 @@ def encode_chunk(chunk: Chunk, pause: Callable[[], None] | None = None) -> bytes
     return b",".join(pieces)
 
 
-def _history_parts(chunks: Iterable[Chunk], pause: Callable[[], None]) -> Iterator[bytes]:
-    yield b"["
-    first = True
-    for chunk in chunks:
-        if not chunk.n:
-            continue
-        if not first:
-            yield b","
-        first = False
-        yield encode_chunk(chunk, pause)
-    yield b"]"
-
-
 def _no_pause() -> None:
     pass
+
+
+def _head_and_rest(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    head = {k: meta[k] for k in _HEAD_KEYS if k in meta}
+    return head, {k: v for k, v in meta.items() if k not in head}
+
+
+def head_bytes(meta: dict[str, Any]) -> bytes:
+    """The document up to its first row: the head fields and ``"metrics_history":[``."""
+    head, _ = _head_and_rest(meta)
+    return dumps(head)[:-1] + b',"metrics_history":['
+
+
+def chunk_piece(chunk: Chunk, first: bool, pause: Callable[[], None] = _no_pause) -> bytes:
+    """A chunk's rows as they follow what came before in a history (a comma first unless
+    ``first``)."""
+    body = encode_chunk(chunk, pause)
+    return body if first else b"," + body
+
+
+def tail_bytes(
+    meta: dict[str, Any], superseded: Iterable[Chunk], pause: Callable[[], None] = _no_pause
+) -> bytes:
+    """The document after the last row of ``metrics_history``: the other fields, the
+    superseded rows, the closing brace."""
+    _, rest = _head_and_rest(meta)
+    pieces = [b"]," + dumps(rest)[1:-1] + b',"superseded_history":[']
+    first = True
+    for chunk in superseded:
+        if chunk.n:
+            pieces.append(chunk_piece(chunk, first, pause))
+            first = False
+    pieces.append(b"]}")
+    return b"".join(pieces)
 
 
 def document_parts(
@@ -162,14 +183,17 @@ def document_parts(
 ) -> Iterator[bytes]:
     """The document in pieces (one per chunk of rows), for a writer that streams it to a
     file: ``meta`` from :func:`document_meta`, the histories as chunks. ``pause`` runs
-    after every :data:`_PIECE_ROWS` rows (a background writer lets other threads run)."""
-    head = {k: meta[k] for k in _HEAD_KEYS if k in meta}
-    rest = {k: v for k, v in meta.items() if k not in head}
-    yield dumps(head)[:-1] + b',"metrics_history":'
-    yield from _history_parts(metrics, pause)
-    yield b"," + dumps(rest)[1:-1] + b',"superseded_history":'
-    yield from _history_parts(superseded, pause)
-    yield b"}"
+    after every :data:`_PIECE_ROWS` rows (a background writer lets other threads run).
+    The pieces are :func:`head_bytes`, a :func:`chunk_piece` per chunk, :func:`tail_bytes`:
+    a writer may reuse the bytes of chunks it wrote before (the same chunk always encodes
+    to the same bytes)."""
+    yield head_bytes(meta)
+    first = True
+    for chunk in metrics:
+        if chunk.n:
+            yield chunk_piece(chunk, first, pause)
+            first = False
+    yield tail_bytes(meta, superseded, pause)
 
 
 def encode_log(log: ExperimentLog, save_id: int = 0) -> bytes:

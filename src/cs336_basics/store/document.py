@@ -8,18 +8,30 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..core.errors import LogFormatError
-from ..core.history import Chunk, History
+from ..core.history import Chunk, History, HistorySnapshot
 from ..core.log import ExperimentLog
-from .cache import CachedRun, CacheError, Facts, read_cache, write_cache
-from .codec import decode_log, document_meta, document_parts, document_to_log
-from .fileio import atomic_write, read_file
-from .layout import RunFiles, temp_writer_pid
+from .cache import CachedRun, CacheError, CacheWriter, Facts, read_cache, write_cache
+from .codec import (
+    chunk_piece,
+    decode_log,
+    document_meta,
+    document_parts,
+    document_to_log,
+    dumps,
+    head_bytes,
+    tail_bytes,
+)
+from .fileio import _fsync_dir, atomic_write, read_bytes_if_any, read_file
+from .layout import RunFiles, temp_path, temp_writer_pid
 from .lock import pid_alive
 
 logger = logging.getLogger("cs336_basics")
@@ -31,12 +43,11 @@ def now_iso() -> str:
 
 
 def write_document(path: Path, log: ExperimentLog, save_id: int) -> None:
-    """Write the run's document atomically (and its columnar cache)."""
-    write_snapshot(
-        path,
+    """Write the run's document atomically (and its columnar cache), whole."""
+    DocumentWriter(path).write(
         document_meta(log, save_id),
-        log.metrics_history.snapshot().chunks(),
-        log.superseded_history.snapshot().chunks(),
+        log.metrics_history.snapshot(),
+        log.superseded_history.snapshot(),
     )
 
 
@@ -47,11 +58,234 @@ def write_snapshot(
     superseded: tuple[Chunk, ...],
     pause: Callable[[], None] | None = None,
 ) -> None:
-    """Write a document from the histories' chunks, then its cache (``pause``: see
+    """Write a document from the histories' chunks, whole, then its cache (``pause``: see
     ``codec.document_parts``)."""
     parts = document_parts(meta, metrics, superseded, *([pause] if pause else []))
     written = atomic_write(path, parts)
     write_cache(path, written, meta, metrics, superseded)
+
+
+_COPY_BLOCK = 1 << 24
+
+
+def _copy_range(source: int, target: int, start: int, length: int) -> None:
+    """Copy ``length`` bytes of ``source`` from ``start`` to the end of ``target``, in the
+    kernel where it can (``copy_file_range``), else through a buffer."""
+    done = 0
+    copy = getattr(os, "copy_file_range", None)
+    while done < length:
+        count = min(_COPY_BLOCK, length - done)
+        moved = 0
+        if copy is not None:
+            try:
+                moved = copy(source, target, count, start + done)
+            except OSError:
+                copy = None
+        if not moved:
+            data = os.pread(source, count, start + done)
+            if not data:
+                raise OSError(f"the document ended {length - done} bytes early")
+            moved = os.write(target, data)
+        done += moved
+
+
+class DocumentWriter:
+    """Writes one run's document and cache save after save, in O(new rows).
+
+    The chunks a ``History`` freezes never change and always encode to the same bytes,
+    which follow one another in the document's ``metrics_history``. The writer remembers
+    where the bytes of each frozen chunk it wrote end, the bytes before the first row (the
+    head), and the file's identity. A save whose frozen chunks begin with those chunks, into
+    a file nobody rewrote since:
+
+    - with the same head (a save during the run): appends in place. The bytes after the kept
+      chunks (the last rows, the other fields) are first copied into an undo record
+      (``RunFiles.undo``, fsynced), then the file is cut there and the rest written and
+      fsynced, then the undo record is removed. A crash in between leaves the undo record,
+      from which readers read the old document (:func:`read_document`) and the next writer
+      restores it (:func:`recover`); the bytes before the cut never change;
+    - with another head (``finish()`` sets the summary): writes a new file, copying the
+      kept chunks' bytes from the old one in the kernel, and renames it over the old one.
+
+    Either way the document is byte for byte what writing it whole gives. Anything else is
+    written whole (atomically). The cache follows (:class:`~.cache.CacheWriter`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files = RunFiles.of(path)
+        self.cache = CacheWriter()
+        self._identity: tuple[int, int, int, int] | None = None
+        self._head = b""
+        self._kept: list[tuple[Chunk, int]] = []  # frozen chunk, end of its bytes
+
+    def write(
+        self,
+        meta: dict[str, Any],
+        metrics: HistorySnapshot,
+        superseded: HistorySnapshot,
+        pause: Callable[[], None] | None = None,
+    ) -> None:
+        """Write the document of ``meta`` and the two histories (then its cache)."""
+        pause = pause or _no_pause
+        frozen = tuple(c for c in metrics.frozen if c.n)
+        chunks = tuple(c for c in metrics.chunks() if c.n)
+        rest = superseded.chunks()
+        head = head_bytes(meta)
+        k = self._reusable(frozen)
+        try:
+            if k and head == self._head:
+                written = self._append(k, chunks, len(frozen), meta, rest, pause)
+            else:
+                written = self._rewrite(k, head, chunks, len(frozen), meta, rest, pause)
+        except BaseException:
+            self._identity, self._kept = None, []
+            raise
+        self.cache.write(self.path, written, meta, chunks, rest, frozen=len(frozen))
+
+    def _reusable(self, frozen: tuple[Chunk, ...]) -> int:
+        if self._identity is None:
+            return 0
+        try:
+            if _identity(os.stat(self.path)) != self._identity:
+                return 0
+        except OSError:
+            return 0
+        k = 0
+        for (chunk, _), now in zip(self._kept, frozen, strict=False):
+            if chunk is not now:
+                break
+            k += 1
+        return k
+
+    def _pieces(
+        self,
+        start: int,
+        chunks: tuple[Chunk, ...],
+        first: int,
+        frozen: int,
+        meta: dict[str, Any],
+        superseded: tuple[Chunk, ...],
+        pause: Callable[[], None],
+    ) -> Iterator[bytes]:
+        """The bytes after the kept chunks, noting where each newly frozen chunk ends
+        (``start``: the offset they begin at)."""
+        offset = start
+        for index in range(first, len(chunks)):
+            piece = chunk_piece(chunks[index], index == 0, pause)
+            offset += len(piece)
+            if index < frozen:
+                self._kept.append((chunks[index], offset))
+            yield piece
+        yield tail_bytes(meta, superseded, pause)
+
+    def _append(
+        self,
+        k: int,
+        chunks: tuple[Chunk, ...],
+        frozen: int,
+        meta: dict[str, Any],
+        superseded: tuple[Chunk, ...],
+        pause: Callable[[], None],
+    ) -> os.stat_result:
+        cut = self._kept[k - 1][1]
+        undo = self.files.undo
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            old = os.pread(fd, size - cut, cut)
+            record = dumps({"offset": cut, "size": size}) + b"\n" + old
+            atomic_write(undo, record)
+            del self._kept[k:]
+            os.ftruncate(fd, cut)
+            os.lseek(fd, cut, os.SEEK_SET)
+            for piece in self._pieces(cut, chunks, k, frozen, meta, superseded, pause):
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            written = os.fstat(fd)
+        finally:
+            os.close(fd)
+        undo.unlink()
+        _fsync_dir(self.path.parent)
+        self._identity = _identity(written)
+        return written
+
+    def _rewrite(
+        self,
+        k: int,
+        head: bytes,
+        chunks: tuple[Chunk, ...],
+        frozen: int,
+        meta: dict[str, Any],
+        superseded: tuple[Chunk, ...],
+        pause: Callable[[], None],
+    ) -> os.stat_result:
+        old_head, kept = len(self._head), self._kept[:k]
+        tmp = temp_path(self.path)
+        source = os.open(self.path, os.O_RDONLY) if k else None
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(head)
+                self._kept = []
+                if source is not None:  # the kept chunks' bytes, from the old file
+                    handle.flush()
+                    shift = len(head) - old_head
+                    _copy_range(source, handle.fileno(), old_head, kept[-1][1] - old_head)
+                    handle.seek(0, os.SEEK_END)
+                    self._kept = [(chunk, end + shift) for chunk, end in kept]
+                start = handle.tell()
+                for piece in self._pieces(start, chunks, k, frozen, meta, superseded, pause):
+                    handle.write(piece)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        finally:
+            if source is not None:
+                os.close(source)
+        _fsync_dir(self.path.parent)
+        written = os.stat(self.path)
+        self._head, self._identity = head, _identity(written)
+        return written
+
+
+def _no_pause() -> None:
+    pass
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def recover(files: RunFiles) -> None:
+    """Restore the document from an undo record a save cut short left (a writer's job,
+    with the run locked: at resume, push, a mirror's hand-over)."""
+    record = read_bytes_if_any(files.undo)
+    if record is None:
+        return
+    restored = _undone(read_bytes_if_any(files.document) or b"", record)
+    if restored is not None:
+        atomic_write(files.document, restored)
+    files.undo.unlink()
+
+
+def _undone(data: bytes, record: bytes) -> bytes | None:
+    """The document as it was before the save an undo record belongs to (None: the record
+    does not fit this file)."""
+    line, _, old = record.partition(b"\n")
+    try:
+        header = orjson.loads(line)
+        cut, size = int(header["offset"]), int(header["size"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    if len(data) < cut or cut + len(old) != size:
+        return None
+    return data[:cut] + old
 
 
 def remove_stale_temps(files: RunFiles) -> None:
@@ -102,8 +336,22 @@ def _lazy(facts: Facts, load: Callable[[], list[Chunk]]) -> History:
 
 
 def _parse_document(document: Path, write: bool) -> tuple[ExperimentLog, int]:
-    data, before = read_file(document)
-    log, save_id = decode_log(data, str(document))
+    undo_file = RunFiles.of(document).undo
+    for attempt in range(4):
+        data, before = read_file(document)
+        undo = read_bytes_if_any(undo_file)
+        if undo is not None:  # a save appending in place, or one cut short: the old one
+            old = _undone(data, undo)
+            if old is not None:
+                data, write = old, False
+        try:
+            log, save_id = decode_log(data, str(document))
+            break
+        except LogFormatError:
+            # A save appending in place may have finished between the two reads: read again.
+            if attempt == 3 or os.stat(document).st_mtime_ns == before.st_mtime_ns:
+                raise
+            time.sleep(0.05)
     del data
     if write:
         _cache_after_read(document, before, log, save_id)

@@ -19,6 +19,9 @@ file                           what it is; written by           goes away
 ``.RUN.seg-N.jsonl``           the same, kept for a mirror      when the mirror has read it; at
                                process; the tracker             resume, push, or ``finish()``
                                                                 if no mirror runs
+``.RUN.json.undo``             what a save appending to the     when that save is done; a
+                               document in place cut off        cut-short one's by the next
+                               (readers read the old document)  writer (it restores the file)
 ``.RUN.lock``                  the run's lock (``flock``,       when the holder finishes or
                                holder's pid); tracker, push     closes
 ``.RUN.columns``               the columnar cache of the        replaced by the next save; a
@@ -122,6 +125,11 @@ class RunFiles:
     @property
     def journal(self) -> Path:
         return self.folder / f"{self.stem}{JOURNAL}"
+
+    @property
+    def undo(self) -> Path:
+        """The undo record of a save appending to the document in place."""
+        return self._hidden(f"{DOCUMENT}.undo")
 
     @property
     def lock(self) -> Path:

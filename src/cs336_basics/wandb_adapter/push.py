@@ -26,7 +26,7 @@ from ..core.errors import PushError, RunInUseError
 from ..core.log import ExperimentLog
 from ..core.progress import progress
 from ..runtime.mirrors import FINAL_STATES, remove_orphan_segments
-from ..store.document import write_document
+from ..store.document import recover, write_document
 from ..store.layout import RunFiles
 from ..store.load import load_run
 from ..store.lock import RunLock, pid_alive
@@ -82,6 +82,7 @@ def push_run(
     except RunInUseError as exc:
         raise PushError(f"{run}: {exc}; push it after that ends") from exc
     try:
+        recover(files)  # a save cut short in the middle of appending
         return _push(files, project, entity, mode, force, show_progress, verbose)
     finally:
         lock.release()
