@@ -62,11 +62,31 @@ def encode_default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """Strict JSON bytes for any record of this package."""
+    """Strict JSON bytes for any record of this package; ``TypeError`` naming the value
+    that cannot be stored."""
     try:
         return orjson.dumps(value, default=encode_default, option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError as exc:  # our default's message, when it said why
-        raise TypeError(str(exc.__cause__ or exc)) from exc
+    except orjson.JSONEncodeError as exc:
+        cause = exc.__cause__ or _why(value)
+        raise TypeError(str(cause or exc)) from exc
+
+
+def _why(value: Any) -> BaseException | None:
+    """The error our default raised for ``value`` (orjson before 3.9 does not chain it)."""
+    seen: list[BaseException] = []
+
+    def default(item: Any) -> Any:
+        try:
+            return encode_default(item)
+        except TypeError as exc:
+            seen.append(exc)
+            raise
+
+    try:
+        orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        pass
+    return seen[0] if seen else None
 
 
 def plain(value: Any) -> Any:
