@@ -180,6 +180,9 @@ class ExperimentTracker:
         self._last_read: MetricsSnapshot | None = None
         self._names: set[str] = set()  # extra metric names already checked
         self._busy: int | None = None  # the thread inside save/finish/flush/close
+        #: The live journal's ``append`` (None before start and once the journal is closed):
+        #: the one attribute the hot path reads.
+        self._append: Callable[[Any], None] | None = None
         self._later: list[Callable[[], Any]] = []  # calls a signal handler made meanwhile
         if self.enabled:
             _register(self)
@@ -307,6 +310,8 @@ class ExperimentTracker:
             self._saves = self._new_saves(files, 0)
             self._saves.open_journal(None)
         assert self._files is not None and self._saves is not None
+        assert self._saves.journal is not None
+        self._append = self._saves.journal.append
         self._t0 = time.perf_counter()
         self._started = True
         self._accepting = True
@@ -489,9 +494,9 @@ class ExperimentTracker:
 
     def _emit(self, row: MetricsSnapshot) -> None:
         self._last_read = row
-        saves = self._saves
-        if saves is not None and saves.journal is not None:
-            saves.journal.append(row)
+        append = self._append
+        if append is not None:
+            append(row)
         if self._dispatcher is not None:
             self._dispatcher.put("emit", row)
 
@@ -761,6 +766,7 @@ class ExperimentTracker:
             return self.path  # (while mirrors run, a save also records their progress)
         self._mirrors.refresh(self._log)
         if self._finished:
+            self._append = None
             saves.final_save(self._log, segment=self._mirrors.any_alive)
             self._dirty = False
             self._mirrors.remove_files(self._files)
@@ -817,6 +823,7 @@ class ExperimentTracker:
         saves = self._saves
         if saves is not None:
             saves.close(timeout=60.0)
+            self._append = None
             journal, saves.journal = saves.journal, None
             if journal is not None:
                 journal.append(records.closed_record())  # not a live run any more
