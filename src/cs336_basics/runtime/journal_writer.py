@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..store.fileio import atomic_file
 from ..store.journal import KIND, MIRROR, encode_record
-from ..store.layout import RunFiles, temp_path
+from ..store.layout import RunFiles
 
 logger = logging.getLogger("cs336_basics")
 
@@ -105,17 +106,8 @@ class JournalWriter:
         """Replace the file with one holding only the header (atomically)."""
         header = self._header
         assert header is not None
-        tmp = temp_path(self.path, per_thread=False)
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(header)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        with atomic_file(self.path, per_thread=False) as handle:
+            handle.write(header)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._header = None
 

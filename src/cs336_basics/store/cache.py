@@ -32,7 +32,6 @@ ignored, and rewritten whole by the next save.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import struct
@@ -51,8 +50,8 @@ from ..core.history import Chunk, Column, History
 from ..core.row import LOSS_FIELDS, ROW_FIELDS, MetricsSnapshot
 from ..core.values import NonFinite, from_marker
 from .codec import dumps, row_from_dict, unmark
-from .fileio import open_regular
-from .layout import RunFiles, temp_path
+from .fileio import atomic_file, open_regular
+from .layout import RunFiles
 
 logger = logging.getLogger("cs336_basics")
 
@@ -294,18 +293,11 @@ class CacheWriter:
                 handle.flush()
                 st = os.fstat(handle.fileno())
         else:
-            tmp = temp_path(path)
-            try:
-                with open(tmp, "wb") as handle:
-                    handle.write(MAGIC)
-                    for part in data.parts:
-                        handle.write(part)
-                    handle.write(header + trailer)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
+            with atomic_file(path, durable=False) as handle:  # (derived: no fsync)
+                handle.write(MAGIC)
+                for part in data.parts:
+                    handle.write(part)
+                handle.write(header + trailer)
             st = os.stat(path)
         self._identity, self._kept = _identity(st), kept
 

@@ -30,8 +30,8 @@ from .codec import (
     head_bytes,
     tail_bytes,
 )
-from .fileio import _fsync_dir, atomic_write, read_bytes_if_any, read_file
-from .layout import RunFiles, temp_path, temp_writer_pid
+from .fileio import atomic_file, atomic_write, fsync_dir, read_bytes_if_any, read_file
+from .layout import RunFiles, temp_writer_pid
 from .lock import pid_alive
 
 logger = logging.getLogger("cs336_basics")
@@ -208,7 +208,7 @@ class DocumentWriter:
         finally:
             os.close(fd)
         undo.unlink()
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self._identity = _identity(written)
         return written
 
@@ -223,10 +223,9 @@ class DocumentWriter:
         pause: Callable[[], None],
     ) -> os.stat_result:
         old_head, kept = len(self._head), self._kept[:k]
-        tmp = temp_path(self.path)
         source = os.open(self.path, os.O_RDONLY) if k else None
         try:
-            with open(tmp, "wb") as handle:
+            with atomic_file(self.path) as handle:
                 handle.write(head)
                 self._kept = []
                 if source is not None:  # the kept chunks' bytes, from the old file
@@ -238,17 +237,9 @@ class DocumentWriter:
                 start = handle.tell()
                 for piece in self._pieces(start, chunks, k, frozen, meta, superseded, pause):
                     handle.write(piece)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
         finally:
             if source is not None:
                 os.close(source)
-        _fsync_dir(self.path.parent)
         written = os.stat(self.path)
         self._head, self._identity = head, _identity(written)
         return written

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -81,7 +81,7 @@ def read_bytes_if_any(path: Path) -> bytes | None:
 # Writing.
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -90,26 +90,37 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> os.stat_result:
-    """Write ``data`` (bytes, or pieces of them written one after another) to ``path`` so
-    that a crash leaves either the old or the new file; returns the new file's stat (taken
-    after the rename, which changes the file's ctime on some file systems)."""
-    tmp = temp_path(path)
+@contextlib.contextmanager
+def atomic_file(path: Path, durable: bool = True, per_thread: bool = True) -> Iterator[BinaryIO]:
+    """A file to write that replaces ``path`` when the block ends: written to a temporary
+    name (``layout.temp_path``), fsynced (``durable``), renamed over ``path``; removed if the
+    block raises. A crash leaves the old file or the new one, never a torn one."""
+    tmp = temp_path(path, per_thread=per_thread)
     try:
         with open(tmp, "wb") as handle:
-            if isinstance(data, bytes):
-                handle.write(data)
-            else:
-                for piece in data:
-                    handle.write(piece)
-            handle.flush()
-            os.fsync(handle.fileno())
+            yield handle
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> os.stat_result:
+    """Write ``data`` (bytes, or pieces of them written one after another) to ``path`` with
+    :func:`atomic_file`; returns the new file's stat (taken after the rename, which changes
+    the file's ctime on some file systems)."""
+    with atomic_file(path) as handle:
+        if isinstance(data, bytes):
+            handle.write(data)
+        else:
+            for piece in data:
+                handle.write(piece)
     return os.stat(path)
 
 
