@@ -30,80 +30,188 @@ from prepare_text import TOKEN_DTYPE, builtin_corpus, write_token_files  # noqa:
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker  # noqa: E402
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train a Transformer LM with experiment tracking.")
-    a = p.add_argument
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (unless it says it in words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is False or default == []:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train a Transformer LM with experiment tracking. Every setting is recorded "
+        "in the run's config (see make_config).",
+        formatter_class=_HelpFormatter,
+    )
+
+    def a(*names: str, **kwargs) -> None:
+        """An option spelled --dash-case and --snake_case (the guide's spelling)."""
+        spellings = list(names)
+        for name in names:
+            if name.startswith("--") and "-" in name[2:]:
+                snake = "--" + name[2:].replace("-", "_")
+                if snake not in spellings:
+                    spellings.append(snake)
+        p.add_argument(*spellings, **kwargs)
+
     a(
         "--wandb-run-name",
-        "--wandb_run_name",
         dest="wandb_run_name",
         default="tinylm_pydoc",
-        help="experiment name (also the W&B run name)",
+        help="experiment name (also the W&B run name and the checkpoint's file name)",
     )
-    a("--vocab-size", "--vocab_size", dest="vocab_size", type=int, default=256)
-    a("--context-length", "--context_length", dest="context_length", type=int, default=128)
-    a("--d-model", "--d_model", dest="d_model", type=int, default=128)
-    a("--num-heads", "--num_heads", dest="num_heads", type=int, default=4)
-    a("--d-ff", "--d_ff", dest="d_ff", type=int, default=352)
-    a("--num-layers", "--num_layers", dest="num_layers", type=int, default=3)
-    a("--rope-theta", "--rope_theta", dest="rope_theta", type=float, default=10000.0)
-    a("--tie-embeddings", action="store_true")
-    a("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)
+    a("--vocab-size", type=int, default=256, help="vocabulary size (256: byte-level)")
+    a("--context-length", type=int, default=128, help="tokens per sequence")
+    a("--d-model", type=int, default=128, help="model width")
+    a("--num-heads", type=int, default=4, help="attention heads")
+    a("--d-ff", type=int, default=352, help="feed-forward (SwiGLU) width")
+    a("--num-layers", type=int, default=3, help="Transformer blocks")
+    a("--rope-theta", type=float, default=10000.0, help="RoPE base")
     a(
-        "--grad-accum",
-        "--grad_accum",
-        dest="grad_accum",
-        type=int,
-        default=1,
-        help="micro-batches per optimizer step",
+        "--tie-embeddings",
+        action="store_true",
+        help="share the input embedding and output projection (default: separate)",
     )
-    a("--max-iters", "--max_iters", dest="max_iters", type=int, default=400, help="optimizer steps")
-    a("--lr", type=float, default=3e-3)
-    a("--min-lr", "--min_lr", dest="min_lr", type=float, default=3e-4)
-    a("--warmup-iters", "--warmup_iters", dest="warmup_iters", type=int, default=40)
-    a("--weight-decay", "--weight_decay", dest="weight_decay", type=float, default=0.1)
-    a("--grad-clip", "--grad_clip", dest="grad_clip", type=float, default=1.0)
-    a("--beta1", type=float, default=0.9)
-    a("--beta2", type=float, default=0.95)
-    a("--eps", type=float, default=1e-8)
-    a("--seed", type=int, default=0)
-    a("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    a(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="sequences per micro-batch (the run's config records batch_size = this x "
+        "--grad-accum, the sequences per optimizer step)",
+    )
+    a("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    a("--max-iters", type=int, default=400, help="optimizer steps in all")
+    a("--lr", type=float, default=3e-3, help="peak learning rate (after warmup)")
+    a("--min-lr", type=float, default=3e-4, help="learning rate at the end of the cosine decay")
+    a("--warmup-iters", type=int, default=40, help="linear warmup steps")
+    a("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
+    a("--grad-clip", type=float, default=1.0, help="gradient norm clipping threshold")
+    a("--beta1", type=float, default=0.9, help="AdamW beta1")
+    a("--beta2", type=float, default=0.95, help="AdamW beta2")
+    a("--eps", type=float, default=1e-8, help="AdamW epsilon")
+    a("--seed", type=int, default=0, help="seed of the initial weights and the batch sampler")
+    a("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (cuda when available)")
     a(
         "--dtype",
         choices=["auto", "fp32", "bf16"],
         default="auto",
-        help="bf16 autocast (default on CUDA) or fp32",
+        help="fp32, or bf16 autocast; auto: bf16 on CUDA, else fp32",
     )
-    a("--log-interval", "--log_interval", dest="log_interval", type=int, default=10)
-    a("--eval-interval", "--eval_interval", dest="eval_interval", type=int, default=50)
-    a("--eval-iters", "--eval_iters", dest="eval_iters", type=int, default=20)
-    a("--train-data", type=Path, help="uint16 token file (np.memmap); see prepare_text.py")
-    a("--val-data", type=Path)
+    a(
+        "--log-interval",
+        type=int,
+        default=10,
+        help="log the mean train loss every N optimizer steps",
+    )
+    a(
+        "--eval-interval",
+        type=int,
+        default=50,
+        help="evaluate every N optimizer steps (and at the end)",
+    )
+    a("--eval-iters", type=int, default=20, help="batches per evaluation of train and val loss")
+    a(
+        "--train-data",
+        type=Path,
+        help="uint16 token file (np.memmap), see prepare_text.py (default: the built-in "
+        "corpus, tokenized into --data-dir)",
+    )
+    a(
+        "--val-data",
+        type=Path,
+        help="uint16 validation token file; give it with --train-data (default: the built-in "
+        "corpus's)",
+    )
     a(
         "--data-dir",
         type=Path,
         default=Path("data/pydoc_topics"),
         help="where the built-in corpus is tokenized to",
     )
-    a("--log-dir", type=Path, default=Path("experiment_logs"))
-    a("--checkpoint-dir", type=Path, default=Path("checkpoints"))
-    a("--checkpoint-interval", type=int, default=200)
-    a("--resume", type=Path, help="a checkpoint written by this script")
-    a("--stop-at", type=int, help="stop (as if preempted) after this iteration; resume later")
+    a("--log-dir", type=Path, default=Path("experiment_logs"), help="where the run's log goes")
+    a("--checkpoint-dir", type=Path, default=Path("checkpoints"), help="where checkpoints go")
+    a(
+        "--checkpoint-interval",
+        type=int,
+        default=200,
+        help="save a checkpoint every N optimizer steps (and at the end)",
+    )
+    a(
+        "--resume",
+        type=Path,
+        help="continue from a checkpoint written by this script: model, optimizer, RNG states "
+        "and the same run log (default: start a new run)",
+    )
+    a(
+        "--stop-at",
+        type=int,
+        help="stop after this iteration, as if preempted, with a checkpoint to --resume from "
+        "(default: run to --max-iters)",
+    )
     a(
         "--sink",
         action="append",
         default=[],
         choices=["wandb", "memory"],
-        help="mirror the run (repeatable)",
+        help="also send the run to this sink; repeatable (default: local log only)",
     )
-    a("--wandb-project", default=None)
-    a("--wandb-entity", default=None)
-    a("--notes", default="")
-    a("--no-plot", action="store_true")
-    a("--quiet", action="store_true", help="no progress line")
+    a(
+        "--wandb-project",
+        help="W&B project of --sink wandb (default: WANDB_PROJECT, else cs336-basics)",
+    )
+    a("--wandb-entity", help="W&B entity of --sink wandb (default: WANDB_ENTITY, else yours)")
+    a("--notes", default="", help="notes stored with the finished run (default: none)")
+    a(
+        "--no-plot",
+        action="store_true",
+        help="write no loss-curve PNG at the end (default: write one)",
+    )
+    a("--quiet", action="store_true", help="no progress line or per-eval lines")
+    return p
+
+
+#: Options that are not settings of the training: where files go, how the run is watched,
+#: mirrored or interrupted. Every other option is recorded in the run's config.
+NOT_RECORDED = frozenset(
+    {
+        "log_dir",
+        "checkpoint_dir",
+        "resume",
+        "stop_at",
+        "sink",
+        "wandb_project",
+        "wandb_entity",
+        "notes",
+        "no_plot",
+        "quiet",
+        "data_dir",  # recorded as the train_data/val_data files read from it
+    }
+)
+#: Options recorded under the guide's name for them.
+CONFIG_NAMES = {
+    "wandb_run_name": "experiment_name",
+    "lr": "max_learning_rate",
+    "min_lr": "min_learning_rate",
+    "batch_size": "micro_batch_size",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
-    for name in ("batch_size", "max_iters", "grad_accum", "log_interval", "eval_interval"):
+    for name in (
+        "batch_size",
+        "max_iters",
+        "grad_accum",
+        "log_interval",
+        "eval_interval",
+        "eval_iters",
+        "checkpoint_interval",
+    ):
         if getattr(args, name) < 1:
             p.error(
                 f"--{name.replace('_', '-')}: expected a positive integer, "
@@ -120,15 +228,19 @@ def pick_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_tokens(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+def data_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The train and val token files this run reads (the built-in corpus's by default)."""
     if (args.train_data is None) != (args.val_data is None):
         raise SystemExit("--train-data and --val-data go together")
     if args.train_data is None:
-        train_path, val_path = args.data_dir / "train.bin", args.data_dir / "val.bin"
-        if not (train_path.exists() and val_path.exists()):
-            write_token_files(builtin_corpus(), args.data_dir)
-    else:
-        train_path, val_path = args.train_data, args.val_data
+        return args.data_dir / "train.bin", args.data_dir / "val.bin"
+    return args.train_data, args.val_data
+
+
+def load_tokens(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    train_path, val_path = data_paths(args)
+    if args.train_data is None and not (train_path.exists() and val_path.exists()):
+        write_token_files(builtin_corpus(), args.data_dir)
     train = np.memmap(train_path, dtype=TOKEN_DTYPE, mode="r")
     val = np.memmap(val_path, dtype=TOKEN_DTYPE, mode="r")
     for name, data in (("train", train), ("val", val)):
@@ -171,34 +283,26 @@ def estimate_loss(model, data_sets, args, device, autocast, gen) -> dict[str, fl
 
 
 def make_config(args: argparse.Namespace, device: str, dtype: str) -> ExperimentConfig:
-    return ExperimentConfig(
-        experiment_name=args.wandb_run_name,
-        vocab_size=args.vocab_size,
-        context_length=args.context_length,
-        d_model=args.d_model,
-        num_heads=args.num_heads,
-        d_ff=args.d_ff,
-        num_layers=args.num_layers,
-        rope_theta=args.rope_theta,
+    """Every setting of the run (each option but those in NOT_RECORDED), so that a report's
+    "differs from baseline" shows any of them. ``batch_size`` is the sequences of one
+    optimizer step (micro-batch x accumulation), so tokens per step are batch_size x
+    context_length; the micro-batch is ``micro_batch_size``. Device and dtype are the ones
+    used ("auto" resolved); the data are the token files read."""
+    settings = {
+        CONFIG_NAMES.get(name, name): str(value) if isinstance(value, Path) else value
+        for name, value in vars(args).items()
+        if name not in NOT_RECORDED
+    }
+    train_path, val_path = data_paths(args)
+    settings.update(
         batch_size=args.batch_size * args.grad_accum,
-        max_iters=args.max_iters,
-        max_learning_rate=args.lr,
-        min_learning_rate=args.min_lr,
-        warmup_iters=args.warmup_iters,
-        weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip,
-        beta1=args.beta1,
-        beta2=args.beta2,
-        eps=args.eps,
-        seed=args.seed,
         device=device,
-        optimizer_name="AdamW",
-        micro_batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
         dtype=dtype,
-        tie_embeddings=args.tie_embeddings,
-        data=str(args.train_data or "builtin:pydoc_data.topics"),
+        optimizer_name="AdamW",
+        train_data=str(train_path),
+        val_data=str(val_path),
     )
+    return ExperimentConfig(**settings)
 
 
 def make_sinks(args: argparse.Namespace) -> list:
@@ -246,7 +350,10 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_iter, run_path = ckpt["iteration"] + 1, ckpt["tracker_run"]
-        gen = np.random.default_rng([args.seed, start_iter])
+        if "rng" in ckpt:  # the sampler goes on where it stopped: as if never interrupted
+            restore_rng_states(ckpt["rng"], gen, device)
+        else:  # a checkpoint of an older version of this script
+            gen = np.random.default_rng([args.seed, start_iter])
 
     def autocast():
         if dtype == "bf16":
@@ -342,7 +449,7 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
             or it + 1 == args.max_iters
             or it == args.stop_at
         ):
-            save_checkpoint(args, model, optimizer, it, tracker)
+            save_checkpoint(args, model, optimizer, it, tracker, gen, device)
         if args.stop_at is not None and it >= args.stop_at:
             break
     if bar is not None:
@@ -383,7 +490,26 @@ def checkpoint_path(args: argparse.Namespace) -> Path:
     return args.checkpoint_dir / f"{args.wandb_run_name}.pt"
 
 
-def save_checkpoint(args, model, optimizer, it: int, tracker: ExperimentTracker) -> None:
+def rng_states(gen: np.random.Generator, device: str) -> dict:
+    """Every random state the training draws from: the batch sampler (numpy), torch's CPU
+    generator and, on CUDA, the device's generators."""
+    states = {"numpy": gen.bit_generator.state, "torch": torch.get_rng_state()}
+    if device.startswith("cuda"):
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict, gen: np.random.Generator, device: str) -> None:
+    """Undo :func:`rng_states` (a resumed run draws what the uninterrupted one would)."""
+    gen.bit_generator.state = states["numpy"]
+    torch.set_rng_state(states["torch"].cpu())  # torch.load's map_location may have moved it
+    if "cuda" in states and device.startswith("cuda"):
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
+def save_checkpoint(
+    args, model, optimizer, it: int, tracker: ExperimentTracker, gen, device: str
+) -> None:
     tracker.save()  # the run's JSON matches the checkpoint
     path = checkpoint_path(args)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -394,6 +520,7 @@ def save_checkpoint(args, model, optimizer, it: int, tracker: ExperimentTracker)
             "optimizer": optimizer.state_dict(),
             "iteration": it,
             "tracker_run": str(tracker.path),
+            "rng": rng_states(gen, device),
             "args": vars(args),
         },
         tmp,

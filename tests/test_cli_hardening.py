@@ -234,7 +234,7 @@ def test_bugs_are_not_hidden_as_usage_errors(logs, monkeypatch, error):
     def broken(args):
         raise error
 
-    monkeypatch.setattr(cli, "cmd_list", broken)
+    monkeypatch.setattr(cli.runs, "cmd_list", broken)
     with pytest.raises(type(error)):
         main(["list", "--log-dir", str(logs)])
 
@@ -243,7 +243,7 @@ def test_environment_errors_are_one_line_exit_1(logs, monkeypatch, capsys):
     def denied(args):
         raise PermissionError(13, "Permission denied", "somewhere")
 
-    monkeypatch.setattr(cli, "cmd_list", denied)
+    monkeypatch.setattr(cli.runs, "cmd_list", denied)
     code, out, err = run(capsys, "list", "--log-dir", str(logs))
     assert code == 1 and err.count("\n") == 1 and "Permission denied" in err
 

@@ -182,3 +182,103 @@ def test_python_dash_m_and_console_script_agree(logs):
     )
     b = cli(logs, "list", "--json")
     assert a.returncode == b.returncode == 0 and json.loads(a.stdout) == json.loads(b.stdout)
+
+
+# --------------------------------------------------------------------------- labels and options
+
+
+def test_plot_labels_say_what_is_drawn(tmp_path):
+    byte_level = run_simulated(tmp_path, "bytes", iters=12, vocab_size=256, finish=False)
+    byte_level.log_metrics(iteration=12, train_loss=2.0, grad_norm=0.7)
+    byte_level.finish()
+    run_simulated(tmp_path, "bpe", iters=12, vocab_size=10000)
+    from cs336_basics.experiment_analysis import ExperimentAnalyzer
+
+    analyzer = ExperimentAnalyzer(tmp_path)
+    analyzer.load_all(quiet=True)
+    cases = [
+        (["bytes"], ("grad_norm",), "grad norm", "Grad norm vs gradient step"),
+        (["bytes"], ("train_loss", "val_loss"), "loss (nats/byte)", "Loss vs gradient step"),
+        (["bpe"], ("val_loss",), "loss (nats/token)", "Loss vs gradient step"),
+        (["bytes", "bpe"], ("train_loss",), "loss (nats/token)", "Loss vs"),  # mixed vocabs
+        (["bytes"], ("learning_rate", "train_loss"), "learning rate, train loss", "Learning"),
+    ]
+    for names, metrics, ylabel, title in cases:
+        fig = plot_runs(analyzer.select(names), metrics=metrics)
+        ax = fig.axes[0]
+        assert ax.get_ylabel() == ylabel, (metrics, ax.get_ylabel())
+        assert ax.get_title().startswith(title), ax.get_title()
+        if metrics == ("grad_norm",):  # not a loss: no word of one
+            assert "loss" not in (ax.get_title() + ax.get_ylabel()).lower()
+        close(fig)
+
+
+def test_plot_tokens_axis_from_the_command_line(logs, tmp_path):
+    out = tmp_path / "tokens.png"
+    proc = cli(logs, "plot", "lr_3e-3", "--x", "tokens", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    from cs336_basics.experiment_analysis import ExperimentAnalyzer
+
+    analyzer = ExperimentAnalyzer(logs)
+    analyzer.load_all(quiet=True)
+    fig = plot_runs(analyzer.select(["lr_3e-3"]), x="tokens", metrics=("train_loss",))
+    (line,) = fig.axes[0].get_lines()
+    steps = [r.gradient_step for r in analyzer.get("lr_3e-3").metrics_history]
+    assert list(line.get_xdata()) == [s * 32 * 256 for s in steps]  # batch 32 x context 256
+    assert fig.axes[0].get_xlabel() == "tokens seen"
+    close(fig)
+
+
+@pytest.mark.parametrize("points", ["0", "-5", "1"])
+def test_plot_refuses_max_points_below_two(logs, tmp_path, points):
+    out = tmp_path / "x.png"
+    proc = cli(logs, "plot", "lr_*", "--max-points", points, "-o", str(out))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"--max-points {points}: expected" in proc.stderr and "2 or more" in proc.stderr
+    assert not out.exists()
+
+
+def test_plot_runs_refuses_max_points_below_two(logs):
+    from cs336_basics.core.errors import UsageError
+    from cs336_basics.experiment_analysis import ExperimentAnalyzer
+
+    analyzer = ExperimentAnalyzer(logs)
+    analyzer.load_all(quiet=True)
+    for bad in (0, -5, 1, 2.5, True):
+        with pytest.raises(UsageError, match="max_points"):
+            plot_runs(analyzer.select(["lr_1e-3"]), max_points=bad)
+
+
+def test_unknown_metric_lists_metrics_not_axes(logs, tmp_path):
+    proc = cli(logs, "plot", "lr_*", "--metric", "nope", "-o", str(tmp_path / "x.png"))
+    assert proc.returncode == 2
+    available = proc.stderr.split("available:")[1]
+    names = [n.strip() for n in available.split(",")]
+    assert "train_loss" in names and "learning_rate" in names
+    assert not {"iteration", "gradient_step", "wallclock_time"} & set(names), names
+
+
+def test_report_writes_into_the_log_dir_by_default(logs, tmp_path):
+    """A first `cs336-exp report` never rewrites the EXPERIMENT_LOG.md of the folder it is
+    run in (the project's own log): it writes LOG_DIR/EXPERIMENT_LOG.md and LOG_DIR/curves."""
+    project_log = logs.parent / "EXPERIMENT_LOG.md"
+    committed = f"# Project log\n\n{BEGIN}\n| committed table |\n{END}\n\n![](docs/curves/a.png)\n"
+    project_log.write_text(committed)
+    proc = cli(logs, "report", cwd=logs.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert project_log.read_text() == committed
+    written = logs / "EXPERIMENT_LOG.md"
+    assert proc.stdout.startswith(f"created: {written}")
+    text = written.read_text()
+    assert "| lr_3e-3 |" in text and "](curves/lr_3e-3.png)" in text
+    assert "](curves/all_runs.png)" in text
+    assert (logs / "curves" / "lr_3e-3.png").read_bytes()[:8] == PNG_MAGIC
+    assert not (logs.parent / "curves").exists()
+
+
+def test_report_without_runs_dir_says_so(tmp_path):
+    proc = cli(tmp_path / "nowhere", "report", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--log-dir" in proc.stderr and "no log directory" in proc.stderr
+    assert list(tmp_path.iterdir()) == []

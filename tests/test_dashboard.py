@@ -4,6 +4,7 @@ the page driven in a real headless chromium (skipped only outside CI when it is 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -435,3 +436,118 @@ def test_series_of_every_run_names_the_runs(tmp_path):
         ids = get(server, "/api/runs")[1]["ids"]
         status, body = get(server, "/api/series?metric=train_loss&runs=*")
         assert status == 200 and body["runs"] == ids == sorted(s["run"] for s in body["series"])
+
+
+# ----------------------------------------------------------------------- numbers on the page
+
+
+def _cells(browser, run_id: str) -> dict[str, str]:
+    """The runs table's cells of one run, by the payload key of their column."""
+    return browser.execute_script(
+        'const tr = document.querySelector(`#runs tbody tr[data-id="${arguments[0]}"]`);'
+        "return tr && Object.fromEntries([...tr.cells].map(c => [c.dataset.key, c.textContent]))",
+        run_id,
+    )
+
+
+@needs_browser
+@pytest.mark.slow
+def test_page_shows_the_numbers_the_command_line_shows(tmp_path, browser, capsys):
+    """Runs killed (SIGKILL) at random points show on the page the best and last losses that
+    `cs336-exp list` shows (RunResults, computed once); two runs of one name are told apart
+    by run id and start time; a run's W&B mirror status is shown."""
+    from killed_runs import killed_runs
+
+    from cs336_basics.cli import main
+
+    killed = killed_runs(tmp_path, count=3, seed=5)
+    run_simulated(tmp_path, "twin", iters=20)
+    time.sleep(1.1)  # the second "twin" starts in a later second: another start time
+    mirrored = ExperimentTracker(ExperimentConfig(experiment_name="twin"), log_dir=tmp_path)
+    for i in range(25):
+        mirrored.log_metrics(iteration=i, train_loss=2.0 + 1 / (i + 1))
+    mirrored.log_eval(iteration=24, val_loss=2.5)
+    mirrored.log.mirrors["wandb"] = {"status": "finished", "mode": "offline", "run_id": "abc"}
+    mirrored.finish()
+    assert main(["list", "--json", "--log-dir", str(tmp_path)]) == 0
+    listed = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert sorted(r["run"].split("_20")[0] for r in listed.values()) == sorted(
+        [*killed, "experiment_twin", "twin"]
+    )  # the older twin is listed by its run id
+    with served(tmp_path) as server:
+        browser.get(server.url)
+        wait_for(
+            browser,
+            f"Object.keys(window.__dash.runs).length === {len(listed)} && "
+            "Object.values(window.__dash.runs).every(r => r.status === 'finished' || "
+            "r.status === 'unfinished')",
+            20,
+        )
+        page = browser.execute_script("return window.__dash.runs")
+        for run_id, record in listed.items():
+            shown = page[run_id]
+            assert shown["status"] == record["status"]
+            for key, page_key in (
+                ("best_train_loss", "best_train_loss"),
+                ("best_val_loss", "best_val_loss"),
+                ("final_train_loss", "last_train_loss"),
+                ("final_val_loss", "last_val_loss"),
+            ):
+                assert record[key] is not None and shown[page_key] == record[key], (run_id, key)
+            cells = _cells(browser, run_id)
+            assert cells["id"] == run_id
+            assert cells["start_time"] == record["start_time"][:19].replace("T", " ")
+            for page_key, key in (("best_val_loss", "best_val_loss"), ("last_val_loss",
+                                  "final_val_loss")):  # fmt: skip
+                assert float(cells[page_key]) == float(f"{record[key]:.4g}"), (run_id, cells)
+            expected_mirror = "offline" if run_id == mirrored.run_id else ""
+            assert cells["mirror"] == expected_mirror
+        starts = {_cells(browser, i)["start_time"] for i in listed if "twin" in i}
+        assert len(starts) == 2  # the two "twin" runs, told apart
+        assert not browser.execute_script("return window.__dash.errors")
+
+
+@needs_browser
+def test_learning_rate_chart_is_never_smoothed(tmp_path, browser):
+    """The default smoothing (0.6) smooths the loss chart but not the learning rate, whose
+    peak stays at the last warmup step."""
+    warmup, steps = 20, 200
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="sched"), log_dir=tmp_path)
+    for i in range(steps):
+        if i < warmup:
+            lr = 1e-3 * (i + 1) / warmup
+        else:
+            lr = 1e-4 + 0.5 * (1e-3 - 1e-4) * (1 + math.cos(math.pi * (i - warmup) / steps))
+        tracker.log_metrics(iteration=i, train_loss=3.0 + (i % 5) * 0.1, learning_rate=lr)
+        tracker.increment_gradient_step()
+    tracker.finish()
+    key = f"{tracker.run_id}|learning_rate"
+    with served(tmp_path) as server:
+        browser.get(server.url)
+        wait_for(browser, "window.__dash.charts.learning_rate && window.__dash.charts.loss", 20)
+        assert browser.execute_script("return window.__dash.smoothing") == 0.6
+        loss = browser.execute_script("return window.__dash.charts.loss")
+        assert loss["smoothed"].get(f"{tracker.run_id}|train_loss", 0) > 0
+        chart = browser.execute_script("return window.__dash.charts.learning_rate")
+        assert chart["smoothed"] == {} and chart["smoothing"] == 0 and chart["points"][key] == 200
+        traces = browser.execute_script(
+            "const card = [...document.querySelectorAll('.chart')].find("
+            "  c => c.querySelector('h2').textContent === 'learning rate');"
+            "return card.querySelector('.plot').data.map(t => ({name: t.name, x: t.x, y: t.y}))"
+        )
+        assert [t["name"] for t in traces] == ["sched learning_rate"]  # no raw + smoothed pair
+        xs, ys = traces[0]["x"], traces[0]["y"]
+        assert xs[ys.index(max(ys))] == warmup  # the peak: gradient step 20 (iteration 19)
+        assert max(ys) == pytest.approx(1e-3)
+        # Moving the slider smooths the loss again, never the learning rate.
+        draws = browser.execute_script("return window.__dash.draws")
+        browser.execute_script(
+            "const s = document.getElementById('smoothing'); s.value = '0.95';"
+            "s.dispatchEvent(new Event('input'))"
+        )
+        wait_for(  # both charts redrawn (one after the other, loss first)
+            browser,
+            f"window.__dash.draws >= {draws + 2} && window.__dash.charts.loss.smoothing === 0.95",
+        )
+        chart = browser.execute_script("return window.__dash.charts.learning_rate")
+        assert chart["smoothed"] == {} and chart["smoothing"] == 0

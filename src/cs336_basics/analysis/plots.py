@@ -137,6 +137,10 @@ def plot_runs(
     available.
     """
     chosen = axis(x)
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
+        raise UsageError(
+            f"max_points: expected a whole number of points, 2 or more, got {max_points!r}"
+        )
     items = (
         list(logs.items())
         if isinstance(logs, dict)

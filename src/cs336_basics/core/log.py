@@ -108,6 +108,21 @@ class ExperimentLog:
             value = as_history(value)
         object.__setattr__(self, name, value)
 
+    def __repr__(self) -> str:
+        """One short line (a dict of runs in a REPL stays readable): name, run id, status,
+        rows and the best val loss of :meth:`results`."""
+        results = self.results()
+        best = results.best_val_loss
+        shown = "no val loss" if best is None else f"best val {best:.4f}"
+        if best is not None and results.from_history:
+            shown += " so far"
+        run_id = f" ({self.run_id})" if self.run_id else ""
+        rows = len(self.metrics_history)
+        return (
+            f"<ExperimentLog {self.experiment_name}{run_id}, {results.status}, "
+            f"{rows} row{'' if rows == 1 else 's'}, {shown}>"
+        )
+
     @property
     def experiment_name(self) -> str:
         return self.config.experiment_name

@@ -85,8 +85,10 @@ def format_summary(log: ExperimentLog) -> str:
         f"  tokens seen:      {fmt(results.tokens)}",
         f"  best train loss:  {fmt(results.best_train_loss)}{marked}",
         f"  best val loss:    {fmt(results.best_val_loss)}{marked}",
-        f"  {'last' if marked else 'final'} train loss: {fmt(results.final_train_loss)}",
-        f"  {'last' if marked else 'final'} val loss:   {fmt(results.final_val_loss)}",
+        f"  {'last' if marked else 'final'} train loss:{' ' if marked else ''} "
+        f"{fmt(results.final_train_loss)}{marked}",
+        f"  {'last' if marked else 'final'} val loss:{' ' if marked else ''}   "
+        f"{fmt(results.final_val_loss)}{marked}",
         f"  model:            d_model={fmt(cfg.d_model)} layers={fmt(cfg.num_layers)} "
         f"heads={fmt(cfg.num_heads)} d_ff={fmt(cfg.d_ff)} ctx={fmt(cfg.context_length)}",
         f"  optimizer:        {fmt(cfg.optimizer_name)} lr={fmt(cfg.max_learning_rate)}->"

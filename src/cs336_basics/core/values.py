@@ -1,9 +1,11 @@
 """Turning what a training loop passes as a metric into a float (pure functions).
 
-Accepted: ``int``, ``float``, numpy scalars, 0-d (or one-element) tensors, anything ``float()``
-takes except strings, bools and complex numbers. Rejected with ``TypeError`` naming the
-argument: strings, bools (``numpy.bool_`` too), complex numbers, ``None`` where a number is
-required, lists, multi-element arrays and tensors; with ``ValueError``: an integer too large
+Accepted: ``int``, ``float``, numpy scalars, 0-d numpy arrays and torch tensors, anything
+``float()`` takes except strings, bools and complex numbers. Rejected with ``TypeError`` naming
+the argument: strings, bools (``numpy.bool_`` too), complex numbers, ``None`` where a number is
+required, lists, and any array or tensor with a dimension (``ndim > 0``, one element or many:
+numpy and torch alike; the message says to pass ``x.squeeze()`` or ``x.reshape(())``, which
+keep a GPU tensor on its device); with ``ValueError``: an integer too large
 for a float (``10**400``). Iterations and steps are integers from 0 to :data:`MAX_INDEX`
 (2**53 - 1: exact as a float, as plots, pandas and a browser's ``JSON.parse`` need).
 
@@ -159,7 +161,7 @@ def to_float(name: str, value: Any, *, allow_device: bool = False) -> Any:
     """Validate one metric value and return it as a float.
 
     ``name`` is the argument's name, used in the error message. With ``allow_device`` a
-    one-element accelerator tensor is returned unconverted (the caller converts it later).
+    0-d accelerator tensor is returned unconverted (the caller converts it later).
     """
     kind = type(value)
     if kind is float:
@@ -187,6 +189,13 @@ def to_float(name: str, value: Any, *, allow_device: bool = False) -> Any:
     if count != 1:
         raise TypeError(
             f"{name}: expected a single number, got {_describe(value)} with {count} elements"
+        )
+    ndim = getattr(value, "ndim", 0)
+    if isinstance(ndim, int) and ndim > 0:
+        shape = tuple(getattr(value, "shape", ()))
+        raise TypeError(
+            f"{name}: expected a single number (0-d), got {_describe(value)} of shape {shape}; "
+            "pass value.squeeze() or value.reshape(()) (or float(value.item()))"
         )
     if allow_device and is_device_tensor(value):
         return value

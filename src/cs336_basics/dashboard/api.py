@@ -13,7 +13,7 @@ from typing import Any
 from ..core.row import AXIS_FIELDS
 from ..core.text import describe_mirror
 from ..core.values import marker_for
-from .series import MAX_POINTS, MAX_SMOOTHING, X_AXES, curve
+from .series import MAX_POINTS, MAX_SMOOTHING, UNSMOOTHED, X_AXES, curve
 from .store import RunStore, RunView
 
 MAX_RUNS_PER_REQUEST = 500
@@ -107,6 +107,7 @@ def runs(store: RunStore, only: set[str] | None = None) -> dict[str, Any]:
         "runs": out,
         "axes": list(X_AXES),
         "stored_axes": list(AXIS_FIELDS),
+        "unsmoothed": sorted(UNSMOOTHED),  # the page never smooths these (series.UNSMOOTHED)
     }
 
 

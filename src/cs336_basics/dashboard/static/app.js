@@ -14,15 +14,21 @@ const TITLES = { loss: "train / val loss", learning_rate: "learning rate", grad_
   tokens_per_sec: "tokens / s", iter_time_ms: "iteration time (ms)" };
 const X_TITLES = { gradient_step: "gradient step", iteration: "iteration",
   tokens: "tokens seen", wallclock: "wall-clock time (s since start)" };
+// The runs table: [header, key in the runs payload, cell class]. Two runs of one name are
+// told apart by run id and start time; the losses are the server's (RunResults: for a run
+// that did not finish, its history so far).
 const COLUMNS = [
-  ["", null], ["name", "name"], ["status", "status"], ["rows", "rows"],
-  ["best train", "best_train_loss"], ["last train", "last_train_loss"],
-  ["best val", "best_val_loss"], ["last val", "last_val_loss"]];
+  ["", null, ""], ["name", "name", ""], ["run id", "id", "id"], ["started", "start_time", ""],
+  ["status", "status", ""], ["rows", "rows", "num"],
+  ["best train", "best_train_loss", "num"], ["last train", "last_train_loss", "num"],
+  ["best val", "best_val_loss", "num"], ["last val", "last_val_loss", "num"],
+  ["mirror", "mirror", ""]];
 
 const S = {
   runs: new Map(), selected: new Set(), seen: new Set(), colours: new Map(), highlight: null,
   x: "gradient_step", smoothing: 0.6, logy: false, outliers: false, metricFilter: "",
   runFilter: null, sort: { key: "start_time", dir: 1 }, charts: new Map(),
+  unsmoothed: new Set(["learning_rate"]),  // replaced by the server's list (api "unsmoothed")
 };
 const dash = window.__dash = { ready: false, runs: {}, charts: {}, draws: 0, previews: 0,
   firstChartMs: null, interactiveMs: null,
@@ -53,6 +59,7 @@ function colour(id) {
 
 function mergeRuns(payload) {
   $("logdir").textContent = payload.log_dir;
+  if (payload.unsmoothed) S.unsmoothed = new Set(payload.unsmoothed);
   const ids = new Set(payload.ids);
   for (const id of [...S.runs.keys()]) if (!ids.has(id)) { S.runs.delete(id); S.selected.delete(id); }
   // New runs get colours in start order, so a colour never changes while the page is open.
@@ -62,7 +69,9 @@ function mergeRuns(payload) {
   for (const r of fresh) { S.seen.add(r.id); S.selected.add(r.id); colour(r.id); }
   for (const r of S.runs.values()) {
     dash.runs[r.id] = { name: r.name, status: r.status, rows: r.rows, last: r.last,
-      version: r.version, colour: S.colours.get(r.id) };
+      version: r.version, colour: S.colours.get(r.id), start_time: r.start_time,
+      mirror: r.mirror, best_train_loss: r.best_train_loss, last_train_loss: r.last_train_loss,
+      best_val_loss: r.best_val_loss, last_val_loss: r.last_val_loss };
   }
   for (const id of Object.keys(dash.runs)) if (!S.runs.has(id)) delete dash.runs[id];
   $("message").textContent = payload.loading ? `loading ${payload.loading} run(s)...` : "";
@@ -105,7 +114,7 @@ function differingConfig(runs) {
 function renderTable() {
   const all = [...S.runs.values()].filter(matches);
   const cfg = differingConfig(all.filter((r) => S.selected.has(r.id)));
-  const cols = [...COLUMNS, ...cfg.map((k) => [k, "config." + k])];
+  const cols = [...COLUMNS, ...cfg.map((k) => [k, "config." + k, ""])];
   const value = (r, key) => (key.startsWith("config.") ? (r.config || {})[key.slice(7)] : r[key]);
   const { key, dir } = S.sort;
   all.sort((a, b) => {
@@ -131,16 +140,24 @@ function renderTable() {
     if (r.id === S.highlight) tr.className = "highlight";
     const box = `<input type="checkbox" ${S.selected.has(r.id) ? "checked" : ""}>`;
     const sw = `<span class="swatch" style="background:${S.colours.get(r.id) || "#ccc"}"></span>`;
-    const status = `<span class="status ${r.status}">${r.status}${r.source === "wandb" ? " (W&amp;B)" : ""}</span>`;
-    const cells = [`${box} ${sw}`, esc(r.name), status, fmt(r.rows),
-      fmt(r.best_train_loss), fmt(r.last_train_loss), fmt(r.best_val_loss), fmt(r.last_val_loss),
-      ...cfg.map((k) => esc(fmt((r.config || {})[k])))];
-    tr.innerHTML = cells.map((c, i) => `<td class="${i >= 3 ? "num" : ""}">${c}</td>`).join("");
+    const status = `<span class="status ${esc(r.status)}">${esc(r.status)}${r.source === "wandb" ? " (W&amp;B)" : ""}</span>`;
+    const cell = (k) => {
+      if (k === null) return `${box} ${sw}`;
+      if (k === "status") return status;
+      if (k === "start_time") return esc(startTime(r.start_time));
+      return esc(fmt(value(r, k)));
+    };
+    tr.innerHTML = cols.map(([, k, cls]) => `<td class="${cls}" data-key="${k || ""}">${cell(k)}</td>`).join("");
     if (r.error) tr.title = r.error;
     return tr;
   });
   $("runs").tHead.replaceChildren(head);
   $("runs").tBodies[0].replaceChildren(...rows);
+}
+
+// "2026-12-05T11:17:00.082044" -> "2026-12-05 11:17:00" (the run's own clock, as written).
+function startTime(t) {
+  return t ? String(t).slice(0, 19).replace("T", " ") : "";
 }
 
 function esc(s) {
@@ -159,6 +176,9 @@ function chartKeys() {
 }
 const rank = (k) => (ORDER.includes(k) ? ORDER.indexOf(k) : ORDER.length);
 const metricsOf = (key) => (key === "loss" ? ["train_loss", "val_loss"] : [key]);
+// The smoothing a chart asks for: the slider's, except for metrics the server never smooths
+// (schedules such as the learning rate: smoothing would move the warmup peak).
+const smoothingOf = (key) => (metricsOf(key).every((m) => S.unsmoothed.has(m)) ? 0 : S.smoothing);
 
 function ensureCharts() {
   const filter = S.metricFilter.toLowerCase();
@@ -206,12 +226,13 @@ function prefetch() {
   $("charts").appendChild(probe);
   const points = pointsFor(plotWidth(probe.firstChild));
   probe.remove();
-  const params = new URLSearchParams({ runs: "*", x: S.x, smoothing: S.smoothing, points: String(points) });
+  const smoothing = smoothingOf("loss");
+  const params = new URLSearchParams({ runs: "*", x: S.x, smoothing, points: String(points) });
   const answers = metricsOf("loss").map((m) => {
     params.set("metric", m);
     return getJSON("/api/series?" + params).catch(() => null);
   });
-  prefetched = { x: S.x, smoothing: S.smoothing, points, answers: Promise.all(answers) };
+  prefetched = { x: S.x, smoothing, points, answers: Promise.all(answers) };
 }
 
 // The prefetched curves, when they are what load() would ask for (the width may differ a
@@ -220,7 +241,7 @@ async function takePrefetched(chart, runs, points) {
   const pre = prefetched;
   if (!pre || chart.key !== "loss" || chart.range) return null;
   prefetched = null;
-  if (pre.x !== S.x || pre.smoothing !== S.smoothing || Math.abs(pre.points - points) > 0.15 * points) return null;
+  if (pre.x !== S.x || pre.smoothing !== smoothingOf(chart.key) || Math.abs(pre.points - points) > 0.15 * points) return null;
   const answers = await pre.answers;
   const same = (a) => a && a.runs.length === runs.length && [...a.runs].sort().every((id, i) => id === runs[i]);
   return answers.every(same) ? answers : null;
@@ -237,16 +258,17 @@ async function load(chart, ids) {
   chart.busy = true;
   try {
     const points = pointsFor(plotWidth(chart.div));
-    const params = new URLSearchParams({ runs: runs.join(","), x: S.x, smoothing: S.smoothing,
+    const smoothing = smoothingOf(chart.key);
+    const params = new URLSearchParams({ runs: runs.join(","), x: S.x, smoothing,
       points: String(points) });
     if (chart.range) { params.set("x0", chart.range[0]); params.set("x1", chart.range[1]); }
-    const wanted = `${S.x}|${S.smoothing}|${chart.range}`;
+    const wanted = `${S.x}|${smoothing}|${chart.range}`;
     const answers = (ids === null && await takePrefetched(chart, [...runs].sort(), points)) ||
       await Promise.all(metricsOf(chart.key).map((m) => {
         params.set("metric", m);
         return getJSON("/api/series?" + params);
       }));
-    if (wanted === `${S.x}|${S.smoothing}|${chart.range}`) {
+    if (wanted === `${S.x}|${smoothingOf(chart.key)}|${chart.range}`) {
       if (ids === null) chart.data.clear();
       for (const a of answers) {
         for (const id of runs) chart.data.delete(`${id}|${a.metric}`);
@@ -431,6 +453,7 @@ function draw(chart) {
   if (dash.interactiveMs === null && info.series > 0) dash.interactiveMs = now;
   info.range = chart.range;
   info.x = S.x;
+  info.smoothing = smoothingOf(chart.key);
   dash.charts[chart.key] = info;
   const total = [...chart.data.values()].reduce((n, s) => n + s.points, 0);
   chart.card.querySelector(".note").textContent = `${total.toLocaleString("en")} points`;

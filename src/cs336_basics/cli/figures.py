@@ -1,0 +1,188 @@
+"""Figures and the report: ``plot`` (a PNG of curves) and ``report`` (a Markdown table of
+runs with their curve images). matplotlib is imported only when a figure is drawn."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..analysis.plots import DEFAULT_MAX_POINTS
+from ..core.errors import UsageError
+from ..core.log import ExperimentLog
+from ..core.row import AXES, axis
+from .common import (
+    add_command,
+    analyzer,
+    output_file,
+    output_folder,
+    read_text,
+    require_log_dir,
+)
+
+#: Where ``report`` writes when no ``--file`` is given: inside the log directory, so a first
+#: report never rewrites a file of the project the command is run in.
+REPORT_NAME = "EXPERIMENT_LOG.md"
+IMAGES_NAME = "curves"
+
+
+def _axis_name(value: str) -> str:
+    """argparse type of ``--x``: an axis of ``core.row.AXES`` or one of its aliases."""
+    try:
+        return axis(value).name
+    except UsageError:
+        return value  # argparse's choices check names the valid ones
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from ..analysis.plots import close, plot_runs
+
+    if args.max_points < 2:
+        raise UsageError(
+            f"--max-points {args.max_points}: expected a number of points per curve, 2 or more"
+        )
+    out = output_file("-o", args.output)
+    runs = analyzer(args).select(args.runs)
+    metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
+    fig = plot_runs(
+        runs, x=args.x, metrics=metrics, logy=args.logy, out=out, max_points=args.max_points
+    )
+    close(fig)
+    print(f"wrote {args.output} ({len(runs)} run(s): {', '.join(runs)})")
+
+
+def _report_images(
+    runs: dict[str, ExperimentLog], images: Path, document: Path
+) -> tuple[dict[str, str], str]:
+    """Draw each run's curves and the overview; returns their links relative to the document."""
+    from ..analysis.plots import close, plot_runs
+    from ..analysis.report import image_names, relative_link
+    from ..store.layout import inside
+
+    images.mkdir(parents=True, exist_ok=True)
+    links = {}
+    for key, name in image_names(runs).items():
+        target = inside(images, name)
+        close(plot_runs({key: runs[key]}, x="gradient_step", out=target))
+        links[key] = relative_link(target, document)
+    overview = images / "all_runs.png"
+    close(
+        plot_runs(
+            runs,
+            x="gradient_step",
+            metrics=("val_loss",),
+            out=overview,
+            title="Validation loss, all runs",
+        )
+    )
+    return links, relative_link(overview, document)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from ..analysis.report import new_document, render_table, splice
+
+    log_dir = require_log_dir(args)
+    document = output_file("--file", args.file or log_dir / REPORT_NAME)
+    images = None
+    if not args.no_images:
+        images = output_folder("--images-dir", args.images_dir or log_dir / IMAGES_NAME)
+    text = read_text("--file", document) if document.exists() else None
+    if text is not None and text.strip():  # refuse bad markers before drawing anything
+        splice(text, "", append=args.append, name=str(document))
+    runs = analyzer(args).select(args.runs)
+    if not runs:
+        raise UsageError(f"no runs in {args.log_dir} to report")
+    baseline = args.baseline or next(iter(runs))
+    if baseline not in runs:
+        raise UsageError(
+            f"--baseline {baseline!r} is not among the reported runs: {', '.join(runs)}"
+        )
+    links: dict[str, str] = {}
+    generated = ""
+    if images is not None:
+        links, overview = _report_images(runs, images, document)
+        generated = f"\n\n![validation loss of all runs]({overview})"
+    generated = render_table(runs, baseline, links) + generated
+    if text is None or not text.strip():  # no hand-written text to keep
+        new_text = new_document(generated)
+    else:
+        new_text = splice(text, generated, append=args.append, name=str(document))
+    if new_text != text:
+        document.write_bytes(new_text.encode("utf-8"))  # bytes: line endings kept as they are
+    state = "created" if text is None else "updated" if new_text != text else "unchanged"
+    print(f"{state}: {document} ({len(runs)} runs)")
+
+
+def register(sub: Any) -> None:
+    p = add_command(sub, "plot", cmd_plot, "draw curves of runs, overlaid, into a PNG")
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN|GLOB", help="runs by name, run id or glob (one or more)"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE.png",
+        help="the PNG to write (required: nothing is written to a default name; a file "
+        "of that name is replaced)",
+    )
+    p.add_argument(
+        "--x",
+        default="gradient_step",
+        type=_axis_name,
+        choices=list(AXES),
+        help="the x-axis (tokens: gradient steps x batch_size x context_length; "
+        "wallclock: time since the run started)",
+    )
+    p.add_argument(
+        "--metric",
+        default="train_loss,val_loss",
+        metavar="M1,M2",
+        help="comma-separated metrics to draw: row fields or extra metrics (a wrong name "
+        "lists those available)",
+    )
+    p.add_argument("--logy", action="store_true", help="log-scale y-axis")
+    p.add_argument(
+        "--max-points",
+        type=int,
+        default=DEFAULT_MAX_POINTS,
+        metavar="N",
+        help="thin longer curves to about N points, keeping each bin's min and max (N >= 2)",
+    )
+    p = add_command(
+        sub,
+        "report",
+        cmd_report,
+        "write a Markdown table of runs (with curve images) between report markers",
+        description="Write a Markdown table of runs, with curve images, between the "
+        "<!-- cs336-exp report: begin/end --> markers of a file; text outside them is kept.",
+    )
+    p.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN|GLOB",
+        help="runs by name, run id or glob (default: every run)",
+    )
+    p.add_argument(
+        "--file",
+        metavar="FILE.md",
+        help=f"the Markdown file to write (default: LOG_DIR/{REPORT_NAME}, created if "
+        "missing; name your project's log, e.g. --file EXPERIMENT_LOG.md, to update it)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="the run the others are compared with (default: the first run reported)",
+    )
+    p.add_argument(
+        "--images-dir",
+        metavar="DIR",
+        help=f"where the curve images go (default: LOG_DIR/{IMAGES_NAME})",
+    )
+    p.add_argument("--no-images", action="store_true", help="write the table only, no images")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="if the file has no report markers, add a new marked section at its end "
+        "(default: refuse such a file)",
+    )

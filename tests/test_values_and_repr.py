@@ -1,0 +1,66 @@
+"""Numbers in, numbers shown: a metric value with a dimension is refused the same way for
+numpy and torch, and a run prints as one short line (a dict of runs stays readable)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import run_simulated
+
+from cs336_basics.core.values import to_float
+from cs336_basics.experiment_analysis import ExperimentAnalyzer
+from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
+
+
+def dimensioned() -> list[object]:
+    values: list[object] = [np.array([[2.0]]), np.array([2.0]), np.ones((1, 1, 1), np.float32)]
+    torch = pytest.importorskip("torch")
+    values += [torch.tensor([[3.0]]), torch.tensor([3.0])]
+    return values
+
+
+def test_values_with_a_dimension_are_refused_alike_for_numpy_and_torch(tmp_path):
+    for value in dimensioned():
+        with pytest.raises(TypeError) as info:
+            to_float("train_loss", value)
+        message = str(info.value)
+        assert message.startswith("train_loss: expected a single number (0-d)"), message
+        assert f"of shape {tuple(value.shape)}" in message and "squeeze()" in message
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name="dims"), log_dir=tmp_path)
+    for value in dimensioned():
+        with pytest.raises(TypeError, match="grad_norm: expected a single number"):
+            tracker.log_metrics(iteration=0, train_loss=1.0, grad_norm=value)
+        with pytest.raises(TypeError, match="val_loss: expected a single number"):
+            tracker.log_eval(iteration=0, val_loss=value)
+    tracker.close()
+
+
+def test_zero_dimensional_values_are_accepted():
+    torch = pytest.importorskip("torch")
+    for value, expected in (
+        (np.array(2.5), 2.5),
+        (np.float32(0.5), 0.5),
+        (torch.tensor(3.5), 3.5),
+        (torch.tensor([[3.5]]).squeeze(), 3.5),
+        (torch.tensor([7.0]).reshape(()), 7.0),
+    ):
+        assert to_float("x", value) == expected
+
+
+def test_a_run_prints_as_one_short_line(tmp_path):
+    run_simulated(tmp_path, "lr_1e-3", iters=400)
+    stopped = run_simulated(tmp_path, "stopped", iters=35, finish=False)
+    stopped.close()
+    run_simulated(tmp_path, "no_eval", iters=3, eval_every=100)
+    analyzer = ExperimentAnalyzer(tmp_path)
+    logs = analyzer.load_all(quiet=True)
+    finished = logs["lr_1e-3"]
+    best = finished.results().best_val_loss
+    assert repr(finished) == (
+        f"<ExperimentLog lr_1e-3 ({finished.run_id}), finished, 400 rows, best val {best:.4f}>"
+    )
+    so_far = logs["stopped"].results().best_val_loss
+    assert repr(logs["stopped"]).endswith(f", unfinished, 35 rows, best val {so_far:.4f} so far>")
+    assert repr(logs["no_eval"]).endswith(", finished, 3 rows, no val loss>")
+    shown = repr(logs)
+    assert len(shown) < 400 and "metrics_history" not in shown and "MetricsSnapshot" not in shown
