@@ -1,4 +1,5 @@
 import math
+import os
 import sys
 import threading
 import time
@@ -301,11 +302,17 @@ def test_cli_push_twice(tmp_path):
     train(tracker, 0, 5)
     tracker.finish()
     cmd = [sys.executable, "-m", "cs336_basics", "push", "cli_push", "--log-dir", str(tmp_path)]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SILENT"}  # wandb would talk
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert first.returncode == 0, first.stderr
     assert "pushed 5 rows" in first.stdout
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 0 and "already on W&B" in second.stdout
+    assert len(first.stdout.splitlines()) == 1 and "wandb:" not in first.stdout + first.stderr
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert second.returncode == 0 and "not pushed: already written offline" in second.stdout
+    assert "wandb sync" in second.stdout
+    verbose = subprocess.run([*cmd, "-v", "--force"], capture_output=True, text=True, timeout=120,
+                             env=env)  # fmt: skip
+    assert verbose.returncode == 0 and "wandb" in verbose.stdout + verbose.stderr
 
 
 def test_disabled_mode_is_not_recorded_as_a_mirror(tmp_path):

@@ -49,19 +49,26 @@ def _print_fetched(args: argparse.Namespace, logs: list[ExperimentLog], verb: st
 def cmd_push(args: argparse.Namespace) -> None:
     from ..wandb_adapter.push import push_run
 
-    log = resolve_one(args, args.run)
-    if not log.source:
-        raise UsageError(f"{args.run}: this run has no local file to push")
-    state = push_run(
-        log.source, project=args.project, entity=args.entity, mode=args.mode, force=args.force
-    )
-    where = state.get("url") or state.get("sync_dir") or state.get("run_id")
-    if state["pushed"]:
-        rows = state["pushed_rows"]
-        note = " (it had the others)" if rows < len(log.metrics_history) else ""
-        print(f"pushed {rows} rows to W&B run {state['run_id']}{note} ({where})")
-    else:
-        print(f"already on W&B as run {state['run_id']} ({where}); --force to push again")
+    runs = [resolve_one(args, run) for run in args.runs]
+    for log in runs:
+        if not log.source:
+            raise UsageError(f"{log.run_id}: this run has no local file to push")
+    for log in runs:
+        state = push_run(
+            log.source,  # type: ignore[arg-type]
+            project=args.project,
+            entity=args.entity,
+            mode=args.mode,
+            force=args.force,
+            verbose=args.verbose,
+        )
+        where = state.get("url") or state.get("sync_dir") or state.get("run_id")
+        if state["pushed"]:
+            rows = state["pushed_rows"]
+            note = " (it had the others)" if rows < len(log.metrics_history) else ""
+            print(f"{log.run_id}: pushed {rows} rows to W&B run {state['run_id']}{note} ({where})")
+        else:
+            print(f"{log.run_id}: not pushed: {state['reason']}; --force to push again")
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -132,7 +139,13 @@ def register(sub: Any) -> None:
     p = add_command(
         sub, "push", cmd_push, "upload a local run (finished or not) to W&B, or complete its mirror"
     )
-    p.add_argument("run", metavar="RUN", help=RUN_HELP)
+    p.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP + " (one or more)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show wandb's own output (default: one line per run: where it went)",
+    )
     p.add_argument(
         "--project",
         metavar="PROJECT",

@@ -292,11 +292,13 @@ class WandbSink(Sink):
             run.define_metric(pattern, step_metric="gradient_step")
         if self.script_keys:  # the script's own keys: any name
             run.define_metric("*", step_metric="gradient_step")
-        self.url = getattr(run, "url", None)
         settings = getattr(run, "settings", None)
         self.mode_used = getattr(settings, "mode", None) or requested
         if self.fallback:
             self.mode_used = "offline"
+        # (an offline run has no URL, and wandb warns when asked for one)
+        offline = self.mode_used in ("offline", "dryrun", "disabled")
+        self.url = None if offline else getattr(run, "url", None)
         self.sync_dir = str(getattr(settings, "sync_dir", "") or "") or None
         self.status = "running"
         if self.mode_used == "disabled":
