@@ -105,3 +105,46 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+#: Environment of a gated W&B mirror (see :func:`build_sink`): the file whose existence
+#: opens the gate, and the first iteration held back until then.
+MIRROR_GATE = "CS336_TEST_MIRROR_GATE"
+MIRROR_HOLD_FROM = "CS336_TEST_MIRROR_HOLD_FROM"
+
+
+def build_sink(settings: dict):
+    """A mirror process's sink (``sink.process_module = "helpers"``): the W&B mirror, held
+    before it sends the row of iteration ``$CS336_TEST_MIRROR_HOLD_FROM`` until the file
+    ``$CS336_TEST_MIRROR_GATE`` exists (at most two minutes): a mirror still draining, for
+    as long as a test needs it to be."""
+    import time
+
+    from cs336_basics.wandb_adapter.mirror import build_sink as build_wandb_sink
+
+    sink = build_wandb_sink(settings)
+    gate = os.environ.get(MIRROR_GATE)
+    if gate:
+        hold_from = int(os.environ.get(MIRROR_HOLD_FROM, "0"))
+        emit = sink.emit
+
+        def held(row):
+            deadline = time.monotonic() + 120
+            while row.iteration >= hold_from and not os.path.exists(gate):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the test never opened the mirror's gate {gate}")
+                time.sleep(0.02)
+            emit(row)
+
+        sink.emit = held
+    return sink
+
+
+def unblock_fifos(*fifos: Path) -> None:
+    """Open each FIFO for writing and close it: a reader blocked opening it gets EOF."""
+    for fifo in fifos:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no reader waiting: nothing to unblock
+            continue
+        os.close(fd)

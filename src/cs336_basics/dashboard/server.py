@@ -23,6 +23,12 @@ when measured (see benchmarks/bench_dashboard.py).
 
 A bad request gets 400 or 404 with a one-line JSON message; a bug gets 500 with no
 traceback (the traceback goes to the ``cs336_basics`` logger).
+
+Bounded: a connection that sends nothing for :data:`IDLE_TIMEOUT_S` seconds (an idle
+keep-alive, a half-open or stalled client) is closed, which ends its thread; at most
+:data:`MAX_EVENT_STREAMS` event streams are open at once (one per open tab), and one more
+gets 503 with a one-line JSON message. An event stream whose client went away lets its
+place go within about a second.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import logging
+import select
 import socket
+import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -44,7 +52,15 @@ from . import api
 from .store import RunStore
 
 logger = logging.getLogger("cs336_basics")
+#: Seconds between two keep-alive comments on an event stream with no news.
 EVENT_WAIT_S = 15.0
+#: How often an event stream with no news checks that its client is still there.
+EVENT_CHECK_S = 1.0
+#: Seconds a connection may stay silent (no request, or a request sent in part) before it
+#: is closed; also the limit on a single blocked send.
+IDLE_TIMEOUT_S = 30.0
+#: Event streams open at once (each holds a thread); one more is answered 503.
+MAX_EVENT_STREAMS = 32
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -76,9 +92,22 @@ _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64  # a page opening several tabs at once is not turned away
 
-    def __init__(self, address: tuple[str, int], store: RunStore) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        store: RunStore,
+        idle_timeout: float | None = None,
+        max_event_streams: int | None = None,
+    ) -> None:
         self.store = store
+        self.idle_timeout = IDLE_TIMEOUT_S if idle_timeout is None else idle_timeout
+        self.max_event_streams = (
+            MAX_EVENT_STREAMS if max_event_streams is None else max_event_streams
+        )
+        self.event_streams = 0
+        self._streams_lock = threading.Lock()
         self.assets = {
             route: (resources.files(__package__).joinpath(f"static/{name}").read_bytes(), kind)
             for route, (name, kind) in _STATIC.items()
@@ -88,6 +117,18 @@ class DashboardServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
+
+    def open_stream(self) -> bool:
+        """Take a place for one more event stream; False when all are taken."""
+        with self._streams_lock:
+            if self.event_streams >= self.max_event_streams:
+                return False
+            self.event_streams += 1
+            return True
+
+    def close_stream(self) -> None:
+        with self._streams_lock:
+            self.event_streams -= 1
 
     @property
     def url(self) -> str:
@@ -101,6 +142,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "cs336-exp-serve"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        # A socket timeout: http.server closes a connection whose next request does not
+        # come (or not whole) in time, and a send blocked that long ends the connection.
+        self.connection.settimeout(self.server.idle_timeout)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
         logger.debug("dashboard: " + format, *args)
@@ -192,34 +239,81 @@ class Handler(BaseHTTPRequestHandler):
 
     def _events(self) -> None:
         """Server-sent events: one message per change, naming the runs that changed."""
-        store = self.server.store
+        server = self.server
+        if self.command == "HEAD":
+            self._send_stream_headers()
+            return
+        if not server.open_stream():
+            self._error(
+                503,
+                f"too many open live views ({server.max_event_streams}): close some tabs "
+                "of this page",
+            )
+            return
+        try:
+            self._send_stream_headers()
+            self.close_connection = True
+            self._stream()
+        finally:
+            server.close_stream()
+
+    def _send_stream_headers(self) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        if self.command == "HEAD":
-            return
-        self.close_connection = True
+        self.wfile.flush()
+
+    def _stream(self) -> None:
+        store = self.server.store
         seen = -1
+        quiet = 0.0
         while True:
-            version = store.wait(seen, EVENT_WAIT_S)
+            version = store.wait(seen, EVENT_CHECK_S)
+            if store.stopped:
+                return
             if version == seen:
-                self.wfile.write(b": keep-alive\n\n")
-                self.wfile.flush()
+                if self._client_gone():
+                    return
+                quiet += EVENT_CHECK_S
+                if quiet >= EVENT_WAIT_S:
+                    quiet = 0.0
+                    self.wfile.write(b": keep-alive\n\n")
+                    self.wfile.flush()
                 continue
+            quiet = 0.0
             changed = {r for r, e in list(store.entries.items()) if e.changed > seen}
             payload = api.runs(store, None if seen < 0 else changed)
             seen = version
             self.wfile.write(b"data: " + orjson.dumps(payload) + b"\n\n")
             self.wfile.flush()
 
+    def _client_gone(self) -> bool:
+        """Whether the client closed its end (an event stream's client sends nothing more:
+        a readable socket means it closed or reset)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
 
 def make_server(
-    log_dir: Path, host: str = "127.0.0.1", port: int = 8336, interval: float = 0.2
+    log_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8336,
+    interval: float = 0.2,
+    *,
+    idle_timeout: float | None = None,
+    max_event_streams: int | None = None,
 ) -> DashboardServer:
-    """A started store and a bound server (call ``serve_forever``; ``close`` stops both)."""
+    """A started store and a bound server (call ``serve_forever``; ``close`` stops both).
+    ``idle_timeout``: seconds a silent connection is kept (default :data:`IDLE_TIMEOUT_S`);
+    ``max_event_streams``: live views served at once (default :data:`MAX_EVENT_STREAMS`)."""
     store = RunStore(log_dir, interval=interval)
-    server = DashboardServer((host, port), store)
+    server = DashboardServer((host, port), store, idle_timeout, max_event_streams)
     store.start()
     return server
 

@@ -138,6 +138,11 @@ class RunStore:
                 logger.exception("dashboard: polling %s failed", self.log_dir)
 
     @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called (event streams end then)."""
+        return self._stop.is_set()
+
+    @property
     def loading(self) -> int:
         """Runs not loaded yet (first load under way)."""
         return sum(1 for e in list(self.entries.values()) if e.data is None and e.error is None)

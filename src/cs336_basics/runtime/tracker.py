@@ -110,10 +110,26 @@ def check_metric_names(where: str, names: Iterable[Any], known: set[str]) -> Non
         known.add(name)
 
 
+def _check_config_text(where: str, value: Any) -> None:
+    """Refuse text a document cannot hold anywhere in a config value (``ValueError``
+    naming where: ``config.layers[1]``, ``config.nested.k key``)."""
+    if isinstance(value, str):
+        check_text(where, value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                check_text(f"{where} key", key)
+            _check_config_text(f"{where}.{key}", item)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_config_text(f"{where}[{index}]", item)
+
+
 def _check_config(config: ExperimentConfig) -> None:
     """Refuse, at creation, a config the JSON document could not hold (names the key)."""
     for key, value in config.to_dict().items():
         check_text("config key", key)
+        _check_config_text(f"config.{key}", value)
         try:
             dumps(value)
         except TypeError as exc:

@@ -9,10 +9,18 @@ exactly as pull maps a run from the server (:mod:`.pull`): the same key and conf
 tables, the same replay rules, the same summary and the same local run id
 (``wandb_<entity>_<project>_<id>``), so importing a run and pulling it after ``wandb sync``
 write the same file. Importing again overwrites it.
+
+Each file is read once, by one reader process (a run id with sessions in several files
+first reads each file up to its run record, which names the project, and goes on from
+there). A file wandb's reader could read only in part (corrupt data skipped, a file cut
+short) gives a *partial* run: status ``unfinished``, ``mirrors.wandb.status`` ``"partial"``
+with the reader's complaints as ``error``, and one warning on the ``cs336_basics`` logger.
+An empty file, or one without a single record, is refused (``LogFormatError`` naming it).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -20,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import ExperimentConfig
-from ..core.errors import UsageError
+from ..core.errors import LogFormatError, UsageError
 from ..core.log import ExperimentLog
 from ..core.progress import progress
 from ..store.codec import gc_paused
@@ -30,6 +38,7 @@ from .keys import RowMapper
 from .runs import apply_summary, attributes, config_of, history_to_log, local_run_id
 from .wandb_file import read_records, reader_name
 
+logger = logging.getLogger("cs336_basics")
 _RUN_FILE = re.compile(r"^run-(?P<id>.+)\.wandb$")
 
 
@@ -57,27 +66,60 @@ def find_run_files(path: str | Path) -> dict[str, list[Path]]:
     }
 
 
-def _project_of(file: Path) -> tuple[str, str]:
-    """(entity, project) as the file's first run record names them."""
-    records = read_records(file)
-    try:
-        for record in records:
-            if record.get("type") == "run":
+class _FileReader:
+    """The records of one ``.wandb`` file, from one reader process: :meth:`peek` reads up to
+    the run record (to learn the project) and keeps what it read; iterating goes on from
+    the start without reading anything twice."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[str] = []
+        self.project: tuple[str, str] = ("", "")
+        self.count = 0
+        self._records = read_records(path, self.problems)
+        self._head: list[dict[str, Any]] = []
+
+    def peek(self) -> tuple[str, str]:
+        """(entity, project) as the file's run record names them (the run record comes
+        before any history; none: ``("", "")``)."""
+        for record in self._records:
+            self._head.append(record)
+            kind = record.get("type")
+            if kind == "run":
                 run = record.get("run") or {}
-                return str(run.get("entity") or ""), str(run.get("project") or "")
-    finally:
-        records.close()  # type: ignore[attr-defined]
-    return "", ""
+                self.project = (str(run.get("entity") or ""), str(run.get("project") or ""))
+                break
+            if kind == "history":
+                break
+        return self.project
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        head, self._head = self._head, []
+        for record in head:
+            self.count += 1
+            yield record
+        for record in self._records:
+            self.count += 1
+            yield record
+        if self.count == 0:
+            raise LogFormatError(
+                f"{self.path}: not a single W&B record in it (the run wrote nothing): "
+                "nothing to import"
+            )
+
+    def close(self) -> None:
+        self._records.close()  # stops its reader process
 
 
-def _split_by_project(files: list[Path]) -> dict[tuple[str, str], list[Path]]:
-    """One run id in two projects is two runs: keep their sessions apart."""
-    if len(files) == 1:
-        return {("", ""): files}
-    split: dict[tuple[str, str], list[Path]] = {}
-    for file in files:
-        split.setdefault(_project_of(file), []).append(file)
-    return split
+def _split_by_project(readers: list[_FileReader]) -> list[list[_FileReader]]:
+    """One run id in two projects is two runs: keep their sessions apart (each file is
+    read up to its run record; the rest is read later by the same reader)."""
+    if len(readers) == 1:
+        return [readers]
+    split: dict[tuple[str, str], list[_FileReader]] = {}
+    for reader in readers:
+        split.setdefault(reader.peek(), []).append(reader)
+    return list(split.values())
 
 
 class _OfflineRun:
@@ -96,12 +138,12 @@ class _OfflineRun:
         for key in body.get("remove") or ():
             target.pop(key, None)
 
-    def history(self, files: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    def history(self, readers: Iterable[_FileReader]) -> Iterator[dict[str, Any]]:
         """The history items of every file; the other records update this object."""
         last_step = -1
-        for file in files:
+        for reader in readers:
             shift: int | None = None
-            for record in read_records(file):
+            for record in reader:
                 kind = record.get("type")
                 if kind == "history":
                     item = record["history"].get("item") or {}
@@ -145,17 +187,37 @@ def file_to_log(
     config_aliases: Mapping[str, str] | None = None,
 ) -> ExperimentLog:
     """One run's ``.wandb`` files (its sessions, in order) -> an ``ExperimentLog``."""
+    readers = [_FileReader(file) for file in files]
+    try:
+        return _to_log(run_id, readers, key_aliases, config_aliases)
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def _to_log(
+    run_id: str,
+    readers: list[_FileReader],
+    key_aliases: Mapping[str, Iterable[str]] | None,
+    config_aliases: Mapping[str, str] | None,
+) -> ExperimentLog:
+    files = [reader.path for reader in readers]
     run = _OfflineRun(run_id)
     log = ExperimentLog(config=ExperimentConfig())
     with gc_paused():
-        keys = history_to_log(log, run.history(files), RowMapper(key_aliases))
+        keys = history_to_log(log, run.history(readers), RowMapper(key_aliases))
     meta = run.meta
     log.config = config_of(
         run.config, meta.get("display_name") or run_id, config_aliases, str(files[-1])
     )
     log.start_time = meta.get("start_time")
     log.notes = meta.get("notes") or ""
-    log.status = "finished" if run.exit_code == 0 else "unfinished"
+    problems = [f"{reader.path.name}: {p}" for reader in readers for p in reader.problems]
+    partial = "; ".join(problems)
+    if len(partial) > 1000:
+        partial = partial[:997] + "..."
+    # A run read in part did not finish as far as anyone can tell from here.
+    log.status = "finished" if run.exit_code == 0 and not problems else "unfinished"
     apply_summary(log, {**run.summary, "_runtime": run.runtime}, keys)
     attributes(log, meta.get("tags"), meta.get("run_group"), meta.get("job_type"))
     if log.finished:
@@ -176,6 +238,16 @@ def file_to_log(
         "job_type": meta.get("job_type"),
         "through_iteration": log.metrics_history[-1].iteration if log.metrics_history else -1,
     }
+    if problems:
+        log.mirrors["wandb"]["status"] = "partial"
+        log.mirrors["wandb"]["error"] = f"wandb's reader could not read it all: {partial}"
+        logger.warning(
+            "import %s: partial: wandb's reader could not read it all (%s); imported %d "
+            "rows, the run is marked unfinished and its W&B mirror status 'partial'",
+            files[-1],
+            partial,
+            len(log.metrics_history),
+        )
     return log
 
 
@@ -197,20 +269,22 @@ def import_runs(
     groups = find_run_files(path)
     reader_name()  # no reader in this wandb: say so before anything else
     logs: list[ExperimentLog] = []
-    items = [
-        (run_id, files)
-        for run_id, by_id in groups.items()
-        for files in _split_by_project(by_id).values()
-    ]
+    items = list(groups.items())
     for run_id, files in progress(items, len(items), f"Importing {path}", enabled=show_progress):
-        log = file_to_log(run_id, files, key_aliases=key_aliases, config_aliases=config_aliases)
-        if save_dir is not None:
-            folder = Path(save_dir)
-            target = inside(folder, f"{log.run_id}.json")
-            folder.mkdir(parents=True, exist_ok=True)
-            log.source = str(target)
-            write_document(target, log, 1)
-        logs.append(log)
+        readers = [_FileReader(file) for file in files]
+        try:
+            for group in _split_by_project(readers):
+                log = _to_log(run_id, group, key_aliases, config_aliases)
+                if save_dir is not None:
+                    folder = Path(save_dir)
+                    target = inside(folder, f"{log.run_id}.json")
+                    folder.mkdir(parents=True, exist_ok=True)
+                    log.source = str(target)
+                    write_document(target, log, 1)
+                logs.append(log)
+        finally:
+            for reader in readers:
+                reader.close()
     return logs
 
 

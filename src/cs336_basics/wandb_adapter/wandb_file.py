@@ -9,16 +9,27 @@
 Either way :func:`read_records` yields dicts like ``{"type": "history", "history": {"item":
 {key: value}}}``, ``{"type": "run", "run": {...}}``, ``{"type": "config"|"summary", ...:
 {"update": {...}, "remove": [...]}}``, ``{"type": "exit", "exit": {"exit_code": n}}``.
+
+A damaged file is not always an error for the reader: ``leet inspect`` skips corrupt data
+(saying so on stderr) and exits 0, and a file cut short ends early. Such complaints are
+collected in the ``problems`` list the caller passes (the records read are still yielded),
+so an import can say it is partial. An empty file (0 bytes) is refused with
+:class:`LogFormatError`. ``leet inspect`` is run as wandb's ``wandb-core`` binary directly
+when the installed wandb ships it (what ``python -m wandb leet inspect`` runs, without the
+second of Python start-up and wandb import per file), else through ``python -m wandb``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +37,8 @@ import orjson
 
 from ..core.errors import LogFormatError, SinkUnavailableError
 from .client import import_wandb
+
+logger = logging.getLogger("cs336_basics")
 
 
 def _has_module(name: str) -> bool:
@@ -59,38 +72,126 @@ def reader_name() -> str:
     )
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every record of the ``.wandb`` file ``path``, in order."""
+def read_records(
+    path: Path, problems: list[str] | None = None
+) -> Generator[dict[str, Any], None, None]:
+    """Every record of the ``.wandb`` file ``path``, in order.
+
+    What the reader skipped or could not read (corrupt data, a file cut short) is appended
+    to ``problems``, one line each (without a list: logged as a warning). Raises
+    :class:`LogFormatError` when the file is empty or cannot be read at all.
+    """
+    path = Path(path)
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as exc:
+        raise LogFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if empty:
+        raise LogFormatError(
+            f"{path}: an empty .wandb file (0 bytes, the run wrote nothing): nothing to import"
+        )
+    found: list[str] = [] if problems is None else problems
     if reader_name() == "leet":
-        yield from _leet_records(path)
+        yield from _leet_records(path, found)
     else:
-        yield from _datastore_records(path)
+        yield from _datastore_records(path, found)
+    if problems is None and found:
+        logger.warning("%s: %s", path, "; ".join(found))
 
 
 # --------------------------------------------------------------------------- wandb >= 0.31
-def _leet_records(path: Path) -> Iterator[dict[str, Any]]:
+_LEET_PREFIX = "wandb leet inspect:"
+
+
+@functools.lru_cache(maxsize=1)
+def _core_binary() -> str | None:
+    """wandb's ``wandb-core`` executable (what ``wandb leet`` runs), or None."""
+    spec = importlib.util.find_spec("wandb")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        binary = Path(folder) / "bin" / "wandb-core"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return str(binary)
+    return None
+
+
+def _leet_commands(path: Path) -> list[list[str]]:
+    """The commands that print the file's records, fastest first: ``wandb-core leet inspect``
+    with the arguments ``wandb leet inspect`` gives it (offline: no telemetry), then the
+    ``python -m wandb`` front end itself."""
+    commands = []
+    core = _core_binary()
+    if core is not None:
+        resolved = path.resolve()
+        commands.append(
+            [
+                core,
+                "leet",
+                "inspect",
+                "--no-observability",
+                "--json",
+                "--run-file",
+                str(resolved),
+                str(resolved.parent.parent),
+            ]
+        )
+    commands.append([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)])
+    return commands
+
+
+def complaints(stderr: str) -> list[str]:
+    """The reader's complaints on stderr, one line each (repeats counted, not repeated)."""
+    counts: dict[str, int] = {}
+    for line in stderr.splitlines():
+        line = line.strip()
+        if line.startswith(_LEET_PREFIX):
+            line = line[len(_LEET_PREFIX) :].strip()
+        if line:
+            counts[line] = counts.get(line, 0) + 1
+    return [line if n == 1 else f"{line} ({n} times)" for line, n in counts.items()]
+
+
+def _leet_records(path: Path, problems: list[str]) -> Iterator[dict[str, Any]]:
+    commands = _leet_commands(path)
+    for attempt, command in enumerate(commands):
+        last = attempt == len(commands) - 1
+        code, stderr, count = yield from _run_leet(command)
+        if code == 0:
+            problems.extend(complaints(stderr))
+            return
+        if count or last:  # records came (a real read error), or nothing left to try
+            lines = complaints(stderr)
+            reason = lines[-1] if lines else f"exit status {code}"
+            raise LogFormatError(f"{path}: `wandb leet inspect` could not read it ({reason})")
+        logger.debug("%s failed (%s); trying %s", command[0], stderr.strip()[-300:], commands[-1])
+
+
+def _run_leet(command: list[str]) -> Generator[dict[str, Any], None, tuple[int, str, int]]:
+    """Run one reader command, yielding its records; returns (exit code, stderr, records)."""
     env = dict(os.environ, WANDB_MODE="offline", WANDB_ERROR_REPORTING="false", WANDB_SILENT="true")
-    command = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
-    )
-    assert proc.stdout is not None and proc.stderr is not None
     loads = orjson.loads
-    try:
-        for line in proc.stdout:
-            if line.startswith(b"{"):
-                yield loads(line)
-        stderr = proc.stderr.read().decode(errors="replace").strip()
-        code = proc.wait()
-    finally:
-        if proc.poll() is None:  # the consumer stopped early
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
-    if code != 0:
-        last = stderr.splitlines()[-1] if stderr else f"exit status {code}"
-        raise LogFormatError(f"{path}: `wandb leet inspect` could not read it ({last})")
+    count = 0
+    # stderr goes to a file: a reader complaining at length never blocks on a full pipe.
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env
+        )
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                if line.startswith(b"{"):
+                    count += 1
+                    yield loads(line)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # the consumer stopped early
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    return code, stderr, count
 
 
 # --------------------------------------------------------------------------- wandb <= 0.29
@@ -136,7 +237,7 @@ def record_to_dict(record: Any) -> dict[str, Any] | None:
     return None
 
 
-def _datastore_records(path: Path) -> Iterator[dict[str, Any]]:
+def _datastore_records(path: Path, problems: list[str]) -> Iterator[dict[str, Any]]:
     from wandb.proto import wandb_internal_pb2
     from wandb.sdk.internal import datastore  # type: ignore[attr-defined,unused-ignore]
 
@@ -145,14 +246,22 @@ def _datastore_records(path: Path) -> Iterator[dict[str, Any]]:
         store.open_for_scan(str(path))
     except Exception as exc:
         raise LogFormatError(f"{path}: not a readable .wandb file ({exc})") from exc
+    count = 0
     try:
         while True:
             try:
                 data = store.scan_data()
-            except Exception as exc:
-                raise LogFormatError(f"{path}: a damaged record ({exc})") from exc
+            except Exception as exc:  # DataStore asserts on a bad checksum: it cannot skip
+                if count == 0:
+                    raise LogFormatError(f"{path}: a damaged record ({exc})") from exc
+                problems.append(
+                    f"a damaged record after {count} records ({type(exc).__name__}: "
+                    f"{str(exc)[:200] or 'no detail'}); the rest of the file was not read"
+                )
+                return
             if data is None:
                 return
+            count += 1
             record = wandb_internal_pb2.Record()  # type: ignore[attr-defined,unused-ignore]
             record.ParseFromString(data)
             converted = record_to_dict(record)
