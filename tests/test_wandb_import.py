@@ -168,3 +168,31 @@ def test_datastore_records_convert_like_leet() -> None:
     record = pb.Record()
     record.exit.exit_code = 3
     assert wandb_file.record_to_dict(record) == {"type": "exit", "exit": {"exit_code": 3}}
+
+
+def test_the_projects_own_mirrors_are_not_imported_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`cs336-exp import wandb/` in a project whose runs were mirrored offline: the mirrors
+    are those runs again (their config names them), so nothing new appears."""
+    from cs336_basics import ExperimentConfig, ExperimentTracker, WandbSink
+
+    logs = tmp_path / "logs"
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="mine"),
+        log_dir=logs,
+        sinks=[WandbSink(mode="offline", dir=str(tmp_path))],
+    )
+    for i in range(5):
+        tracker.log_metrics(iteration=i, train_loss=1.0 / (i + 1))
+    tracker.finish()
+    before = sorted(p.name for p in logs.iterdir())
+    with caplog.at_level("WARNING", logger="cs336_basics"):
+        assert main(["import", str(tmp_path / "wandb"), "--log-dir", str(logs)]) == 0
+    assert sorted(p.name for p in logs.iterdir()) == before  # no duplicate
+    said = [r.getMessage() for r in caplog.records if "mirrors the local run" in r.getMessage()]
+    assert len(said) == 1 and tracker.run_id in said[0]
+    assert main(["import", str(tmp_path / "wandb"), "--log-dir", str(logs), "--force"]) == 0
+    imported = [p for p in logs.glob("wandb_*.json")]
+    assert len(imported) == 1
+    assert len(load_experiment_log(imported[0]).metrics_history) == 5

@@ -42,7 +42,9 @@ def _print_fetched(args: argparse.Namespace, logs: list[ExperimentLog], verb: st
         )
         return
     for log in logs:
-        print(f"{log.experiment_name}: {len(log.metrics_history)} rows -> {log.source}")
+        partial = (log.mirrors.get("wandb") or {}).get("status") == "partial"
+        note = " (partial: wandb's reader could not read all of it)" if partial else ""
+        print(f"{log.experiment_name}: {len(log.metrics_history)} rows -> {log.source}{note}")
     print(f"{verb} {len(logs)} run(s) from {args.path} into {args.log_dir}")
 
 
@@ -75,7 +77,7 @@ def cmd_import(args: argparse.Namespace) -> None:
     from ..wandb_adapter.importer import import_runs
 
     folder = output_folder("--log-dir", args.log_dir)
-    logs = import_runs(args.path, save_dir=folder)
+    logs = import_runs(args.path, save_dir=folder, force=args.force)
     _print_fetched(args, logs, "imported")
 
 
@@ -135,6 +137,12 @@ def register(sub: Any) -> None:
         "path",
         metavar="PATH",
         help="a run-*.wandb file, a run folder, or a folder of them (e.g. wandb/)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="also import W&B runs that mirror a run of --log-dir (default: skip them, "
+        "they are that run again)",
     )
     p = add_command(
         sub, "push", cmd_push, "upload a local run (finished or not) to W&B, or complete its mirror"

@@ -33,9 +33,16 @@ from ..core.log import ExperimentLog
 from ..core.progress import progress
 from ..store.codec import gc_paused
 from ..store.document import write_document
-from ..store.layout import inside
+from ..store.layout import RunFiles, inside
 from .keys import RowMapper
-from .runs import apply_summary, attributes, config_of, history_to_log, local_run_id
+from .runs import (
+    apply_summary,
+    attributes,
+    config_of,
+    history_to_log,
+    local_run_id,
+    mirrored_local_run,
+)
 from .wandb_file import read_records, reader_name
 
 logger = logging.getLogger("cs336_basics")
@@ -238,6 +245,9 @@ def _to_log(
         "job_type": meta.get("job_type"),
         "through_iteration": log.metrics_history[-1].iteration if log.metrics_history else -1,
     }
+    mirror_of = mirrored_local_run(run.config)
+    if mirror_of:
+        log.mirrors["wandb"]["mirror_of"] = mirror_of
     if problems:
         log.mirrors["wandb"]["status"] = "partial"
         log.mirrors["wandb"]["error"] = f"wandb's reader could not read it all: {partial}"
@@ -258,13 +268,16 @@ def import_runs(
     key_aliases: Mapping[str, Iterable[str]] | None = None,
     config_aliases: Mapping[str, str] | None = None,
     show_progress: bool | None = None,
+    force: bool = False,
 ) -> list[ExperimentLog]:
     """Read offline W&B runs under ``path`` into ``ExperimentLog`` objects.
 
     With ``save_dir`` each run is written there as ``wandb_<entity>_<project>_<id>.json``
     (file names made safe; nothing is written outside ``save_dir``); importing again
-    overwrites the same files. An unreadable file raises :class:`LogFormatError` naming it,
-    after the runs before it were saved.
+    overwrites the same files. A W&B run that is this project's own mirror of a run
+    ``save_dir`` holds (its config names the local run: ``cs336_local_run``) is that run
+    again: it is skipped, said in one line on the logger, unless ``force``. An unreadable
+    file raises :class:`LogFormatError` naming it, after the runs before it were saved.
     """
     groups = find_run_files(path)
     reader_name()  # no reader in this wandb: say so before anything else
@@ -275,6 +288,19 @@ def import_runs(
         try:
             for group in _split_by_project(readers):
                 log = _to_log(run_id, group, key_aliases, config_aliases)
+                mirror_of = log.mirrors["wandb"].get("mirror_of")
+                if save_dir is not None and mirror_of and not force:
+                    local = RunFiles(Path(save_dir), str(mirror_of))
+                    if local.document.exists() or local.journal.exists():
+                        logger.warning(
+                            "%s: W&B run %s mirrors the local run %s, which %s holds: "
+                            "skipped (force=True / --force imports it as a run of its own)",
+                            group[0].path,
+                            run_id,
+                            mirror_of,
+                            save_dir,
+                        )
+                        continue
                 if save_dir is not None:
                     folder = Path(save_dir)
                     target = inside(folder, f"{log.run_id}.json")
