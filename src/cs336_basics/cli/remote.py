@@ -57,7 +57,7 @@ def cmd_push(args: argparse.Namespace) -> None:
             raise UsageError(f"{log.run_id}: this run has no local file to push")
     for log in runs:
         state = push_run(
-            log.source,  # type: ignore[arg-type]
+            log.source,
             project=args.project,
             entity=args.entity,
             mode=args.mode,
