@@ -113,7 +113,8 @@ def test_hugging_face_trainer(tmp_path: Path) -> None:
     assert log.final_train_loss == rows[30].train_loss  # HF's run-average is no step loss
     assert log.tags == ["hf", "tiny"] and log.group == "frameworks" and log.notes == "a note"
     record = wandb_records.run_record(log.mirrors["wandb"]["sync_dir"])
-    assert list(record["tags"]) == ["hf", "tiny"] and record["run_group"] == "frameworks"
+    assert list(record.get("tags") or []) == ["hf", "tiny"]
+    assert record.get("run_group") == "frameworks"
     # What the script set, and nothing else: the model's and the trainer's settings.
     config = log.config
     assert config.vocab_size == 64 and config.max_iters == 30 and config.max_learning_rate == 1e-3

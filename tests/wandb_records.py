@@ -89,6 +89,7 @@ def _as_dict(proto: Any, data: bytes) -> dict[str, Any]:
         run = {"display_name": body.display_name, "config": {"update": _items(body.config.update)}}
         if body.notes:
             run["notes"] = body.notes
+        run.update(tags=list(body.tags), run_group=body.run_group, job_type=body.job_type)
         return {"type": kind, kind: run}
     if kind == "exit":
         return {"type": kind, kind: {"exit_code": body.exit_code}}
@@ -104,9 +105,16 @@ def records(sync_dir: str | Path, timeout: float = 20.0) -> list[dict[str, Any]]
     read = _leet_records if _has_leet() else _datastore_records
     deadline = time.monotonic() + timeout
     while True:
-        recs = read(path)
+        try:
+            recs = read(path)
+        except AssertionError:  # older readers: a file whose header is not written yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+            continue
         if any(r.get("type") == "exit" for r in recs) or time.monotonic() > deadline:
             return recs
+        time.sleep(0.05)
 
 
 def history(sync_dir: str | Path) -> list[dict[str, Any]]:

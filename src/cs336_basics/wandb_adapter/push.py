@@ -17,6 +17,7 @@ The push holds the run's lock while it works (a job resuming the run meanwhile g
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,21 @@ from ..store.load import load_run
 from ..store.lock import RunLock, pid_alive
 from .client import new_run_id
 from .sink import WandbSink
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Any:
+    """Environment variables set for the block, then as they were."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def on_wandb(state: dict[str, Any]) -> bool:
@@ -83,7 +99,10 @@ def push_run(
         raise PushError(f"{run}: {exc}; push it after that ends") from exc
     try:
         recover(files)  # a save cut short in the middle of appending
-        return _push(files, project, entity, mode, force, show_progress, verbose)
+        with contextlib.ExitStack() as quiet:
+            if not verbose:  # older wandb releases talk even with settings(silent=True)
+                quiet.enter_context(_environment(WANDB_SILENT="true"))
+            return _push(files, project, entity, mode, force, show_progress, verbose)
     finally:
         lock.release()
 
