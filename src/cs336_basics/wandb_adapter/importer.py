@@ -27,7 +27,14 @@ from ..store.codec import gc_paused
 from ..store.document import write_document
 from ..store.layout import inside
 from .keys import RowMapper
-from .runs import apply_summary, attributes, config_of, history_to_log, local_run_id
+from .runs import (
+    apply_summary,
+    attributes,
+    compute_of,
+    config_of,
+    history_to_log,
+    local_run_id,
+)
 from .wandb_file import read_records, reader_name
 
 _RUN_FILE = re.compile(r"^run-(?P<id>.+)\.wandb$")
@@ -153,6 +160,7 @@ def file_to_log(
     log.config = config_of(
         run.config, meta.get("display_name") or run_id, config_aliases, str(files[-1])
     )
+    log.compute = compute_of(run.config)
     log.start_time = meta.get("start_time")
     log.notes = meta.get("notes") or ""
     log.status = "finished" if run.exit_code == 0 else "unfinished"
