@@ -91,6 +91,11 @@ def _as_dict(proto: Any, data: bytes) -> dict[str, Any]:
             run["notes"] = body.notes
         run.update(tags=list(body.tags), run_group=body.run_group, job_type=body.job_type)
         return {"type": kind, kind: run}
+    if kind == "alert":
+        return {
+            "type": kind,
+            kind: {"title": body.title, "text": body.text, "level": body.level},
+        }
     if kind == "exit":
         return {"type": kind, kind: {"exit_code": body.exit_code}}
     if kind == "metric":
@@ -128,6 +133,11 @@ def history(sync_dir: str | Path) -> list[dict[str, Any]]:
 def run_record(sync_dir: str | Path) -> dict[str, Any]:
     """The run as its last run record has it (notes set at finish come in a later one)."""
     return [r["run"] for r in records(sync_dir) if r.get("type") == "run"][-1]
+
+
+def alerts(sync_dir: str | Path) -> list[dict[str, Any]]:
+    """The run's alerts (``run.alert``): title, text, level each."""
+    return [r["alert"] for r in records(sync_dir) if r.get("type") == "alert"]
 
 
 def summary(sync_dir: str | Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cs336_basics.analysis.analyzer import ExperimentAnalyzer
+from cs336_basics.core.alerts import Alert, AlertRules
 from cs336_basics.core.config import ExperimentConfig
 from cs336_basics.core.errors import (
     LogFormatError,
@@ -59,6 +60,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "Alert",
+    "AlertRules",
     "ExperimentAnalyzer",
     "ExperimentConfig",
     "ExperimentLog",

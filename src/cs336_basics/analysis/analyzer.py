@@ -25,6 +25,7 @@ from ..store.cache import read_cache
 from ..store.document import read_document
 from ..store.layout import run_files
 from ..store.load import load_run
+from .budget import BudgetValue, values_at
 
 logger = logging.getLogger("cs336_basics")
 #: Metric names accepted by ``get_best_experiment`` and what they read.
@@ -394,6 +395,89 @@ class ExperimentAnalyzer:
         target = Path(path) if path is not None else self.log_dir / f"{name}_metrics.csv"
         return write_csv(log, target)
 
+    # ------------------------------------------------------------------ at a budget
+    def values_at(
+        self,
+        axis: str,
+        budget: float,
+        metrics: tuple[str, ...] | list[str] = ("train_loss", "val_loss"),
+        *,
+        names: list[str] | None = None,
+        interpolate: bool = False,
+    ) -> dict[str, dict[str, BudgetValue]]:
+        """Each selected run's ``metrics`` at exactly ``budget`` on ``axis`` (``tokens``,
+        ``gradient_step``, ``iteration``, ``wallclock`` in seconds, ``flops``): run key ->
+        metric -> :class:`~.budget.BudgetValue`. The last value logged at or before the
+        budget, with how far before; interpolated only with ``interpolate=True`` (and
+        labelled); a run that never reached the budget says so (see ``analysis.budget``)."""
+        return {
+            key: values_at(log, axis, budget, metrics, interpolate=interpolate)
+            for key, log in self.select(names).items()
+        }
+
+    def values_at_frame(
+        self,
+        axis: str,
+        budget: float,
+        metrics: tuple[str, ...] | list[str] = ("train_loss", "val_loss"),
+        *,
+        names: list[str] | None = None,
+        interpolate: bool = False,
+    ) -> Any:
+        """:meth:`values_at` as a ``pandas.DataFrame``, one row per run and metric: ``run``,
+        ``run_id``, ``experiment_name``, then the fields of ``BudgetValue`` (``metric``,
+        ``axis``, ``budget``, ``value``, ``at``, ``before``, ``iteration``, ``reached``,
+        ``interpolated``, ``how``). Needs pandas."""
+        pandas = import_pandas("ExperimentAnalyzer.values_at_frame()")
+        records = []
+        found = self.values_at(axis, budget, metrics, names=names, interpolate=interpolate)
+        for key, by_metric in found.items():
+            log = self.logs[key]
+            for value in by_metric.values():
+                records.append(
+                    {
+                        "run": key,
+                        "run_id": log.run_id,
+                        "experiment_name": log.experiment_name,
+                        **value.to_dict(),
+                    }
+                )
+        columns = ["run", "run_id", "experiment_name", "metric", "axis", "budget", "value"]
+        columns += ["at", "before", "iteration", "reached", "interpolated", "how"]
+        return pandas.DataFrame.from_records(records, columns=columns)
+
+    def budget_rows(
+        self,
+        axis: str,
+        budget: float,
+        metrics: tuple[str, ...] | list[str] = ("train_loss", "val_loss"),
+        *,
+        names: list[str] | None = None,
+        interpolate: bool = False,
+    ) -> tuple[list[str], list[list[Any]]]:
+        """Headers and rows of a comparison at a budget (``cs336-exp compare --at``): per
+        run its status, then per metric its value and how far before the budget it was
+        logged (``-`` for interpolated values), and a note (``interpolated``, ``not
+        reached: got to X``, ``no tokens per step``, ...)."""
+        found = self.values_at(axis, budget, metrics, names=names, interpolate=interpolate)
+        headers = ["experiment", "status"]
+        for metric in metrics:
+            headers += [metric, f"{metric}_before"]
+        headers.append("note")
+        rows = []
+        for key, by_metric in found.items():
+            row: list[Any] = [key, self.logs[key].display_status]
+            notes: list[str] = []
+            for metric in metrics:
+                value = by_metric[metric]
+                row += [value.value, value.before if value.how == "before" else None]
+                note = budget_note(value)
+                if note and note not in notes:
+                    notes.append(note)
+            row.append("; ".join(notes) or None)
+            rows.append(row)
+        return headers, rows
+
     def load_wandb(self, path: str, **kwargs: Any) -> list[str]:
         """Pull runs of a W&B project (``"entity/project"``); see ``cs336_basics.pull_runs``."""
         pull_runs = plugins.load(plugins.PULL_RUNS)
@@ -401,6 +485,20 @@ class ExperimentAnalyzer:
         for log in pull_runs(path, **kwargs):
             keys.append(self.add(log))
         return keys
+
+
+def budget_note(value: BudgetValue) -> str | None:
+    """What a comparison at a budget says beside a value (None for a plain one)."""
+    if value.how == "interpolated":
+        return "interpolated"
+    if value.how == "not_reached":
+        return f"not reached (got to {value.at:.4g})"
+    if value.how == "no_axis":
+        unknown = "tokens per step" + (" or FLOPs per token" if value.axis == "flops" else "")
+        return f"no {value.axis} axis ({unknown} unknown)"
+    if value.how == "none_before":
+        return f"no {value.metric} before the budget"
+    return None
 
 
 def print_experiment_summary(log_dir: str | Path = "experiment_logs") -> None:

@@ -129,8 +129,12 @@ def plot_runs(
     out: str | Path | None = None,
     max_points: int = DEFAULT_MAX_POINTS,
     title: str | None = None,
+    alerts: bool = False,
 ) -> Any:
     """Draw the runs' curves in one figure; saves a PNG when ``out`` is given.
+
+    ``alerts``: mark each run's alerts (spikes, explosions, NaN/inf; ``log.alerts``) with
+    a dotted vertical line in its colour where the event began, labelled with its kind.
 
     Returns the matplotlib ``Figure`` (its lines carry the plotted data, for notebooks and
     tests). A metric that no run has (a typo) raises :class:`UsageError` listing those
@@ -186,6 +190,20 @@ def plot_runs(
                 )
             if diverged_x is not None and (first_bad is None or diverged_x / scale < first_bad[0]):
                 first_bad = (diverged_x / scale, py[-1] if py else 0.0)
+        if alerts:
+            for position, alert in log.alert_positions(x):
+                ax.axvline(position / scale, color=color, linestyle=":", linewidth=1, alpha=0.8)
+                ax.annotate(
+                    f"{alert.kind}: {alert.metric}",
+                    (position / scale, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    textcoords="offset points",
+                    xytext=(2, -10),
+                    rotation=90,
+                    va="top",
+                    color=color,
+                    fontsize=7,
+                )
         if first_bad is not None:  # one mark per run, where its loss first went NaN/inf
             ax.plot(
                 [first_bad[0]],

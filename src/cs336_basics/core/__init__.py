@@ -6,8 +6,12 @@
 - ``row``: ``MetricsSnapshot``, the field groups, and the table of x-axes (``AXES``).
 - ``config``: ``ExperimentConfig``.
 - ``history``: ``History``, a run's rows held as columns.
+- ``alerts``: ``Alert``, ``AlertRules`` and ``AlertDetector`` (NaN/inf, loss spikes,
+  gradient-norm explosions judged row by row, pure).
+- ``flops``: model FLOPs per token of a decoder, accelerators' peak FLOP/s, MFU.
 - ``log``: ``ExperimentLog``, ``RunResults`` (status, divergence, tokens, best and last
-  losses, computed once), and the rules that apply a logged record to a log.
+  losses, alerts, FLOPs and MFU, computed once), and the rules that apply a logged record
+  to a log.
 - ``text``: the summary block, aligned tables, a mirror's status.
 - ``progress``: a progress line on a terminal.
 - ``plugins``: how lower layers reach the optional W&B adapter, by name.

@@ -10,8 +10,13 @@
 | ``WANDB_HTTP_TIMEOUT`` | pull | seconds per W&B request when ``timeout`` is not given |
 | ``WANDB_SERVICE`` | mirror process | wandb's pointer to its service; not passed on to a mirror |
 | ``CS336_NO_CACHE`` | loading | ``1``: neither read nor write the documents' columnar caches |
+| ``CS336_SYSTEM_INTERVAL`` | tracker | seconds between system samples (below) |
+| ``CUDA_VISIBLE_DEVICES`` | system metrics | the GPUs sampled (indices, ``GPU-`` UUIDs) |
 | ``CS336_LOG_DIR`` | W&B drop-in | its runs' folder without ``init(log_dir=)`` |
 | ``WANDB_NAME`` ... ``WANDB_DIR`` | W&B drop-in | what ``init`` was not given (below) |
+
+``CS336_SYSTEM_INTERVAL`` is read when the tracker is given no ``system_interval`` (default
+10 s; ``0`` turns sampling off). Unset ``CUDA_VISIBLE_DEVICES``: every GPU NVML sees.
 
 The drop-in reads, as ``wandb.init`` does, ``WANDB_NAME``, ``WANDB_RUN_ID``, ``WANDB_NOTES``,
 ``WANDB_TAGS`` (comma-separated), ``WANDB_RUN_GROUP``, ``WANDB_JOB_TYPE``, ``WANDB_RESUME``
@@ -27,6 +32,8 @@ import os
 
 SINKS = "CS336_SINKS"
 NO_CACHE = "CS336_NO_CACHE"
+SYSTEM_INTERVAL = "CS336_SYSTEM_INTERVAL"
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 RANK = "RANK"
 LOCAL_RANK = "LOCAL_RANK"
 WANDB_PROJECT = "WANDB_PROJECT"
@@ -56,6 +63,21 @@ def get(name: str) -> str | None:
 def caches_off() -> bool:
     """Whether ``CS336_NO_CACHE`` turns the columnar caches off (any value but 0/false)."""
     return (get(NO_CACHE) or "0").lower() not in ("0", "false", "no", "off")
+
+
+def system_interval() -> float | None:
+    """``CS336_SYSTEM_INTERVAL`` as seconds (``0``: sampling off), None when unset;
+    ``ValueError`` naming the variable for a value that is not a number >= 0."""
+    value = get(SYSTEM_INTERVAL)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{SYSTEM_INTERVAL}={value!r}: expected seconds >= 0 (0 turns it off)")
+    return seconds
 
 
 def process_rank() -> int:

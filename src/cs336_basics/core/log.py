@@ -21,12 +21,15 @@ History rules (also in the README):
 from __future__ import annotations
 
 import math
+import statistics
 from array import array
 from copy import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from .alerts import Alert
 from .config import ExperimentConfig
+from .flops import mfu as flops_utilisation
 from .history import History, as_history
 from .row import LOSS_FIELDS, ROW_FIELDS, MetricsSnapshot, axis
 from .values import wrap_float
@@ -34,6 +37,8 @@ from .values import wrap_float
 #: What a run's status is: ``running`` (a live process writes it), ``finished``, or
 #: ``unfinished`` (it stopped before ``finish()``: crashed, killed, closed or preempted).
 STATUSES = ("running", "finished", "unfinished")
+#: The summary's MFU is the median of the per-row MFU over this many last rows.
+MFU_ROWS = 100
 
 
 def import_pandas(what: str) -> Any:
@@ -67,6 +72,13 @@ class RunResults:
     final_val_loss: float | None
     duration_seconds: float | None
     from_history: bool
+    #: Alerts recorded (NaN/inf, spikes, explosions; see ``core.alerts``).
+    alerts: int = 0
+    #: Training FLOPs so far (tokens x FLOPs per token), when both are known.
+    flops: float | None = None
+    #: Median model FLOPs utilisation over the last :data:`MFU_ROWS` rows with a
+    #: throughput (see :meth:`ExperimentLog.mfu_values`), when known.
+    mfu: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -100,6 +112,20 @@ class ExperimentLog:
     #: Summary values besides the guide's five: set by the script (``run.summary`` of the
     #: W&B drop-in) or read back from W&B (numbers and strings).
     summary: dict[str, Any] = field(default_factory=dict)
+    #: System metrics sampled off the training thread (``runtime.system_metrics``): one row
+    #: per sample, ``iteration`` = the sample's number (from 0), ``gradient_step`` = the
+    #: optimizer steps done when it was taken, ``wallclock_time`` = the run's clock, the
+    #: values as extra metrics (``gpu.0.util``, ``proc.rss_gib``, ...).
+    system_history: History = field(default_factory=History)
+    #: Events detected while the run trained (``core.alerts``), in the order detected.
+    alerts: list[Alert] = field(default_factory=list)
+    #: What MFU and the FLOPs axis need, when the script gave it: ``flops_per_token``,
+    #: ``peak_flops`` (of all the devices ``tokens_per_sec`` counts), and how the peak was
+    #: found (``device_name``, ``dtype``, ``num_devices``).
+    compute: dict[str, Any] = field(default_factory=dict)
+    #: Other ranks' system metrics (rank -> samples), read from their own files beside
+    #: the run (``RunFiles.rank_system``); not part of the document.
+    system_by_rank: dict[int, History] = field(default_factory=dict, compare=False)
     source: str | None = field(default=None, compare=False)  # file it was loaded from
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -183,17 +209,103 @@ class ExperimentLog:
             return None
         return per_step * int(steps)
 
-    def axis_values(self, name: str) -> array | None:
+    @property
+    def flops_per_token(self) -> float | None:
+        """Training FLOPs per token (``compute``), None when not given."""
+        return _positive_or_none(self.compute.get("flops_per_token"))
+
+    @property
+    def peak_flops(self) -> float | None:
+        """Peak FLOP/s of the devices the throughput counts (``compute``), None: unknown."""
+        return _positive_or_none(self.compute.get("peak_flops"))
+
+    @property
+    def flops_seen(self) -> float | None:
+        """Tokens seen x FLOPs per token (None when either is unknown)."""
+        tokens, per_token = self.tokens_seen, self.flops_per_token
+        return None if tokens is None or per_token is None else tokens * per_token
+
+    def axis_values(self, name: str, history: History | None = None) -> array | None:
         """Every row's value on the x-axis ``name`` (see ``row.AXES``) as float64, read from
-        the columns; None for the tokens axis of a run whose tokens per step are unknown."""
+        the columns; None for the tokens axis of a run whose tokens per step are unknown,
+        and for the flops axis of a run whose FLOPs per token are unknown too.
+        ``history``: another history of this run (``system_history``) instead of its rows."""
         chosen = axis(name)
+        rows = self.metrics_history if history is None else history
         if chosen.field is not None:
-            return self.metrics_history.floats(chosen.field)[1]
-        per_step = self.tokens_per_step
+            return rows.floats(chosen.field)[1]
+        per_step: float | None = self.tokens_per_step
+        if per_step is not None and chosen.name == "flops":
+            per_token = self.flops_per_token
+            per_step = None if per_token is None else per_step * per_token
         if per_step is None:
             return None
-        steps = self.metrics_history.floats("gradient_step")[1]
+        steps = rows.floats("gradient_step")[1]
         return array("d", (s * per_step for s in steps))
+
+    def alert_positions(self, name: str) -> list[tuple[float, Alert]]:
+        """Each alert with its place on the x-axis ``name`` (where its event began: the
+        marker a plot or the page draws); empty when the run has no such axis."""
+        chosen = axis(name)
+        out: list[tuple[float, Alert]] = []
+        per_step: float | None = None
+        if chosen.field is None:
+            per_step = self.tokens_per_step
+            if per_step is not None and chosen.name == "flops":
+                per_token = self.flops_per_token
+                per_step = None if per_token is None else per_step * per_token
+            if per_step is None:
+                return out
+        for alert in self.alerts:
+            if chosen.field == "iteration":
+                x = float(alert.iteration)
+            elif chosen.field == "gradient_step":
+                x = float(alert.gradient_step)
+            elif chosen.field == "wallclock_time":
+                x = float(alert.wallclock_time)
+            else:
+                assert per_step is not None
+                x = alert.gradient_step * per_step
+            out.append((x, alert))
+        return out
+
+    def system_to_pandas(self) -> Any:
+        """The system-metrics samples as a ``pandas.DataFrame``: ``sample`` (its number),
+        ``gradient_step``, ``wallclock_time``, then one column per metric (NaN where a
+        sample lacks it). Needs pandas."""
+        pandas = import_pandas("ExperimentLog.system_to_pandas()")
+        history = self.system_history
+        frame = {
+            "sample": history.to_numpy("iteration"),
+            "gradient_step": history.to_numpy("gradient_step"),
+            "wallclock_time": history.to_numpy("wallclock_time"),
+        }
+        frame.update({name: history.to_numpy(name) for name in history.extra_names()})
+        return pandas.DataFrame(frame)
+
+    def mfu_values(self) -> tuple[array | None, array] | None:
+        """Model FLOPs utilisation of every row with a throughput, as ``History.floats``
+        gives values (``(rows, values)``): ``tokens_per_sec x flops_per_token /
+        peak_flops`` (``core.flops.mfu``, the one definition); None when the run does not
+        know its FLOPs per token or its peak."""
+        per_token, peak = self.flops_per_token, self.peak_flops
+        if per_token is None or peak is None:
+            return None
+        rows, throughput = self.metrics_history.floats("tokens_per_sec")
+        values = (flops_utilisation(t, per_token, peak) for t in throughput)
+        return rows, array("d", (math.nan if v is None else v for v in values))
+
+    def recent_mfu(self) -> float | None:
+        """The summary's MFU: the median over the last :data:`MFU_ROWS` rows with a finite
+        value; without FLOPs per token and peak, the same of an ``mfu`` extra metric the
+        script logged itself (the W&B drop-in's nanoGPT-style runs); None otherwise."""
+        derived = self.mfu_values()
+        if derived is not None:
+            values = derived[1]
+        else:
+            values = self.metrics_history.floats("mfu")[1]
+        finite = [v for v in values[-MFU_ROWS:] if math.isfinite(v)]
+        return statistics.median(finite) if finite else None
 
     def results(self) -> RunResults:
         """Status, divergence, progress and best/last losses: see :class:`RunResults`."""
@@ -223,6 +335,9 @@ class ExperimentLog:
             if self.finished or self.duration_seconds is not None
             else (history[-1].wallclock_time if history else None),
             from_history=not self.finished,
+            alerts=len(self.alerts),
+            flops=self.flops_seen,
+            mfu=self.recent_mfu(),
         )
 
     def to_pandas(self) -> Any:
@@ -256,7 +371,11 @@ def _positive_number(value: Any) -> bool:
     return type(value) in (int, float) and math.isfinite(value) and value > 0
 
 
-_HISTORY_NAMES = frozenset({"metrics_history", "superseded_history"})
+def _positive_or_none(value: Any) -> float | None:
+    return float(value) if _positive_number(value) else None
+
+
+_HISTORY_NAMES = frozenset({"metrics_history", "superseded_history", "system_history"})
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,6 +499,27 @@ def apply_finish(
     if notes is not None:
         log.notes = notes
     log.status = "finished"
+
+
+def apply_system(log: ExperimentLog, row: MetricsSnapshot) -> bool:
+    """Add a system-metrics sample (its ``iteration`` is the sample's number); one the
+    history holds already (a sample both in a document and in a journal continuing it) is
+    skipped. Returns whether it was added."""
+    history = log.system_history
+    last = history.last_iteration
+    if last is not None and row.iteration <= last:
+        return False
+    history.append(row)
+    return True
+
+
+def apply_alert(log: ExperimentLog, number: int, alert: Alert) -> bool:
+    """Add alert number ``number`` (counted from 0 in the run); one the log holds already
+    is skipped. Returns whether it was added."""
+    if number < len(log.alerts):
+        return False
+    log.alerts.append(alert)
+    return True
 
 
 def superseded_step(log: ExperimentLog, iteration: int) -> int | None:

@@ -89,12 +89,15 @@ class Axis:
 
 
 #: Every x-axis, by the name users type (``--x``, ``plot_runs(x=)``, the page). ``tokens`` is
-#: gradient steps x tokens per step (see ``ExperimentLog.tokens_per_step``).
+#: gradient steps x tokens per step (see ``ExperimentLog.tokens_per_step``); ``flops`` is
+#: tokens x the model's training FLOPs per token (``ExperimentLog.flops_per_token``, see
+#: ``core.flops``): both derived when read, absent for a run that does not know them.
 AXES: dict[str, Axis] = {
     "gradient_step": Axis("gradient_step", "gradient_step", "gradient step (optimizer steps)"),
     "iteration": Axis("iteration", "iteration", "iteration"),
     "tokens": Axis("tokens", None, "tokens seen"),
     "wallclock": Axis("wallclock", "wallclock_time", "wall-clock time", ("wallclock_time",)),
+    "flops": Axis("flops", None, "training FLOPs (model)"),
 }
 #: The row fields that are x-axes (stored with every row, never a metric to plot).
 AXIS_FIELDS = ("iteration", "gradient_step", "wallclock_time")

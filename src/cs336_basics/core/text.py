@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .log import ExperimentLog
+from .log import MFU_ROWS, ExperimentLog
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -63,6 +63,17 @@ def _mirror(state: Any) -> str:
     return f"{where} {describe_mirror(state)}".strip()
 
 
+def system_brief(values: dict[str, Any]) -> str:
+    """What a system sample holds, in a few words: ``2 GPUs, CPU, memory``."""
+    gpus = {name.split(".")[1] for name in values if name.startswith("gpu.")}
+    parts = [f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''}"] if gpus else []
+    if any(name.endswith("cpu_percent") for name in values):
+        parts.append("CPU")
+    if any("mem_" in name or "rss" in name for name in values if not name.startswith("gpu.")):
+        parts.append("memory")
+    return ", ".join(parts) or "-"
+
+
 def format_summary(log: ExperimentLog) -> str:
     """The block ``print_summary`` shows for one run (``results()``'s numbers: for a run
     that did not finish, the best and last losses of its history so far)."""
@@ -95,10 +106,23 @@ def format_summary(log: ExperimentLog) -> str:
         f"{fmt(cfg.min_learning_rate)} batch={fmt(cfg.batch_size)} "
         f"warmup={fmt(cfg.warmup_iters)}",
     ]
+    if results.flops is not None:
+        lines.append(f"  training FLOPs:   {results.flops:.3g}")
+    if results.mfu is not None:
+        lines.append(f"  MFU:              {results.mfu:.1%} (median of the last {MFU_ROWS} rows)")
+    if log.system_history:
+        names = log.system_history[-1].extra or {}
+        lines.append(f"  system samples:   {len(log.system_history)} ({system_brief(names)})")
     if cfg.extra:
         lines.append("  other config:     " + ", ".join(f"{k}={v}" for k, v in cfg.extra.items()))
     if results.diverged_at is not None:
         lines.append(f"  DIVERGED at iteration {results.diverged_at} (NaN/inf loss)")
+    if results.alerts:
+        lines.append(f"  ALERTS:           {results.alerts}")
+        for alert in log.alerts[:5]:
+            lines.append(f"    {alert.kind:<9} {alert.text}")
+        if results.alerts > 5:
+            lines.append(f"    ... and {results.alerts - 5} more")
     if log.superseded_history:
         lines.append(
             f"  superseded rows:  {len(log.superseded_history)} (kept from before a restart)"

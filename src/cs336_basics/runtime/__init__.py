@@ -8,4 +8,8 @@
 - ``sinks``: the sink base class, the in-process dispatcher thread, the registry.
 - ``mirrors``: sinks in processes of their own, as the training process sees them.
 - ``mirror_child``: the mirror process itself (follows the journal, feeds the sink).
+- ``system_metrics``: the sampler thread (GPUs through NVML, process and host through
+  psutil) and other ranks' samples files.
+- ``alerts``: ``AlertWatch``, the alert detector fed by the journal thread, and the
+  script's ``on_alert`` callback on a thread of its own.
 """

@@ -58,6 +58,10 @@ class JournalWriter:
     ``before_write`` (optional) runs on the thread before each write; the tracker uses it to
     convert accelerator values that have waited too long. It must not raise (if it does,
     the error is logged and the thread goes on).
+
+    ``observe`` (optional) sees every record as it is encoded (under the writer's lock, in
+    order; rows hold plain numbers by then) and returns records to write right after it:
+    the tracker's alert detection (``runtime.alerts``). It must not raise.
     """
 
     def __init__(
@@ -67,8 +71,10 @@ class JournalWriter:
         header: bytes,
         interval: float = 0.25,
         before_write: Callable[[], None] | None = None,
+        observe: Callable[[Any], list[Any]] | None = None,
     ) -> None:
         self.files = files
+        self.observe = observe
         self.path = files.journal
         self.base = base
         self.interval = interval
@@ -114,6 +120,7 @@ class JournalWriter:
     def _encode_pending(self) -> bytes:
         chunks = []
         pending = self._pending
+        observe = self.observe
         while pending:
             record = pending.popleft()
             try:
@@ -122,6 +129,10 @@ class JournalWriter:
                 logger.error(
                     "journal %s: a record could not be encoded and is left out: %s", self.path, exc
                 )
+                continue
+            if observe is not None:
+                for follower in observe(record):
+                    chunks.append(encode_record(follower))
         return b"".join(chunks)
 
     def _write_pending(self, sync: bool = False) -> None:
@@ -241,6 +252,9 @@ class JournalWriter:
                             path.unlink()
                     raise
             kept = [r for r in self._pending if type(r) is dict and r.get(KIND) == MIRROR]
+            if self.observe is not None and not keep:  # dropped unwritten: judged all the same
+                for record in self._pending:
+                    kept += self.observe(record)
             self._pending.clear()
             self._pending.extend(kept)
             self._unwritten = b""

@@ -45,7 +45,17 @@ from ..core.log import ExperimentLog
 from ..store.codec import decode_log
 from ..store.document import recover, write_document
 from ..store.fileio import read_state, write_state
-from ..store.journal import CLOSED, EVAL, FINISH, ROW, UPDATE, JournalFollower, apply_record
+from ..store.journal import (
+    ALERT,
+    CLOSED,
+    EVAL,
+    FINISH,
+    ROW,
+    SYSTEM,
+    UPDATE,
+    JournalFollower,
+    apply_record,
+)
 from ..store.layout import RunFiles
 from ..store.load import load_run
 from ..store.lock import RunLock
@@ -117,6 +127,7 @@ class _Mirror:
             batch = follower.read()
             for position, record in batch:
                 kind = record.get("k")
+                alerts = len(log.alerts)
                 row = apply_record(log, record)
                 if kind == ROW and row is not None:
                     self.sink.emit(row)
@@ -124,6 +135,10 @@ class _Mirror:
                     self.sink.emit_eval(row)
                 elif kind == UPDATE and row is not None:
                     self.sink.emit_update(row, dict(record.get("values") or {}))
+                elif kind == SYSTEM and row is not None:
+                    self.sink.emit_system(row)
+                elif kind == ALERT and len(log.alerts) > alerts:
+                    self.sink.emit_alert(log.alerts[-1])
                 elif kind == FINISH:
                     ending = "finish"
                 elif kind == CLOSED:

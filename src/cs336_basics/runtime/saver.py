@@ -14,6 +14,12 @@ replays that chain). A SIGKILL mid-write leaves the old document (the rename did
 its kept journals; after the rename the new document, and kept journals it holds that the
 next load ignores.
 
+Records that threads other than the training thread add (system samples, alerts found
+by the journal thread, mirror states) may land in the run while a save rotates the
+journal: the snapshot is therefore taken *after* the rotation, so each such record is in
+the old journal (and the snapshot) or in the new journal (and perhaps the snapshot too:
+replaying it is a no-op, samples and alerts being numbered). None is lost.
+
 A newer snapshot replaces one still waiting (only the latest document matters). A failed
 write is logged once (and again when writes work again); the kept journals stay, so nothing
 is lost, and the next save writes everything.
@@ -47,6 +53,18 @@ class Snapshot:
     meta: dict[str, Any]
     metrics: HistorySnapshot
     superseded: HistorySnapshot
+    system: HistorySnapshot | None = None
+
+
+def take_snapshot(log: ExperimentLog, save_id: int) -> Snapshot:
+    """The document's fields and the histories' immutable parts now (milliseconds)."""
+    return Snapshot(
+        save_id,
+        document_meta(log, save_id),
+        log.metrics_history.snapshot(),
+        log.superseded_history.snapshot(),
+        log.system_history.snapshot(),
+    )
 
 
 def _let_others_run() -> None:
@@ -129,7 +147,11 @@ class DocumentSaver:
         started = time.perf_counter()
         try:
             self.writer.write(
-                snapshot.meta, snapshot.metrics, snapshot.superseded, pause=_let_others_run
+                snapshot.meta,
+                snapshot.metrics,
+                snapshot.superseded,
+                pause=_let_others_run,
+                system=snapshot.system,
             )
         except Exception as exc:  # disk full, EIO, ...: the kept journals hold everything
             self.failed(exc)
@@ -177,11 +199,13 @@ class RunSaves:
         interval: float,
         before_write: Callable[[], None],
         save_id: int = 0,
+        observe: Callable[[Any], list[Any]] | None = None,
     ) -> None:
         self.files = files
         self.header = header
         self.interval = interval
         self.before_write = before_write
+        self.observe = observe
         self.save_id = save_id
         self.writer = DocumentWriter(files.document)  # (it appends: saves cost O(new rows))
         self.saver = DocumentSaver(self.writer, self.remove_kept)
@@ -190,7 +214,7 @@ class RunSaves:
     def open_journal(self, base: int | None) -> JournalWriter:
         """Start the live journal (a new run: ``base`` None; a resumed one: its save id)."""
         self.journal = JournalWriter(
-            self.files, base or 0, self.header(base), self.interval, self.before_write
+            self.files, base or 0, self.header(base), self.interval, self.before_write, self.observe
         )
         return self.journal
 
@@ -213,12 +237,6 @@ class RunSaves:
         journal = self.journal
         assert journal is not None
         save_id = max(self.save_id, journal.base) + 1
-        snapshot = Snapshot(
-            save_id,
-            document_meta(log, save_id),
-            log.metrics_history.snapshot(),
-            log.superseded_history.snapshot(),
-        )
         keep = ("kept", "segment") if segment else ("kept",)
         try:
             journal.rotate(save_id, self.header(save_id), keep=keep)
@@ -226,8 +244,11 @@ class RunSaves:
             # The old journal cannot be kept: write the document here and now instead.
             logger.warning("save(): keeping the journal failed (%s); saving in the foreground", exc)
             self.saver.wait()  # an older snapshot must not land after this one
+            snapshot = take_snapshot(log, save_id)
             try:
-                self.writer.write(snapshot.meta, snapshot.metrics, snapshot.superseded)
+                self.writer.write(
+                    snapshot.meta, snapshot.metrics, snapshot.superseded, system=snapshot.system
+                )
             except (OSError, ValueError) as write_exc:
                 # Disk full, say: nothing is lost (the journal thread keeps the records in
                 # memory and retries), and the training loop is not the place to raise.
@@ -238,7 +259,7 @@ class RunSaves:
             self.saver.wrote(save_id)
             self._rotate_after_foreground_save(journal, save_id, segment)
         else:
-            self.saver.submit(snapshot)
+            self.saver.submit(take_snapshot(log, save_id))  # after the rotation: see above
         self.save_id = save_id
         if wait:
             self.wait_saved()
@@ -289,8 +310,10 @@ class RunSaves:
 
     def _write(self, log: ExperimentLog, save_id: int) -> None:
         """Write the document now, on the caller's thread."""
-        snapshot = (log.metrics_history.snapshot(), log.superseded_history.snapshot())
-        self.writer.write(document_meta(log, save_id), *snapshot)
+        snapshot = take_snapshot(log, save_id)
+        self.writer.write(
+            snapshot.meta, snapshot.metrics, snapshot.superseded, system=snapshot.system
+        )
 
     def close(self, timeout: float = 60.0) -> None:
         """Stop without finishing: the background save is waited for (the run stays locked

@@ -7,6 +7,9 @@ A sink subclasses :class:`Sink` and overrides what it needs:
 - ``emit_eval(row)``: an eval filled ``row.val_loss`` (the row as it now stands);
 - ``emit_update(row, values)``: values were added to the row of an iteration (the W&B
   drop-in logging one iteration in several calls);
+- ``emit_system(row)``: a system-metrics sample (``ExperimentLog.system_history``'s row:
+  the values are its extra metrics);
+- ``emit_alert(alert)``: an alert was recorded (``core.alerts.Alert``);
 - ``finish(log)``: the run finished, ``log`` carries the summary;
 - ``flush()``: everything received so far is written or sent;
 - ``close()``: release resources (the base class makes sinks context managers);
@@ -33,6 +36,7 @@ from collections import deque
 from typing import Any
 
 from ..core import plugins
+from ..core.alerts import Alert
 from ..core.errors import SinkUnavailableError
 from ..core.log import ExperimentLog
 from ..core.row import MetricsSnapshot
@@ -80,6 +84,12 @@ class Sink:
     def emit_update(self, row: MetricsSnapshot, values: dict[str, Any]) -> None:
         """``values`` (row fields and extra metrics by name) were added to ``row``."""
 
+    def emit_system(self, row: MetricsSnapshot) -> None:
+        """A system-metrics sample was taken (its values are ``row.extra``)."""
+
+    def emit_alert(self, alert: Alert) -> None:
+        """An alert (NaN/inf loss, spike, explosion) was recorded."""
+
     def finish(self, log: ExperimentLog) -> None:
         """The run finished; ``log`` has its summary."""
 
@@ -110,6 +120,8 @@ class InMemorySink(Sink):
         self.rows: list[dict[str, Any]] = []
         self.evals: list[dict[str, Any]] = []
         self.updates: list[dict[str, Any]] = []
+        self.system: list[dict[str, Any]] = []
+        self.alerts: list[Alert] = []
         self.finished: list[ExperimentLog] = []
         self.flushes = 0
         self.closed = False
@@ -125,6 +137,12 @@ class InMemorySink(Sink):
 
     def emit_update(self, row: MetricsSnapshot, values: dict[str, Any]) -> None:
         self.updates.append({"iteration": row.iteration, **values})
+
+    def emit_system(self, row: MetricsSnapshot) -> None:
+        self.system.append(row.to_dict())
+
+    def emit_alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
 
     def finish(self, log: ExperimentLog) -> None:
         self.finished.append(log)

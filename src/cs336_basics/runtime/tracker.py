@@ -28,29 +28,34 @@ from pathlib import Path
 from typing import Any
 
 from ..core import env
+from ..core.alerts import Alert, AlertRules
 from ..core.config import ExperimentConfig
-from ..core.errors import LogFormatError, RunClosedError
+from ..core.errors import LogFormatError, RunClosedError, UsageError
+from ..core.flops import dtype_key, peak_flops
 from ..core.log import (
     ExperimentLog,
     apply_eval,
     apply_finish,
     apply_metrics,
+    apply_system,
     apply_update,
     superseded_step,
 )
 from ..core.row import ROW_FIELDS, VALUE_FIELDS, MetricsSnapshot
 from ..core.text import format_summary
-from ..core.values import MAX_INDEX, check_text, optional_float, to_float, to_int
+from ..core.values import MAX_INDEX, check_text, optional_float, to_float, to_int, wrap_float
 from ..store import journal as records
 from ..store.codec import dumps
 from ..store.document import now_iso, recover, write_document
 from ..store.layout import RunFiles, claim_stem
 from ..store.load import load_run
 from ..store.lock import RunLock
+from .alerts import PRIME_ROWS, AlertWatch
 from .deferred import DeferredRows, has_device_values
 from .mirrors import Mirrors, remove_orphan_segments
 from .saver import RunSaves
 from .sinks import DEFAULT_QUEUE_SIZE, Sink, SinkDispatcher, make_sink
+from .system_metrics import DEFAULT_INTERVAL, RankSamplesFile, Sample, SystemSampler
 
 logger = logging.getLogger("cs336_basics")
 #: A row holding accelerator tensors is converted (off the training thread) once it has
@@ -125,6 +130,71 @@ def _check_config_text(where: str, value: Any) -> None:
             _check_config_text(f"{where}[{index}]", item)
 
 
+def _optional_positive(name: str, value: Any) -> float | None:
+    """A positive finite number (FLOPs, FLOP/s), or None; ``ValueError`` naming it."""
+    if value is None:
+        return None
+    number = to_float(name, value)
+    if not (isinstance(number, float) and 0 < number < float("inf")):
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    return float(number)
+
+
+def _system_interval(value: Any) -> tuple[float, bool]:
+    """Seconds between system samples (0: off) and whether sampling was asked for: the
+    argument, else ``CS336_SYSTEM_INTERVAL``, else :data:`DEFAULT_INTERVAL`."""
+    if value is None:
+        from_env = env.system_interval()
+        return (DEFAULT_INTERVAL, False) if from_env is None else (from_env, from_env > 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"system_interval: expected seconds >= 0 (0: off), got {value!r}")
+    if value == float("inf"):
+        raise ValueError("system_interval: expected a finite number of seconds (0: off)")
+    return float(value), value > 0
+
+
+def compute_info(
+    flops_per_token: Any,
+    peak: Any,
+    device_name: str | None,
+    dtype: Any,
+    num_devices: int,
+) -> dict[str, Any]:
+    """What ``ExperimentLog.compute`` records from the tracker's arguments (see there);
+    empty when none was given. A device or dtype the peak table lacks leaves the peak out
+    (MFU absent: never guessed) and says so once on the logger."""
+    info: dict[str, Any] = {}
+    per_token = _optional_positive("flops_per_token", flops_per_token)
+    if per_token is not None:
+        info["flops_per_token"] = per_token
+    given = _optional_positive("peak_flops", peak)
+    if type(num_devices) is not int or num_devices < 1:
+        raise ValueError(f"num_devices: expected a positive integer, got {num_devices!r}")
+    if device_name is not None or dtype is not None:
+        if device_name is None or dtype is None:
+            raise ValueError(
+                "device_name= and dtype= go together (the peak FLOP/s table needs both); "
+                "or pass peak_flops="
+            )
+        check_text("device_name", device_name)
+        info.update(device_name=device_name, dtype=str(dtype), num_devices=num_devices)
+        if given is None:
+            found = peak_flops(device_name, dtype, num_devices)
+            if found is None:
+                what = "dtype" if dtype_key(dtype) is None else "device"
+                logger.info(
+                    "MFU: no peak FLOP/s for %s %r in the table (core.flops.PEAK_FLOPS); MFU "
+                    "is not computed. Pass peak_flops= to give it.",
+                    what,
+                    dtype if what == "dtype" else device_name,
+                )
+            else:
+                info["peak_flops"] = found
+    if given is not None:
+        info["peak_flops"] = given
+    return info
+
+
 def _check_config(config: ExperimentConfig) -> None:
     """Refuse, at creation, a config the JSON document could not hold (names the key)."""
     for key, value in config.to_dict().items():
@@ -149,6 +219,23 @@ class ExperimentTracker:
         flush_interval: seconds between journal writes (crash loses at most about this).
         sink_queue_size: events that may wait for the sinks before rows are no longer sent
             to them (the run's start and finish always are).
+        system_interval: seconds between two samples of the system metrics (GPUs through
+            NVML, this process's CPU and memory, the host's memory; see
+            ``runtime.system_metrics``), taken by a thread of their own and kept in
+            ``log.system_history``; 0 turns sampling off. ``None`` reads
+            ``CS336_SYSTEM_INTERVAL``, else samples every 10 s.
+        alert_rules: what the alert detector watches and its thresholds
+            (``core.alerts.AlertRules``; ``None``: the defaults; ``False``: no detection).
+            NaN/inf losses, loss spikes and gradient-norm explosions are judged on the
+            journal thread as rows are written, recorded in ``log.alerts`` and logged.
+        on_alert: called with each ``Alert`` on a thread of its own (never the training
+            thread); what it raises is logged, never raised.
+        flops_per_token: the model's training FLOPs per token (``core.flops``): gives the
+            ``flops`` x-axis and, with a peak, each row's MFU (derived when read).
+        peak_flops: peak FLOP/s of all the devices ``tokens_per_sec`` counts; or
+        device_name, dtype: look it up (``torch.cuda.get_device_name()``, ``"bf16"``...)
+            in ``core.flops.PEAK_FLOPS``, times ``num_devices``. A device not in the table
+            leaves MFU absent (never guessed).
     """
 
     def __init__(
@@ -161,6 +248,14 @@ class ExperimentTracker:
         all_ranks: bool = False,
         flush_interval: float = 0.25,
         sink_queue_size: int = DEFAULT_QUEUE_SIZE,
+        system_interval: float | None = None,
+        alert_rules: AlertRules | bool | None = None,
+        on_alert: Callable[[Alert], Any] | None = None,
+        flops_per_token: float | None = None,
+        peak_flops: float | None = None,
+        device_name: str | None = None,
+        dtype: str | None = None,
+        num_devices: int = 1,
     ) -> None:
         if not isinstance(config, ExperimentConfig):
             raise TypeError(f"config: expected an ExperimentConfig, got {type(config).__name__}")
@@ -171,11 +266,22 @@ class ExperimentTracker:
                 f"sink_queue_size: expected a positive integer, got {sink_queue_size!r}"
             )
         _check_config(config)
+        if alert_rules is True:
+            alert_rules = None
+        if alert_rules is not None and alert_rules is not False:
+            if not isinstance(alert_rules, AlertRules):
+                raise TypeError(
+                    f"alert_rules: expected AlertRules, None or False, got {alert_rules!r:.60}"
+                )
+        if on_alert is not None and not callable(on_alert):
+            raise TypeError(f"on_alert: expected a callable, got {on_alert!r:.60}")
+        self._system_interval, self._system_explicit = _system_interval(system_interval)
+        self._compute = compute_info(flops_per_token, peak_flops, device_name, dtype, num_devices)
         self.config = config
         self.log_dir = Path(log_dir)
         self.enabled = all_ranks or env.process_rank() == 0
         self.flush_interval = float(flush_interval)
-        self._log = ExperimentLog(config=config)
+        self._log = ExperimentLog(config=config, compute=dict(self._compute))
         self._resume = resume
         self._sinks = _sinks_from(sinks) if self.enabled else []
         self._sink_queue_size = sink_queue_size
@@ -200,6 +306,14 @@ class ExperimentTracker:
         #: the one attribute the hot path reads.
         self._append: Callable[[Any], None] | None = None
         self._later: list[Callable[[], Any]] = []  # calls a signal handler made meanwhile
+        self._watch: AlertWatch | None = None
+        if alert_rules is not False and self.enabled:
+            self._watch = AlertWatch(
+                lambda: self._log, alert_rules or None, self._notify_alert, on_alert
+            )
+        self._sampler: SystemSampler | None = None
+        self._next_sample = 0
+        self._rank_samples: RankSamplesFile | None = None
         if self.enabled:
             _register(self)
 
@@ -246,6 +360,18 @@ class ExperimentTracker:
     def sinks(self) -> list[Sink]:
         return list(self._sinks)
 
+    @property
+    def alerts(self) -> list[Alert]:
+        """The alerts recorded so far (NaN/inf losses, spikes, explosions: ``core.alerts``),
+        oldest first. They are judged on the journal thread, within about a quarter of a
+        second of ``log_metrics`` (a row holding device tensors: once they were read)."""
+        return list(self._log.alerts)
+
+    @property
+    def system_interval(self) -> float:
+        """Seconds between two system-metrics samples (0: sampling off)."""
+        return self._system_interval
+
     def health(self) -> dict[str, Any]:
         """Whether everything logged is safely on its way, for a loop or a monitor to check.
 
@@ -254,6 +380,8 @@ class ExperimentTracker:
         ``waiting_device_rows``: rows whose tensors are not read yet; ``device_error``: the
         last values that could not be read (left out, rows kept). ``sink_backlog``:
         events the sinks have not handled yet; ``sinks``: each mirror's recorded state.
+        ``alerts``: alerts recorded; ``system_samples``: system-metrics samples taken;
+        ``system_note``: what the sampler could not read (no GPU, a missing extra), if any.
         """
         self._mirrors.refresh(self._log)
         saves = self._saves
@@ -274,6 +402,9 @@ class ExperimentTracker:
             "sinks_dropped": dispatcher.dropped if dispatcher is not None else 0,
             "sinks": {name: dict(state) for name, state in self._log.mirrors.items()},
             "mirror_processes": self._mirrors.alive(),
+            "alerts": len(self._log.alerts),
+            "system_samples": len(self._log.system_history),
+            "system_note": self._sampler.note if self._sampler is not None else None,
         }
 
     # ------------------------------------------------------------------ signals
@@ -347,10 +478,91 @@ class ExperimentTracker:
         if in_process:
             self._dispatcher = SinkDispatcher(in_process, self._sink_queue_size)
             self._dispatcher.put("start", self._log)
+        if self._system_interval > 0:
+            history = self._log.system_history
+            self._next_sample = 0 if history.last_iteration is None else history.last_iteration + 1
+            self._sampler = SystemSampler(
+                self._system_interval,
+                self._on_system_sample,
+                explicit=self._system_explicit,
+                name=f"cs336-system-{self._files.stem}",
+            ).start()
         return self
 
     def _new_saves(self, files: RunFiles, save_id: int) -> RunSaves:
-        return RunSaves(files, self._header, self.flush_interval, self._on_journal_tick, save_id)
+        observe = self._watch.observe if self._watch is not None else None
+        return RunSaves(
+            files, self._header, self.flush_interval, self._on_journal_tick, save_id, observe
+        )
+
+    def _on_system_sample(self, values: Sample) -> None:
+        """On the sampler thread: one sample into the log, the journal and the sinks."""
+        if not self._accepting:
+            return
+        numbers = {name: wrap_float(float(value)) for name, value in values.items()}
+        row = MetricsSnapshot(self._next_sample, self._steps_done, self.elapsed(), extra=numbers)
+        if not apply_system(self._log, row):
+            return
+        self._next_sample += 1
+        saves = self._saves
+        journal = saves.journal if saves is not None else None
+        if journal is not None:
+            journal.append(records.system_record(row))
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.put("emit_system", row)
+
+    def _notify_alert(self, alert: Alert) -> None:
+        """On the journal thread: an alert for the in-process sinks."""
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.put("emit_alert", alert)
+
+    def _stop_sampling(self) -> None:
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.close()
+        rank, self._rank_samples = self._rank_samples, None
+        if rank is not None:
+            rank.close()
+
+    def sample_system_for(self, run: str | Path) -> None:
+        """On a rank that does not write the run (rank > 0 under torch.distributed, whose
+        tracker records nothing): sample this rank's system metrics every
+        ``system_interval`` seconds into a file of rank 0's run, which loading the run reads
+        into ``log.system_by_rank[rank]``. ``run``: rank 0's run id (``tracker.run_id``,
+        broadcast to the other ranks) or the path of its document. The file is
+        ``.<run>.system-rank<K>.jsonl`` beside it (see ``store.layout``); its clock counts
+        from this call (about rank 0's, which counts from its start), and a job resumed
+        later continues its samples. Stopped by ``finish()`` or ``close()``."""
+        if self.enabled:
+            raise UsageError(
+                "sample_system_for(): this tracker writes its own run, where its system "
+                "metrics go already; call it on the other ranks"
+            )
+        if self._system_interval <= 0 or self._rank_samples is not None:
+            return
+        text = check_text("run", str(run))
+        if os.sep in text or text.endswith((".json", ".jsonl")):
+            files = RunFiles.of(Path(text))
+        else:
+            files = RunFiles(self.log_dir, text)
+        rank = env.process_rank()
+        self._rank_samples = RankSamplesFile(
+            files.rank_system(rank),
+            records.samples_header(rank, os.getpid(), socket.gethostname(), files.stem),
+        )
+        self._sampler = SystemSampler(
+            self._system_interval,
+            self._on_rank_sample,
+            explicit=True,
+            name=f"cs336-system-rank{rank}",
+        ).start()
+
+    def _on_rank_sample(self, values: Sample) -> None:
+        samples = self._rank_samples
+        if samples is not None:
+            samples.write(self._steps_done, values)
 
     def _on_journal_tick(self) -> None:
         """On the journal thread before each write: convert device values that waited too
@@ -437,13 +649,20 @@ class ExperimentTracker:
         log.group = before.group or log.group
         log.job_type = before.job_type or log.job_type
         log.summary.update(before.summary)
+        if self._compute:  # given again: the new values (a resume on another machine)
+            log.compute = dict(self._compute)
         self._log = log
+        if self._watch is not None:
+            self._watch.prime(log.metrics_history[-PRIME_ROWS:])
         history = log.metrics_history
         if history:
             self._steps_done = history[-1].gradient_step
             self._offset = history[-1].wallclock_time
         if log.duration_seconds is not None:
             self._offset = max(self._offset, log.duration_seconds)
+        samples = log.system_history
+        if samples:  # the clock goes on from the last thing recorded
+            self._offset = max(self._offset, samples[-1].wallclock_time)
 
     def elapsed(self) -> float:
         """Seconds of training so far (the wall-clock axis)."""
@@ -663,6 +882,7 @@ class ExperimentTracker:
         and in its journal; calling ``finish()`` again tries the save again.
         """
         if not self.enabled:
+            self._stop_sampling()  # (another rank's samples: see sample_system_for)
             return self._log
         if notes is not None:
             check_text("notes", notes)
@@ -691,6 +911,7 @@ class ExperimentTracker:
             )
         if not self._started:
             self.start()
+        self._stop_sampling()
         self._deferred.resolve()
         end, duration = now_iso(), self.elapsed()
         apply_finish(self._log, end, duration, tl, vl, notes)
@@ -707,6 +928,8 @@ class ExperimentTracker:
         self._close_sinks(sink_timeout)
         self._mirrors.wait(self._log, max(0.0, deadline - time.monotonic()))
         self._save(None, False)
+        if self._watch is not None:
+            self._watch.close()
 
     def _close_sinks(self, timeout: float) -> None:
         dispatcher, self._dispatcher = self._dispatcher, None
@@ -817,7 +1040,10 @@ class ExperimentTracker:
         Everything logged is written before this returns (also when called at interpreter
         exit for a tracker left open).
         """
-        if self._closed or not self.enabled:
+        if not self.enabled:
+            self._stop_sampling()  # (another rank's samples: see sample_system_for)
+            return
+        if self._closed:
             return
         with self._exclusive(self.close) as now:
             if now:
@@ -831,10 +1057,15 @@ class ExperimentTracker:
         _live.discard(self)
         if not self._started:
             return
+        self._stop_sampling()
         try:
             self._deferred.resolve()
         except Exception as exc:
             logger.error("close(): reading logged device tensors failed: %s", exc)
+        saves = self._saves
+        if saves is not None and saves.journal is not None:
+            with contextlib.suppress(OSError):  # (logged by the writer; retried below)
+                saves.journal.flush()  # rows judged now: their alerts reach the sinks
         self._close_sinks(timeout=10.0)
         saves = self._saves
         if saves is not None:
@@ -845,6 +1076,8 @@ class ExperimentTracker:
                 journal.append(records.closed_record())  # not a live run any more
                 journal.close()
         self._mirrors.wait(self._log, 10.0)  # they read the closed record and end
+        if self._watch is not None:
+            self._watch.close()
         self._release()
 
     def _release(self) -> None:

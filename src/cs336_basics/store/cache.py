@@ -15,7 +15,8 @@ Layout (v3), all little-endian::
     trailer: data size (8), header length (8), header CRC-32 (4), data CRC-32 (4), END (8)
 
 The header holds the document without its histories (``meta``: the same JSON values), for
-each history its facts (row count, last row, first diverged row, best and last value of
+each history (metrics, superseded, system samples: a cache written before the last had
+none, read as empty) its facts (row count, last row, first diverged row, best and last value of
 each loss: what a listing shows) and its chunks: row count and, per column, its kind
 (``range``: start and step; ``array``: offset, length and typecode of the values, and of
 the row index when only some rows have a value; ``list``: the values inline). Loading
@@ -209,6 +210,7 @@ class CacheWriter:
         metrics: tuple[Chunk, ...],
         superseded: tuple[Chunk, ...],
         frozen: int = 0,
+        system: tuple[Chunk, ...] = (),
     ) -> None:
         """Write the cache of ``document``, whose file (``written``: its stat) was written
         from ``meta`` and these chunks; the first ``frozen`` metrics chunks are frozen.
@@ -221,7 +223,7 @@ class CacheWriter:
             return
         path = cache_path(document)
         try:
-            self._write(path, written, meta, metrics, superseded, frozen)
+            self._write(path, written, meta, metrics, superseded, frozen, system)
         except (OSError, TypeError, ValueError) as exc:
             logger.debug("could not write the cache %s: %s", path, exc)
             self._identity, self._kept = None, []
@@ -250,9 +252,11 @@ class CacheWriter:
         metrics: tuple[Chunk, ...],
         superseded: tuple[Chunk, ...],
         frozen: int,
+        system: tuple[Chunk, ...] = (),
     ) -> None:
         metrics = tuple(c for c in metrics if c.n)
         superseded = tuple(c for c in superseded if c.n)
+        system = tuple(c for c in system if c.n)
         frozen = min(frozen, len(metrics))
         k = self._reusable(path, metrics, frozen)
         kept = self._kept[:k]
@@ -264,6 +268,7 @@ class CacheWriter:
             if index < frozen:
                 kept.append((chunk, specs[-1], data.size, data.crc))
         superseded_specs = [_chunk_spec(chunk, data) for chunk in superseded]
+        system_specs = [_chunk_spec(chunk, data) for chunk in system]
         live = {id(chunk) for chunk in (*metrics, *superseded)}
         self._facts = {i: f for i, f in self._facts.items() if i in live}
         for chunk in (*metrics[:frozen],):
@@ -276,9 +281,11 @@ class CacheWriter:
                 "facts": {
                     "metrics_history": _facts(metrics, self._facts),
                     "superseded_history": _facts(superseded, self._facts),
+                    "system_history": _facts(system, {}),
                 },
                 "metrics_history": specs,
                 "superseded_history": superseded_specs,
+                "system_history": system_specs,
                 "data_size": data.size,
             }
         )
@@ -308,9 +315,10 @@ def write_cache(
     meta: dict[str, Any],
     metrics: tuple[Chunk, ...],
     superseded: tuple[Chunk, ...],
+    system: tuple[Chunk, ...] = (),
 ) -> None:
     """Write the cache of ``document`` whole (see :meth:`CacheWriter.write`)."""
-    CacheWriter().write(document, written, meta, metrics, superseded)
+    CacheWriter().write(document, written, meta, metrics, superseded, system=system)
 
 
 # ---------------------------------------------------------------------------------------
@@ -450,14 +458,16 @@ class CachedRun:
     data_crc: int
     metrics_facts: Facts
     superseded_facts: Facts
+    system_facts: Facts
 
     @property
     def meta(self) -> dict[str, Any]:
         return self.header["meta"]
 
-    def load(self) -> tuple[list[Chunk], list[Chunk]]:
-        """The two histories' chunks; ``CacheError`` when the file changed since its header
-        was read, or its data fail their CRC or their shapes."""
+    def load(self) -> tuple[list[Chunk], list[Chunk], list[Chunk]]:
+        """The three histories' chunks (metrics, superseded, system samples);
+        ``CacheError`` when the file changed since its header was read, or its data fail
+        their CRC or their shapes."""
         try:
             with open(self.path, "rb") as handle:
                 st = os.fstat(handle.fileno())
@@ -473,6 +483,7 @@ class CachedRun:
         return (
             _chunks(self.header["metrics_history"], data, self.metrics_facts.rows),
             _chunks(self.header["superseded_history"], data, self.superseded_facts.rows),
+            _chunks(self.header.get("system_history") or [], data, self.system_facts.rows),
         )
 
 
@@ -515,6 +526,9 @@ def read_cache(document: Path, save_id: int | None = None) -> CachedRun | None:
             data_crc,
             _read_facts(header, "metrics_history", path),
             _read_facts(header, "superseded_history", path),
+            _read_facts(header, "system_history", path)
+            if "system_history" in header["facts"]
+            else Facts(0, None, None, {}),
         )
     except FileNotFoundError:
         return None

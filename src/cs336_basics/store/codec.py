@@ -6,8 +6,12 @@ This module owns the **document** format and the JSON value rules the journal sh
 - the **document**: the guide's JSON object (``config``, ``start_time``, ..., ``metrics_history``,
   ``notes``) plus a few extra keys (``run_id``, ``status``, ``format_version``, ``save_id``,
   ``superseded_history``, ``mirrors``, ``config_changes``, ``tags``, ``group``,
-  ``job_type``, ``summary``: other summary values). Strict JSON: NaN and +-inf are
-  written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and read back as floats.
+  ``job_type``, ``summary``: other summary values; ``alerts``: the events detected while it
+  trained, each ``{iteration, gradient_step, wallclock_time, kind, metric, value, baseline,
+  deviation, detected_at}``; ``compute``: FLOPs per token and peak FLOP/s when given;
+  ``system_history``, last: the system-metrics samples, rows as in ``metrics_history``
+  with the values in ``extra``). Strict JSON: NaN and +-inf are written as the strings
+  ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and read back as floats.
 
 Decoding trusts nothing: every field is checked, and a bad one raises ``LogFormatError``
 naming the file, the field (``metrics_history[3].train_loss``), the value and what was
@@ -30,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from ..core.alerts import Alert
 from ..core.config import ExperimentConfig
 from ..core.errors import LogFormatError
 from ..core.history import CHUNK_ROWS, Chunk, Column, History
@@ -135,6 +140,8 @@ def document_meta(log: ExperimentLog, save_id: int) -> dict[str, Any]:
     doc["group"] = log.group
     doc["job_type"] = log.job_type
     doc["summary"] = plain(dict(log.summary))
+    doc["alerts"] = [plain(alert.to_dict()) for alert in list(log.alerts)]
+    doc["compute"] = plain(dict(log.compute))
     return doc
 
 
@@ -180,16 +187,28 @@ def chunk_piece(chunk: Chunk, first: bool, pause: Callable[[], None] = _no_pause
 
 
 def tail_bytes(
-    meta: dict[str, Any], superseded: Iterable[Chunk], pause: Callable[[], None] = _no_pause
+    meta: dict[str, Any],
+    superseded: Iterable[Chunk],
+    pause: Callable[[], None] = _no_pause,
+    system: Iterable[Chunk] = (),
+    piece: Callable[[Chunk, bool, Callable[[], None]], bytes] | None = None,
 ) -> bytes:
     """The document after the last row of ``metrics_history``: the other fields, the
-    superseded rows, the closing brace."""
+    superseded rows, the system-metrics samples, the closing brace. ``piece``: how a chunk
+    of samples is encoded (default :func:`chunk_piece`; a writer may reuse its bytes)."""
     _, rest = _head_and_rest(meta)
     pieces = [b"]," + dumps(rest)[1:-1] + b',"superseded_history":[']
     first = True
     for chunk in superseded:
         if chunk.n:
             pieces.append(chunk_piece(chunk, first, pause))
+            first = False
+    pieces.append(b'],"system_history":[')
+    encode = piece or chunk_piece
+    first = True
+    for chunk in system:
+        if chunk.n:
+            pieces.append(encode(chunk, first, pause))
             first = False
     pieces.append(b"]}")
     return b"".join(pieces)
@@ -200,6 +219,7 @@ def document_parts(
     metrics: Iterable[Chunk],
     superseded: Iterable[Chunk],
     pause: Callable[[], None] = _no_pause,
+    system: Iterable[Chunk] = (),
 ) -> Iterator[bytes]:
     """The document in pieces (one per chunk of rows), for a writer that streams it to a
     file: ``meta`` from :func:`document_meta`, the histories as chunks. ``pause`` runs
@@ -213,7 +233,7 @@ def document_parts(
         if chunk.n:
             yield chunk_piece(chunk, first, pause)
             first = False
-    yield tail_bytes(meta, superseded, pause)
+    yield tail_bytes(meta, superseded, pause, system)
 
 
 def encode_log(log: ExperimentLog, save_id: int = 0) -> bytes:
@@ -221,7 +241,8 @@ def encode_log(log: ExperimentLog, save_id: int = 0) -> bytes:
     meta = document_meta(log, save_id)
     metrics = log.metrics_history.snapshot().chunks()
     superseded = log.superseded_history.snapshot().chunks()
-    return b"".join(document_parts(meta, metrics, superseded))
+    system = log.system_history.snapshot().chunks()
+    return b"".join(document_parts(meta, metrics, superseded, system=system))
 
 
 # ---------------------------------------------------------------------------------------
@@ -563,6 +584,31 @@ def _summary_extra(doc: dict[str, Any], source: str) -> dict[str, Any]:
     return {str(k): unmark(v) for k, v in summary.items()}
 
 
+def _alerts(doc: dict[str, Any], source: str) -> list[Alert]:
+    alerts = doc.get("alerts")
+    if alerts is None:
+        return []
+    if not isinstance(alerts, list):
+        raise LogFormatError(_expected(f"{source}: alerts", "a list", alerts))
+    out = []
+    for index, item in enumerate(alerts):
+        data = {k: from_marker(v) for k, v in item.items()} if isinstance(item, dict) else item
+        try:
+            out.append(Alert.from_dict(data, f"{source}: alerts[{index}]"))
+        except ValueError as exc:
+            raise LogFormatError(str(exc)) from exc
+    return out
+
+
+def _compute(doc: dict[str, Any], source: str) -> dict[str, Any]:
+    compute = doc.get("compute")
+    if compute is None:
+        return {}
+    if not isinstance(compute, dict):
+        raise LogFormatError(_expected(f"{source}: compute", "an object", compute))
+    return {str(k): unmark(v) for k, v in compute.items()}
+
+
 def _summary_value(doc: dict[str, Any], name: str, source: str) -> float | None:
     value = from_marker(doc.get(name))
     if value is None:
@@ -621,6 +667,11 @@ def _document_to_log(doc: dict[str, Any], source: str, fix_markers: bool) -> Exp
         group=_optional_str(doc, "group", source),
         job_type=_optional_str(doc, "job_type", source),
         summary=_summary_extra(doc, source),
+        system_history=history_from_dicts(
+            doc.get("system_history") or [], f"{source}: system_history", fix_markers
+        ),
+        alerts=_alerts(doc, source),
+        compute=_compute(doc, source),
         source=source,
     )
     for name in SUMMARY_FIELDS:

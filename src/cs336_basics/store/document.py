@@ -48,6 +48,7 @@ def write_document(path: Path, log: ExperimentLog, save_id: int) -> None:
         document_meta(log, save_id),
         log.metrics_history.snapshot(),
         log.superseded_history.snapshot(),
+        system=log.system_history.snapshot(),
     )
 
 
@@ -57,12 +58,13 @@ def write_snapshot(
     metrics: tuple[Chunk, ...],
     superseded: tuple[Chunk, ...],
     pause: Callable[[], None] | None = None,
+    system: tuple[Chunk, ...] = (),
 ) -> None:
     """Write a document from the histories' chunks, whole, then its cache (``pause``: see
     ``codec.document_parts``)."""
-    parts = document_parts(meta, metrics, superseded, *([pause] if pause else []))
+    parts = document_parts(meta, metrics, superseded, pause or _no_pause, system)
     written = atomic_write(path, parts)
-    write_cache(path, written, meta, metrics, superseded)
+    write_cache(path, written, meta, metrics, superseded, system)
 
 
 _COPY_BLOCK = 1 << 24
@@ -109,6 +111,10 @@ class DocumentWriter:
 
     Either way the document is byte for byte what writing it whole gives. Anything else is
     written whole (atomically). The cache follows (:class:`~.cache.CacheWriter`).
+
+    The system-metrics samples come after the other fields, so they are written again by
+    every save; the bytes of their frozen chunks are encoded once and kept (a week of
+    samples every 10 s is 60k rows: a few MB written, nothing encoded again).
     """
 
     def __init__(self, path: Path) -> None:
@@ -118,6 +124,8 @@ class DocumentWriter:
         self._identity: tuple[int, int, int, int] | None = None
         self._head = b""
         self._kept: list[tuple[Chunk, int]] = []  # frozen chunk, end of its bytes
+        self._system: tuple[tuple[Chunk, ...], dict[int, bytes]] = ((), {})
+        self._samples: tuple[Chunk, ...] = ()
 
     def write(
         self,
@@ -125,12 +133,18 @@ class DocumentWriter:
         metrics: HistorySnapshot,
         superseded: HistorySnapshot,
         pause: Callable[[], None] | None = None,
+        system: HistorySnapshot | None = None,
     ) -> None:
-        """Write the document of ``meta`` and the two histories (then its cache)."""
+        """Write the document of ``meta`` and the histories (then its cache)."""
         pause = pause or _no_pause
         frozen = tuple(c for c in metrics.frozen if c.n)
         chunks = tuple(c for c in metrics.chunks() if c.n)
         rest = superseded.chunks()
+        self._samples = tuple(c for c in system.chunks() if c.n) if system is not None else ()
+        if system is not None:  # encoded bytes kept for the frozen chunks only
+            kept = tuple(c for c in system.frozen if c.n)
+            known = self._system[1]
+            self._system = (kept, {id(c): known[id(c)] for c in kept if id(c) in known})
         head = head_bytes(meta)
         k = self._reusable(frozen)
         try:
@@ -141,7 +155,19 @@ class DocumentWriter:
         except BaseException:
             self._identity, self._kept = None, []
             raise
-        self.cache.write(self.path, written, meta, chunks, rest, frozen=len(frozen))
+        self.cache.write(
+            self.path, written, meta, chunks, rest, frozen=len(frozen), system=self._samples
+        )
+
+    def _sample_piece(self, chunk: Chunk, first: bool, pause: Callable[[], None]) -> bytes:
+        """A chunk of system samples as the document holds it (a frozen one's bytes once)."""
+        frozen, known = self._system
+        body = known.get(id(chunk))
+        if body is None:
+            body = chunk_piece(chunk, True, pause)
+            if any(c is chunk for c in frozen):
+                known[id(chunk)] = body
+        return body if first else b"," + body
 
     def _reusable(self, frozen: tuple[Chunk, ...]) -> int:
         if self._identity is None:
@@ -177,7 +203,7 @@ class DocumentWriter:
             if index < frozen:
                 self._kept.append((chunks[index], offset))
             yield piece
-        yield tail_bytes(meta, superseded, pause)
+        yield tail_bytes(meta, superseded, pause, self._samples, self._sample_piece)
 
     def _append(
         self,
@@ -312,10 +338,12 @@ def read_document(
                 loader = _CacheLoader(cached, document)
                 metrics = _lazy(cached.metrics_facts, loader.metrics)
                 superseded = _lazy(cached.superseded_facts, loader.superseded)
+                system = _lazy(cached.system_facts, loader.system)
             else:
                 chunks = cached.load()
-                metrics, superseded = History.from_chunks(chunks[0]), History.from_chunks(chunks[1])
+                metrics, superseded, system = (History.from_chunks(c) for c in chunks)
             log.metrics_history, log.superseded_history = metrics, superseded
+            log.system_history = system
             return log, int(cached.meta.get("save_id") or 0)
         except (LogFormatError, CacheError) as exc:
             logger.debug("ignoring the cache of %s: %s", document, exc)
@@ -356,10 +384,10 @@ class _CacheLoader:
     def __init__(self, cached: CachedRun, document: Path) -> None:
         self.cached = cached
         self.document = document
-        self._chunks: tuple[list[Chunk], list[Chunk]] | None = None
+        self._chunks: tuple[list[Chunk], list[Chunk], list[Chunk]] | None = None
         self._lock = threading.RLock()  # (re-entered by a signal handler that saves)
 
-    def _load(self) -> tuple[list[Chunk], list[Chunk]]:
+    def _load(self) -> tuple[list[Chunk], list[Chunk], list[Chunk]]:
         with self._lock:
             if self._chunks is None:
                 try:
@@ -376,6 +404,7 @@ class _CacheLoader:
                     self._chunks = (
                         list(log.metrics_history.snapshot().chunks()),
                         list(log.superseded_history.snapshot().chunks()),
+                        list(log.system_history.snapshot().chunks()),
                     )
             return self._chunks
 
@@ -384,6 +413,9 @@ class _CacheLoader:
 
     def superseded(self) -> list[Chunk]:
         return self._load()[1]
+
+    def system(self) -> list[Chunk]:
+        return self._load()[2]
 
 
 def _cache_after_read(
@@ -407,4 +439,5 @@ def _cache_after_read(
         document_meta(log, save_id),
         log.metrics_history.snapshot().chunks(),
         log.superseded_history.snapshot().chunks(),
+        log.system_history.snapshot().chunks(),
     )

@@ -4,7 +4,8 @@ This module owns the format (the writer thread is ``runtime.journal_writer``). O
 object per line; ``k`` names the record kind:
 
 ========  =====================================================================
-``h``     header, always the first line: run id, config, start time, notes, the
+``h``     header, always the first line: run id, config, start time, notes, tags,
+          group, job type, summary, ``compute`` (FLOPs per token, peak), the
           ``save_id`` of the document it continues (``base``), writer pid and host
 ``m``     a metrics row: ``{"k": "m", "r": <the row as in metrics_history>}``
 ``e``     an eval: iteration ``i``, gradient step ``g``, wall-clock ``w``, val loss
@@ -18,6 +19,12 @@ object per line; ``k`` names the record kind:
 ``a``     attributes set: any of ``tags``, ``group``, ``job_type``, and ``summary``
           (values added to the run's other summary values)
 ``c``     the tracker was closed without finishing (the run is not live any more)
+``s``     a system-metrics sample: ``{"k": "s", "r": <the row as in system_history>}``
+          (its ``iteration`` is the sample's number: a sample the run holds already,
+          written by a save and by the journal around it, is skipped)
+``w``     an alert (``core.alerts``): its number in the run ``n`` (from 0; one the run
+          holds already is skipped) and ``alert``: iteration, gradient_step,
+          wallclock_time, kind, metric, value, baseline, deviation, detected_at
 ========  =====================================================================
 
 Floats that are NaN or infinite are written as the document writes them (``"NaN"``,
@@ -34,9 +41,18 @@ from typing import Any
 
 import orjson
 
+from ..core.alerts import Alert
 from ..core.config import ExperimentConfig
 from ..core.errors import LogFormatError
-from ..core.log import ExperimentLog, apply_eval, apply_finish, apply_metrics, apply_update
+from ..core.log import (
+    ExperimentLog,
+    apply_alert,
+    apply_eval,
+    apply_finish,
+    apply_metrics,
+    apply_system,
+    apply_update,
+)
 from ..core.row import MetricsSnapshot
 from ..core.values import NonFinite, from_marker
 from .codec import FORMAT_VERSION, dumps, plain, row_from_dict, unmark
@@ -54,6 +70,8 @@ MIRROR = "x"
 NOTES = "n"
 ATTRIBUTES = "a"
 CLOSED = "c"
+SYSTEM = "s"
+ALERT = "w"
 
 
 # ---------------------------------------------------------------------------------------
@@ -72,6 +90,7 @@ def encode_header(log: ExperimentLog, base_save_id: int | None, pid: int, host: 
         "group": log.group,
         "job_type": log.job_type,
         "summary": plain(dict(log.summary)),
+        "compute": plain(dict(log.compute)),
         "base": base_save_id,
         "pid": pid,
         "host": host,
@@ -141,6 +160,28 @@ def closed_record() -> dict[str, Any]:
     return {KIND: CLOSED}
 
 
+def system_record(row: MetricsSnapshot) -> dict[str, Any]:
+    return {KIND: SYSTEM, "r": row}
+
+
+def alert_record(number: int, alert: Alert) -> dict[str, Any]:
+    return {KIND: ALERT, "n": number, "alert": plain(alert.to_dict())}
+
+
+def alert_of(record: dict[str, Any], where: str = "alert") -> tuple[int, Alert]:
+    """The number and the alert of a ``w`` record (``LogFormatError`` if malformed)."""
+    number = record.get("n")
+    if type(number) is not int or number < 0:
+        raise LogFormatError(f"{where}: n: expected an integer >= 0, got {number!r:.40}")
+    data = record.get("alert")
+    if isinstance(data, dict):
+        data = {k: from_marker(v) for k, v in data.items()}
+    try:
+        return number, Alert.from_dict(data, where)
+    except ValueError as exc:
+        raise LogFormatError(str(exc)) from exc
+
+
 def encode_record(record: MetricsSnapshot | dict[str, Any]) -> bytes:
     """One journal line for a queued record (a metrics row or one of the dicts above)."""
     if type(record) is MetricsSnapshot:
@@ -155,7 +196,8 @@ def encode_record(record: MetricsSnapshot | dict[str, Any]) -> bytes:
 def apply_record(
     log: ExperimentLog, record: dict[str, Any], where: str = ""
 ) -> MetricsSnapshot | None:
-    """Apply one journal record to ``log``; returns the row a metrics or eval record changed.
+    """Apply one journal record to ``log``; returns the row a metrics or eval record changed
+    (or the sample a system record added).
 
     Raises ``KeyError``/``TypeError``/``ValueError`` (``LogFormatError``) for a bad record.
     Headers and ``closed`` records change nothing here.
@@ -212,6 +254,11 @@ def apply_record(
         log.notes = notes
     elif kind == ATTRIBUTES:
         apply_attributes(log, record)
+    elif kind == SYSTEM:
+        row = row_from_dict(record["r"], where or "journal system sample")
+        return row if apply_system(log, row) else None
+    elif kind == ALERT:
+        apply_alert(log, *alert_of(record, where or "journal alert"))
     return None
 
 
@@ -233,6 +280,36 @@ def apply_attributes(log: ExperimentLog, record: dict[str, Any]) -> None:
         if not isinstance(summary, dict):
             raise LogFormatError(f"summary: expected an object, got {summary!r:.60}")
         log.summary.update({str(k): unmark(v) for k, v in summary.items()})
+
+
+def samples_header(rank: int, pid: int, host: str, run_id: str) -> bytes:
+    """The first line of another rank's samples file (``RunFiles.rank_system``)."""
+    record = {KIND: HEADER, "format_version": FORMAT_VERSION, "run_id": run_id, "rank": rank}
+    return dumps({**record, "pid": pid, "host": host}) + b"\n"
+
+
+def read_samples(data: bytes, where: str) -> tuple[list[MetricsSnapshot], list[str]]:
+    """The samples of another rank's samples file (its ``s`` records, each sample once) and
+    the problems met (unreadable lines and bad records are skipped)."""
+    holder = ExperimentLog(config=ExperimentConfig(experiment_name="samples"))
+    problems: list[str] = []
+    lines = data.split(b"\n")
+    lines.pop()  # empty, or a line still being written
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            problems.append(f"{where}: line {number} is unreadable (skipped)")
+            continue
+        if not isinstance(record, dict) or record.get(KIND) != SYSTEM:
+            continue
+        try:
+            apply_record(holder, record, f"{where}: line {number}")
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"{where}: line {number}: bad sample skipped ({exc})")
+    return list(holder.system_history), problems
 
 
 def header_of(data: bytes) -> dict[str, Any] | None:
@@ -323,6 +400,9 @@ def replay(
                     apply_attributes(log, record)
                 except LogFormatError as exc:
                     raise LogFormatError(f"{path}: header: {exc}") from exc
+                compute = record.get("compute")
+                if isinstance(compute, dict):
+                    log.compute = {str(k): unmark(v) for k, v in compute.items()}
             continue
         assert log is not None
         where = f"{path}: line {number}"

@@ -34,6 +34,11 @@ file                           what it is; written by           goes away
 ``.RUN.SINK-mirror.log``       the mirror process's output      when it finished cleanly
 ``.RUN.SINK-mirror-start.json`` a document snapshot left by     with the state file
                                versions before 0.3
+``.RUN.system-rankK.jsonl``    system-metrics samples of rank   never (the loader reads them
+                               ``K`` > 0 of a distributed job   into ``system_by_rank``)
+                               (header, then ``s`` records of
+                               ``journal``); that rank's
+                               sampler
 ``.RUN.*.tmp-PID[-TID]``       a file being written (atomic     renamed into place; a killed
                                writes); any writer              writer's at resume, finish,
                                                                 push
@@ -58,6 +63,7 @@ DOCUMENT = ".json"
 JOURNAL = ".jsonl"
 CACHE = ".columns"
 _MIRROR_STATE = "-mirror.json"
+_RANK_SYSTEM = ".system-rank"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DOTS = re.compile(r"\.{2,}")
 _TEMP = re.compile(r"\.tmp-(\d+)(?:-\d+)?$")
@@ -176,6 +182,21 @@ class RunFiles:
 
     def mirror_start(self, sink: str) -> Path:
         return self._hidden(f".{sink}-mirror-start.json")
+
+    def rank_system(self, rank: int) -> Path:
+        """System-metrics samples of another rank of the job (see the table)."""
+        return self._hidden(f"{_RANK_SYSTEM}{int(rank)}{JOURNAL}")
+
+    def rank_systems(self) -> list[tuple[int, Path]]:
+        """``(rank, path)`` of every other rank's samples file, by rank."""
+        found = []
+        prefix = len(self.stem) + 1 + len(_RANK_SYSTEM)
+        for path in self.folder.glob(f".{self.stem}{_RANK_SYSTEM}*{JOURNAL}"):
+            try:
+                found.append((int(path.name[prefix : -len(JOURNAL)]), path))
+            except ValueError:
+                continue
+        return sorted(found)
 
     def mirror_states(self) -> dict[str, Path]:
         """Sink name -> its state file, for every mirror that left one."""

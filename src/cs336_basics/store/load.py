@@ -15,7 +15,9 @@ loads a run through :func:`load_run`, so the recovery rules live here once:
   journal's writer process lives); a torn last line of a dead writer is reported and
   skipped, an incomplete one of a live writer is left for the next read;
 - the state recorded by any mirror process is merged last (it may be newer than all of it:
-  a mirror goes on after a crash, or after ``finish()``).
+  a mirror goes on after a crash, or after ``finish()``);
+- other ranks' system-metrics samples (``RunFiles.rank_system``) go to
+  ``log.system_by_rank``.
 
 :class:`LoadedRun` carries the position after the last record read from the live journal,
 so a follower (``journal.JournalFollower``: the page, a mirror) continues from there and
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import LogFormatError
+from ..core.history import History
 from ..core.log import ExperimentLog
 from . import journal as journal_format
 from .document import read_document
@@ -78,6 +81,14 @@ def load_run(
         state = read_state(state_file)
         if state:
             log.mirrors[name] = {**(log.mirrors.get(name) or {}), **state}
+    for rank, samples in files.rank_systems():
+        data = read_bytes_if_any(samples)
+        if data is None:
+            continue
+        rows, problems = journal_format.read_samples(data, str(samples))
+        for problem in problems:
+            on_problem(problem)
+        log.system_by_rank[rank] = History(rows)
     return loaded
 
 

@@ -38,6 +38,7 @@ from .keys import RowMapper
 from .runs import (
     apply_summary,
     attributes,
+    compute_of,
     config_of,
     history_to_log,
     local_run_id,
@@ -217,6 +218,7 @@ def _to_log(
     log.config = config_of(
         run.config, meta.get("display_name") or run_id, config_aliases, str(files[-1])
     )
+    log.compute = compute_of(run.config)
     log.start_time = meta.get("start_time")
     log.notes = meta.get("notes") or ""
     problems = [f"{reader.path.name}: {p}" for reader in readers for p in reader.problems]

@@ -8,6 +8,8 @@ Local -> W&B (the mirror and push):
 | gradient_step | ``gradient_step`` | x-axis, the default ``step_metric`` of every metric |
 | wallclock_time | ``wallclock_time`` | x-axis, seconds since the run started |
 | (tokens) | ``tokens`` | x-axis: gradient steps x tokens per step, when known |
+| (flops) | ``flops`` | x-axis: tokens x training FLOPs per token, when both are known |
+| (mfu) | ``perf/mfu`` | a train row's MFU (``core.flops.mfu``), when FLOPs/token, peak known |
 | train_loss | ``train/loss`` | |
 | val_loss | ``val/loss`` | logged in its own row by ``log_eval`` |
 | learning_rate | ``train/lr`` | |
@@ -17,6 +19,15 @@ Local -> W&B (the mirror and push):
 
 A run of the W&B drop-in (``script_keys``) sends an extra metric under the key the script
 logged (``eval/runtime``, ``mfu``), unless that key is one this table reads as a field.
+
+System-metrics samples (``ExperimentLog.system_history``) go in rows of their own: each
+value ``X`` as ``system/X`` (``system/gpu.0.util``, ``system/proc.rss_gib``), with the
+``wallclock_time`` axis (the ``step_metric`` of ``system/*``), ``gradient_step`` (the steps
+done when sampled) and ``tokens``/``flops`` when known; no ``iteration`` (a sample is not a
+training row). W&B's own system panel cannot be fed through ``run.log``: these are charts
+of a ``system`` section. Alerts go through ``run.alert`` (title, text, level; see
+``core.alerts.Alert``). The run's config carries :data:`COMPUTE_KEY` (FLOPs per token and
+peak) when they are known, so a pulled run derives its MFU again.
 
 Summary keys: ``best_train_loss``, ``best_val_loss``, ``final_train_loss``,
 ``final_val_loss``, ``duration_seconds`` (the local JSON's values), and ``local_status`` for a
@@ -38,12 +49,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..core.config import NUMERIC_FIELDS
+from ..core.flops import mfu
 from ..core.log import ExperimentLog
 from ..core.row import SUMMARY_FIELDS, TRAIN_FIELDS, MetricsSnapshot
 from ..core.values import as_number
 
-#: The x-axes every W&B row carries (``tokens`` only when tokens per step are known).
-X_AXES = ("iteration", "gradient_step", "wallclock_time", "tokens")
+#: The x-axes every W&B row carries (``tokens`` only when tokens per step are known,
+#: ``flops`` only when FLOPs per token are known too).
+X_AXES = ("iteration", "gradient_step", "wallclock_time", "tokens", "flops")
 FIELD_TO_KEY = {
     "iteration": "iteration",
     "gradient_step": "gradient_step",
@@ -56,6 +69,13 @@ FIELD_TO_KEY = {
 }
 EXTRA_PREFIX = "extra/"
 METRIC_GLOBS = ("train/*", "val/*", "perf/*", "extra/*")
+#: System-metrics samples: ``system/<name>``, charted against wall-clock time.
+SYSTEM_PREFIX = "system/"
+SYSTEM_GLOB = "system/*"
+SYSTEM_STEP_METRIC = "wallclock_time"
+MFU_KEY = "perf/mfu"
+#: The config key of ``ExperimentLog.compute`` on a W&B run (pull reads it back).
+COMPUTE_KEY = "cs336_compute"
 
 #: Keys other tools use for each local field, tried after this project's own key.
 FOREIGN_KEYS: dict[str, tuple[str, ...]] = {
@@ -118,11 +138,26 @@ _LR_MONITOR = "lr-"
 
 class Payloads:
     """The W&B rows of one run. ``tokens_per_step``: adds the ``tokens`` axis to every row;
-    ``script_keys``: extra metrics under the script's own keys (a drop-in run)."""
+    ``script_keys``: extra metrics under the script's own keys (a drop-in run);
+    ``flops_per_token``: adds the ``flops`` axis (with tokens per step), and with
+    ``peak_flops`` each train row's MFU."""
 
-    def __init__(self, tokens_per_step: int | None = None, script_keys: bool = False) -> None:
+    def __init__(
+        self,
+        tokens_per_step: int | None = None,
+        script_keys: bool = False,
+        flops_per_token: float | None = None,
+        peak_flops: float | None = None,
+    ) -> None:
         self.tokens_per_step = tokens_per_step
         self.script_keys = script_keys
+        self.flops_per_token = flops_per_token
+        self.peak_flops = peak_flops
+
+    @classmethod
+    def of(cls, log: ExperimentLog, script_keys: bool = False) -> Payloads:
+        """The payloads of ``log``'s rows (its tokens per step, FLOPs per token, peak)."""
+        return cls(log.tokens_per_step, script_keys, log.flops_per_token, log.peak_flops)
 
     def extra_key(self, name: str) -> str:
         if self.script_keys and name not in _CLAIMED and not name.startswith(EXTRA_PREFIX):
@@ -137,6 +172,8 @@ class Payloads:
         }
         if self.tokens_per_step is not None:
             out["tokens"] = row.gradient_step * self.tokens_per_step
+            if self.flops_per_token is not None:
+                out["flops"] = out["tokens"] * self.flops_per_token
         return out
 
     def train(self, row: MetricsSnapshot) -> dict[str, Any]:
@@ -149,6 +186,18 @@ class Payloads:
         if row.extra:
             for key, value in row.extra.items():
                 out[self.extra_key(key)] = float(value)
+        if row.tokens_per_sec is not None:
+            utilisation = mfu(float(row.tokens_per_sec), self.flops_per_token, self.peak_flops)
+            if utilisation is not None:
+                out[MFU_KEY] = utilisation
+        return out
+
+    def system(self, row: MetricsSnapshot) -> dict[str, Any]:
+        """The W&B row of a system-metrics sample (see the module docstring)."""
+        out = self.axes(row)
+        del out["iteration"]  # a sample's number, not a training iteration
+        for key, value in (row.extra or {}).items():
+            out[SYSTEM_PREFIX + key] = float(value)
         return out
 
     def eval(self, row: MetricsSnapshot) -> dict[str, Any]:
@@ -250,8 +299,8 @@ class RowMapper:
                     if monitor:  # Lightning's LearningRateMonitor: the first group's
                         fields.append((field, monitor[0]))
         chosen = {key for _, key in fields}
-        if FIELD_TO_KEY["gradient_step"] in present:  # this project's row: its derived axis
-            chosen.add("tokens")
+        if FIELD_TO_KEY["gradient_step"] in present:  # this project's row: derived values
+            chosen.update(("tokens", "flops", MFU_KEY))
         extra = [
             (key, key[len(EXTRA_PREFIX) :] if key.startswith(EXTRA_PREFIX) else key)
             for key in keys

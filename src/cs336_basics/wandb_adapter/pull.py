@@ -21,7 +21,15 @@ from ..store.document import write_document
 from ..store.layout import inside
 from .client import bounded, import_wandb
 from .keys import RowMapper
-from .runs import apply_summary, attributes, config_of, history_to_log, iso, local_run_id
+from .runs import (
+    apply_summary,
+    attributes,
+    compute_of,
+    config_of,
+    history_to_log,
+    iso,
+    local_run_id,
+)
 
 
 def run_to_log(
@@ -44,6 +52,7 @@ def run_to_log(
         if state == "running"
         else "unfinished",
     )
+    log.compute = compute_of(dict(run.config or {}))
     with gc_paused():
         keys = history_to_log(log, run.scan_history(page_size=page_size), RowMapper(key_aliases))
     apply_summary(log, dict(getattr(run, "summary", {}) or {}), keys)

@@ -19,7 +19,7 @@ from ..core.log import ExperimentLog, apply_eval, apply_metrics
 from ..core.row import SUMMARY_FIELDS, TRAIN_FIELDS, MetricsSnapshot
 from ..core.values import as_index, as_number
 from ..store.layout import safe_name
-from .keys import CONFIG_ALIASES, RowMapper, unwrap_config
+from .keys import COMPUTE_KEY, CONFIG_ALIASES, SYSTEM_PREFIX, RowMapper, unwrap_config
 
 #: The mark the W&B mirror leaves in a run's config: the local run it mirrors.
 MIRROR_OF = "cs336_local_run"
@@ -29,15 +29,23 @@ def history_to_log(
     log: ExperimentLog, rows: Iterable[Mapping[str, Any]], mapper: RowMapper
 ) -> set[str]:
     """Replay W&B history rows into ``log`` with the live tracker's rules; returns the keys
-    the rows had."""
+    the rows had. A row of ``system/`` keys (this project's mirror of a system-metrics
+    sample) goes to ``log.system_history``."""
     fallback_iteration = 0
     seen: set[str] = set()
     known: set[tuple[str, ...]] = set()
+    system: dict[tuple[str, ...], bool] = {}
     for item in rows:
         keys = tuple(item)
         if keys not in known:
             known.add(keys)
             seen.update(keys)
+        is_system = system.get(keys)
+        if is_system is None:
+            is_system = system[keys] = _system_row(keys)
+        if is_system:
+            _add_sample(log, item)
+            continue
         fields, extra = mapper.map(item)
         iteration = as_index(fields.get("iteration"))
         if iteration is None:
@@ -77,6 +85,32 @@ def history_to_log(
                 {"eval_train_loss": eval_train} if eval_train is not None else None,
             )
     return seen
+
+
+def _system_row(keys: tuple[str, ...]) -> bool:
+    """Whether a row's keys are a system-metrics sample's: ``system/`` values and axes."""
+    values = [k for k in keys if not k.startswith("_")]
+    axes = {"wallclock_time", "gradient_step", "tokens", "flops"}
+    return any(k.startswith(SYSTEM_PREFIX) for k in values) and all(
+        k.startswith(SYSTEM_PREFIX) or k in axes for k in values
+    )
+
+
+def _add_sample(log: ExperimentLog, item: Mapping[str, Any]) -> None:
+    values = {
+        key[len(SYSTEM_PREFIX) :]: number
+        for key, value in item.items()
+        if key.startswith(SYSTEM_PREFIX) and (number := as_number(value)) is not None
+    }
+    if not values:
+        return
+    history = log.system_history
+    number = 0 if history.last_iteration is None else history.last_iteration + 1
+    step = as_index(item.get("gradient_step")) or 0
+    wall = as_number(item.get("wallclock_time"))
+    if wall is None:
+        wall = as_number(item.get("_runtime"))
+    history.append(MetricsSnapshot(number, step, float(wall or 0.0), extra=values))
 
 
 def iso(value: Any) -> str | None:
@@ -129,6 +163,7 @@ def config_of(
     """The local config of a W&B run's config (only what it recorded is set)."""
     kwargs = unwrap_config(raw, CONFIG_ALIASES if aliases is None else aliases)
     kwargs.pop(MIRROR_OF, None)
+    kwargs.pop(COMPUTE_KEY, None)
     kwargs["experiment_name"] = name or kwargs.get("experiment_name") or "wandb_run"
     if not isinstance(kwargs["experiment_name"], str) or not kwargs["experiment_name"].strip():
         kwargs["experiment_name"] = "wandb_run"
@@ -151,3 +186,14 @@ def attributes(log: ExperimentLog, tags: Any, group: Any, job_type: Any) -> None
     log.tags = [str(t) for t in (tags or []) if isinstance(t, str) and t]
     log.group = str(group) if group else None
     log.job_type = str(job_type) if job_type else None
+
+
+def compute_of(raw_config: Mapping[str, Any]) -> dict[str, Any]:
+    """``ExperimentLog.compute`` as this project's mirror recorded it in a W&B run's config
+    (:data:`~.keys.COMPUTE_KEY`), or empty."""
+    value = raw_config.get(COMPUTE_KEY)
+    if isinstance(value, dict) and set(value) <= {"value", "desc"} and "value" in value:
+        value = value["value"]
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, (int, float, str))}

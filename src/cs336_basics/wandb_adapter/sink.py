@@ -26,11 +26,20 @@ from pathlib import Path
 from typing import Any
 
 from ..core import env
+from ..core.alerts import Alert
 from ..core.log import ExperimentLog
 from ..core.row import MetricsSnapshot
 from ..runtime.sinks import Sink
 from .client import DEFAULT_PROJECT, check_wandb_installed, import_wandb, new_run_id
-from .keys import METRIC_GLOBS, X_AXES, Payloads, summary_payload
+from .keys import (
+    COMPUTE_KEY,
+    METRIC_GLOBS,
+    SYSTEM_GLOB,
+    SYSTEM_STEP_METRIC,
+    X_AXES,
+    Payloads,
+    summary_payload,
+)
 from .runs import MIRROR_OF
 
 logger = logging.getLogger("cs336_basics")
@@ -119,6 +128,11 @@ class WandbSink(Sink):
         self.rows = 0
         self.evals = 0
         self.through_iteration = -1
+        #: The last system sample sent (its number) and how many alerts were sent: what a
+        #: mirror starting later (or a resumed run's) sends first from the run it loads.
+        self.system_through = -1
+        self.alerts_sent = 0
+        self._alerts_at_start: list[Alert] = []
         self.sync_dir: str | None = None
         self.on_state: Callable[[dict[str, Any]], None] | None = None
         self.durable = False
@@ -127,6 +141,8 @@ class WandbSink(Sink):
         self._backlog_from: tuple[int, int] | None = None
         self._backlog: list[MetricsSnapshot] = []
         self._last_progress = 0.0
+        self._system_defined = False
+        self._alert_failed = False
 
     def process_spec(self) -> dict[str, Any]:
         """Settings and, after :meth:`bind`, its decisions (the run, what to send first)."""
@@ -143,6 +159,8 @@ class WandbSink(Sink):
             "rows": self.rows,
             "evals": self.evals,
             "through_iteration": self.through_iteration,
+            "system_through": self.system_through,
+            "alerts_sent": self.alerts_sent,
             "replaced": self.replaced,
             "backlog_from": list(self._backlog_from) if self._backlog_from else None,
         }
@@ -165,6 +183,8 @@ class WandbSink(Sink):
         sink.rows = int(spec.get("rows") or 0)
         sink.evals = int(spec.get("evals") or 0)
         sink.through_iteration = int(spec.get("through_iteration", -1))
+        sink.system_through = int(spec.get("system_through", -1))
+        sink.alerts_sent = int(spec.get("alerts_sent") or 0)
         sink.replaced = spec.get("replaced")
         backlog_from = spec.get("backlog_from")
         sink._backlog_from = tuple(backlog_from) if backlog_from else None
@@ -214,6 +234,8 @@ class WandbSink(Sink):
         self.rows = int(previous.get("rows") or 0)
         self.evals = int(previous.get("evals") or 0)
         self.through_iteration = int(previous.get("through_iteration", -1))
+        self.system_through = int(previous.get("system_through", -1))
+        self.alerts_sent = int(previous.get("alerts_sent") or 0)
         self._backlog_from = (self.through_iteration, int(previous.get("superseded") or 0))
         self._backlog = backlog_rows(log, *self._backlog_from)
 
@@ -228,6 +250,8 @@ class WandbSink(Sink):
         # The script's own config (the drop-in's) as W&B would have it, else the local one.
         config = dict(init_kwargs.pop("config", None) or log.config.settings())
         config[MIRROR_OF] = log.run_id
+        if log.compute:
+            config[COMPUTE_KEY] = dict(log.compute)
         kwargs: dict[str, Any] = {
             "project": self.project,
             "entity": self.entity,
@@ -285,9 +309,10 @@ class WandbSink(Sink):
             )
             self.run = self._init(log, "offline")
         run = self.run
-        self.payloads = Payloads(log.tokens_per_step, self.script_keys)
+        self.payloads = Payloads.of(log, self.script_keys)
         for axis in X_AXES:
-            run.define_metric(axis)
+            if axis != "flops" or self.payloads.flops_per_token is not None:
+                run.define_metric(axis)
         for pattern in METRIC_GLOBS:
             run.define_metric(pattern, step_metric="gradient_step")
         if self.script_keys:  # the script's own keys: any name
@@ -305,6 +330,11 @@ class WandbSink(Sink):
             self.sync_dir = None  # a disabled run records nothing anywhere
         backlog, self._backlog = self._backlog, []
         self.replay(backlog)  # rows logged locally that the W&B run has not seen yet
+        for sample in list(log.system_history):  # ... and samples and alerts
+            self.emit_system(sample)
+        self._alerts_at_start = list(log.alerts[self.alerts_sent :])
+        for alert in self._alerts_at_start:
+            self._alert(alert)
         self._report()
 
     def replay(self, rows: Iterable[MetricsSnapshot]) -> None:
@@ -334,6 +364,34 @@ class WandbSink(Sink):
         self.run.log(self.payloads.update(row, values))
         self.rows += 1
         self._sent(row)
+
+    def emit_system(self, row: MetricsSnapshot) -> None:
+        """A system-metrics sample: a row of ``system/`` keys against wall-clock time."""
+        if not row.extra or row.iteration <= self.system_through:
+            return  # (sent already: from the run as it was when the mirror started)
+        self.system_through = row.iteration
+        if not self._system_defined:
+            self._system_defined = True
+            self.run.define_metric(SYSTEM_GLOB, step_metric=SYSTEM_STEP_METRIC)
+        self.run.log(self.payloads.system(row))
+
+    def emit_alert(self, alert: Alert) -> None:
+        """An alert, through ``run.alert`` (W&B sends it on as its settings say; an offline
+        run records it in its file). A failure is logged once: the mirror goes on."""
+        if any(alert is sent for sent in self._alerts_at_start):
+            return  # (sent already: it was in the run when the mirror started)
+        self._alert(alert)
+
+    def _alert(self, alert: Alert) -> None:
+        self.alerts_sent += 1
+        try:
+            self.run.alert(title=alert.title, text=alert.text, level=alert.level)
+        except Exception as exc:
+            if not self._alert_failed:
+                self._alert_failed = True
+                logger.warning(
+                    "W&B: run.alert failed (%s: %s); alerts stay local", type(exc).__name__, exc
+                )
 
     def _sent(self, row: MetricsSnapshot) -> None:
         self.through_iteration = max(self.through_iteration, row.iteration)
@@ -378,6 +436,8 @@ class WandbSink(Sink):
             "rows": self.rows,
             "evals": self.evals,
             "through_iteration": self.through_iteration,
+            "system_through": self.system_through,
+            "alerts_sent": self.alerts_sent,
             "sync_dir": self.sync_dir,
             # W&B confirmed the run's end, so what ``rows``/``through_iteration`` count is
             # really there (a killed client can lose what it had handed to wandb).
