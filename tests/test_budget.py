@@ -160,3 +160,31 @@ def test_parse_budget() -> None:
     for bad in ("tokens", "speed=3", "tokens=abc", "wallclock=3y", "tokens=inf"):
         with pytest.raises(UsageError):
             parse_budget(bad)
+
+
+def test_cli_compare_at_a_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from cs336_basics.cli import main
+    from cs336_basics.store.document import write_document
+
+    short = hand_run("short", [(0, 1, 1.0, 6.0, None), (1, 2, 2.0, 5.5, 5.9)])
+    for log in (RUN, short):
+        write_document(tmp_path / f"{log.run_id}.json", log, 1)
+    assert main(["compare", "--at", "gradient_step=5", "--log-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    a_row = next(line for line in out.splitlines() if line.startswith("a "))
+    assert "3.0000" in a_row and "3.9000" in a_row  # train at step 4, val at step 3
+    short_row = next(line for line in out.splitlines() if line.startswith("short"))
+    assert "not reached" in short_row
+    assert main(["compare", "--at", "gradient_step=5", "--json", "--log-dir", str(tmp_path)]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["a"]["train_loss"]["value"] == 3.0 and found["a"]["train_loss"]["before"] == 1
+    assert found["short"]["val_loss"]["reached"] is False
+    assert main(["compare", "--at", "gradient_step=5", "--interpolate", "--json",
+                 "--log-dir", str(tmp_path)]) == 0  # fmt: skip
+    found = json.loads(capsys.readouterr().out)
+    assert found["a"]["train_loss"]["value"] == pytest.approx(2.75)
+    assert found["a"]["train_loss"]["interpolated"] is True
+    assert main(["compare", "--at", "steps=5", "--log-dir", str(tmp_path)]) == 2
+    assert "expected AXIS=NUMBER" in capsys.readouterr().err

@@ -129,12 +129,13 @@ def plot_runs(
     out: str | Path | None = None,
     max_points: int = DEFAULT_MAX_POINTS,
     title: str | None = None,
-    alerts: bool = False,
+    alerts: bool = True,
 ) -> Any:
     """Draw the runs' curves in one figure; saves a PNG when ``out`` is given.
 
-    ``alerts``: mark each run's alerts (spikes, explosions, NaN/inf; ``log.alerts``) with
-    a dotted vertical line in its colour where the event began, labelled with its kind.
+    ``alerts`` (default on): mark each run's alerts (spikes, explosions, NaN/inf;
+    ``log.alerts``) with a dotted vertical line in its colour where the event began,
+    labelled with its kind.
 
     Returns the matplotlib ``Figure`` (its lines carry the plotted data, for notebooks and
     tests). A metric that no run has (a typo) raises :class:`UsageError` listing those

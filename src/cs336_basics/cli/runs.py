@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..core.errors import UsageError
 from ..core.row import ROW_FIELDS, SUMMARY_FIELDS
 from ..core.text import describe_mirror, fmt, format_summary, table
 from .common import add_command, analyzer, dump, output_file, resolve_one
@@ -96,12 +97,41 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    if args.at is not None:
+        _compare_at(args)
+        return
+    if args.interpolate:
+        raise UsageError("--interpolate: goes with --at AXIS=N")
     headers, rows = analyzer(args).comparison_rows(args.runs or None, args.sort)
     if args.desc:
         rows.reverse()
     if args.json:
         dump([dict(zip(headers, row, strict=True)) for row in rows])
         return
+    print(table(headers, rows) if rows else "no runs")
+
+
+def _compare_at(args: argparse.Namespace) -> None:
+    """``compare --at AXIS=N``: each run's losses at exactly that budget."""
+    from ..analysis.budget import parse_budget
+
+    axis, budget = parse_budget(args.at)
+    runs = analyzer(args)
+    if args.json:
+        found = runs.values_at(axis, budget, names=args.runs or None, interpolate=args.interpolate)
+        dump({key: {m: v.to_dict() for m, v in by.items()} for key, by in found.items()})
+        return
+    headers, rows = runs.budget_rows(
+        axis, budget, names=args.runs or None, interpolate=args.interpolate
+    )
+    if args.sort:
+        if args.sort not in headers:
+            raise UsageError(f"--sort {args.sort!r}: expected one of {', '.join(headers)}")
+        column = headers.index(args.sort)
+        rows.sort(key=lambda row: (row[column] is None, row[column] if row[column] is not None
+                                   else 0), reverse=args.desc)  # fmt: skip
+    how = "interpolated" if args.interpolate else "the last value logged at or before it"
+    print(f"at {axis} = {budget:g} ({how}; *_before: how far before, in {axis})")
     print(table(headers, rows) if rows else "no runs")
 
 
@@ -167,6 +197,19 @@ def register(sub: Any) -> None:
         help="a column to sort by, e.g. best_val (default: the order runs started)",
     )
     p.add_argument("--desc", action="store_true", help="sort in descending order")
+    p.add_argument(
+        "--at",
+        metavar="AXIS=N",
+        help="each run's train and val loss at exactly this budget: the last value logged at "
+        "or before it, and how far before (e.g. tokens=2e8, gradient_step=5k, wallclock=2h, "
+        "flops=1e18; default: the whole runs)",
+    )
+    p.add_argument(
+        "--interpolate",
+        action="store_true",
+        help="with --at: interpolate linearly between the rows around the budget (labelled; "
+        "default: no)",
+    )
     p = add_command(
         sub,
         "best",
