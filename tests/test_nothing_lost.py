@@ -392,13 +392,13 @@ def test_without_hard_links_saves_stay_off_the_training_thread(tmp_path, monkeyp
 
     monkeypatch.setattr(journal_writer.shutil, "copyfile", counted_copy)
     writers: list[str] = []
-    real_write = saver.write_snapshot
+    real_write = saver.DocumentWriter.write
 
-    def recorded_write(*args, **kwargs):
+    def recorded_write(self, *args, **kwargs):
         writers.append(threading.current_thread().name)
-        return real_write(*args, **kwargs)
+        return real_write(self, *args, **kwargs)
 
-    monkeypatch.setattr(saver, "write_snapshot", recorded_write)
+    monkeypatch.setattr(saver.DocumentWriter, "write", recorded_write)
     tracker = ExperimentTracker(
         ExperimentConfig(experiment_name="nolinks"), log_dir=tmp_path, sinks=["wandb"]
     )
@@ -406,9 +406,9 @@ def test_without_hard_links_saves_stay_off_the_training_thread(tmp_path, monkeyp
         tracker.log_metrics(i, 1.0 / (i + 1))
         if i % 100 == 99:
             tracker.save(wait=True)
-    tracker.finish()
     assert len(writers) == 3
     assert threading.main_thread().name not in writers, writers  # never on the loop's thread
+    tracker.finish()  # (the final save is the caller's, as ever)
     assert not [r for r in caplog.records if "foreground" in r.getMessage()]
     assert len([c for c in copies if ".seg-" in c.name]) == 3  # a segment per save, copied
     state = load_experiment_log(tracker.path).mirrors["wandb"]
