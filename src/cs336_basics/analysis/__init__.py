@@ -1,6 +1,8 @@
 """Analysis: reading many runs and showing them.
 
-- ``analyzer``: ``ExperimentAnalyzer`` (load, compare, best run, CSV, DataFrames).
-- ``plots``: curve figures (matplotlib) and min/max thinning.
+- ``analyzer``: ``ExperimentAnalyzer`` (load, compare, best run, CSV, DataFrames, a group's
+  runs, a sweep's table).
+- ``plots``: curve figures (matplotlib) and min/max thinning; a result against a
+  hyperparameter (``plot_vs``, one point per run).
 - ``report``: the generated part of ``EXPERIMENT_LOG.md``.
 """

@@ -12,10 +12,15 @@
 | ``CS336_NO_CACHE`` | loading | ``1``: neither read nor write the documents' columnar caches |
 | ``CS336_LOG_DIR`` | W&B drop-in | its runs' folder without ``init(log_dir=)`` |
 | ``WANDB_NAME`` ... ``WANDB_DIR`` | W&B drop-in | what ``init`` was not given (below) |
+| ``WANDB_SWEEP_ID`` | sweeps | set by ``wandb agent``, with ``WANDB_RUN_ID`` (below) |
 
 The drop-in reads, as ``wandb.init`` does, ``WANDB_NAME``, ``WANDB_RUN_ID``, ``WANDB_NOTES``,
 ``WANDB_TAGS`` (comma-separated), ``WANDB_RUN_GROUP``, ``WANDB_JOB_TYPE``, ``WANDB_RESUME``
 and ``WANDB_DIR`` for the arguments a script did not give.
+
+A W&B sweep agent (``wandb agent``) sets ``WANDB_SWEEP_ID`` and ``WANDB_RUN_ID`` in each
+process it starts: the sweep, and the W&B run created for those hyperparameters, which the
+process must log to (:func:`wandb_agent_run`).
 
 wandb itself reads more of its own (``WANDB_API_KEY``, ``WANDB_BASE_URL``, ``WANDB_DIR``, ...);
 they pass through untouched.
@@ -42,6 +47,10 @@ WANDB_RUN_GROUP = "WANDB_RUN_GROUP"
 WANDB_JOB_TYPE = "WANDB_JOB_TYPE"
 WANDB_RESUME = "WANDB_RESUME"
 WANDB_DIR = "WANDB_DIR"
+#: Set, with ``WANDB_RUN_ID``, by ``wandb agent`` in each process it starts (wandb 0.19 to
+#: 0.31: ``wandb_agent.Agent._command_run``; also ``WANDB_SWEEP_PARAM_PATH``, which wandb
+#: itself reads in ``wandb.init``).
+WANDB_SWEEP_ID = "WANDB_SWEEP_ID"
 #: Set by wandb in a process that started its service; a child that inherits it joins that
 #: service, which dies with its parent: a mirror must start its own.
 WANDB_SERVICE = "WANDB_SERVICE"
@@ -56,6 +65,17 @@ def get(name: str) -> str | None:
 def caches_off() -> bool:
     """Whether ``CS336_NO_CACHE`` turns the columnar caches off (any value but 0/false)."""
     return (get(NO_CACHE) or "0").lower() not in ("0", "false", "no", "off")
+
+
+def wandb_agent_run() -> tuple[str, str] | None:
+    """``(sweep id, W&B run id)`` when a W&B sweep agent started this process (it sets
+    ``WANDB_SWEEP_ID`` and ``WANDB_RUN_ID``), else None. The run id is the W&B run the agent
+    created for these hyperparameters: the mirror must log to it, or the sweep never sees
+    its metric (``wandb.init`` in a sweep ignores any other id)."""
+    sweep, run = get(WANDB_SWEEP_ID), get(WANDB_RUN_ID)
+    if sweep is None or run is None:
+        return None
+    return sweep, run
 
 
 def process_rank() -> int:
