@@ -11,6 +11,7 @@ With no INPUT it uses the English documentation text that ships with CPython
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,12 @@ def write_token_files(text: str, out_dir: Path, val_fraction: float = 0.1) -> tu
     split = int(len(data) * (1 - val_fraction))
     out_dir.mkdir(parents=True, exist_ok=True)
     train, val = out_dir / "train.bin", out_dir / "val.bin"
-    data[:split].tofile(train)
-    data[split:].tofile(val)
+    # Written aside and renamed: processes preparing the same files at once (sweep workers,
+    # data-parallel ranks) never read a half-written one.
+    for path, part in ((val, data[split:]), (train, data[:split])):
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        part.tofile(tmp)
+        os.replace(tmp, path)
     return train, val
 
 

@@ -4,18 +4,32 @@
     python examples/training_together.py --sink wandb --wandb-project cs336
     python examples/training_together.py --device cuda --d-model 512 --num-layers 4 ...
     python examples/training_together.py --resume checkpoints/<run>.pt   # continue
+    torchrun --nproc_per_node=4 examples/training_together.py ...       # data-parallel
 
 With no --train-data/--val-data it trains byte-level (vocab 256) on the English
 documentation text that ships with CPython, so it needs no download. Every optimizer step is
 a gradient step; losses stay on the device and the tracker reads them in batches, so logging
 does not stall a GPU. At the end it prints the summary and, with the ``plot`` extra, writes a
 loss-curve PNG beside the run's JSON.
+
+Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel (NCCL on CUDA, one GPU
+per local rank; gloo on CPU): every rank draws its own batches (its sampler seeded with
+[seed, rank]), rank 0 alone tracks and writes checkpoints (holding every rank's random
+states, so --resume continues all of them), the logged losses are the means over ranks,
+tokens/s counts every rank, and the config's batch_size is the sequences of one optimizer
+step over all ranks (--batch-size x --grad-accum x world size).
+
+Started by a W&B sweep agent (``wandb agent``, with examples/sweep.yaml), it takes the
+hyperparameters as the agent passes them (``--lr=0.001``), and mirrors to the W&B run the
+agent created (WANDB_RUN_ID), grouped by the sweep's id. ``train(args, report=...)`` is
+what examples/sweep.py (Optuna) calls in its own process, once per trial.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -220,12 +234,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def pick_device(requested: str) -> str:
+def pick_device(requested: str, local_rank: int | None = None) -> str:
+    """The device to train on; under torchrun (``local_rank`` given) "auto" and "cuda" mean
+    this rank's GPU, ``cuda:LOCAL_RANK``."""
     if requested != "auto":
         if requested.startswith("cuda") and not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device is available here")
+        if requested == "cuda" and local_rank is not None:
+            return f"cuda:{local_rank}"
         return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return "cuda" if local_rank is None else f"cuda:{local_rank}"
+
+
+def distributed() -> tuple[int, int, int]:
+    """``(rank, local_rank, world_size)`` as torchrun sets them, else ``(0, 0, 1)``."""
+    world = int(os.environ.get("WORLD_SIZE") or 1)
+    if world <= 1:
+        return 0, 0, 1
+    return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK") or 0), world
+
+
+def mean_over_ranks(value: torch.Tensor, world: int) -> torch.Tensor:
+    """The mean of ``value`` over all ranks (no-op on one process; stays on the device)."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / world
 
 
 def data_paths(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -265,10 +304,11 @@ def get_batch(data: np.ndarray, batch: int, ctx: int, device: str, gen: np.rando
 
 
 @torch.no_grad()
-def estimate_loss(model, data_sets, args, device, autocast, gen) -> dict[str, float]:
+def estimate_loss(model, data_sets, args, device, autocast, gen, world=1) -> dict[str, float]:
+    """Mean loss over --eval-iters batches of each data set (and over ranks)."""
     model.eval()
-    out = {}
-    for name, data in data_sets.items():
+    means = []
+    for data in data_sets.values():
         losses = torch.zeros(args.eval_iters, device=device)
         for k in range(args.eval_iters):
             x, y = get_batch(data, args.batch_size, args.context_length, device, gen)
@@ -277,17 +317,25 @@ def estimate_loss(model, data_sets, args, device, autocast, gen) -> dict[str, fl
             losses[k] = torch.nn.functional.cross_entropy(
                 logits.float().view(-1, logits.size(-1)), y.view(-1)
             )
-        out[name] = losses.mean().item()
+        means.append(losses.mean())
     model.train()
-    return out
+    values = mean_over_ranks(torch.stack(means), world).tolist()
+    return dict(zip(data_sets, values, strict=True))
 
 
-def make_config(args: argparse.Namespace, device: str, dtype: str) -> ExperimentConfig:
+def make_config(
+    args: argparse.Namespace,
+    device: str,
+    dtype: str,
+    world_size: int = 1,
+    extra: dict | None = None,
+) -> ExperimentConfig:
     """Every setting of the run (each option but those in NOT_RECORDED), so that a report's
     "differs from baseline" shows any of them. ``batch_size`` is the sequences of one
-    optimizer step (micro-batch x accumulation), so tokens per step are batch_size x
-    context_length; the micro-batch is ``micro_batch_size``. Device and dtype are the ones
-    used ("auto" resolved); the data are the token files read."""
+    optimizer step (micro-batch x accumulation x data-parallel ranks), so tokens per step
+    are batch_size x context_length; the micro-batch (per rank) is ``micro_batch_size``.
+    Device and dtype are the ones used ("auto" resolved); the data are the token files
+    read; ``extra``: more values (a sweep's study and trial)."""
     settings = {
         CONFIG_NAMES.get(name, name): str(value) if isinstance(value, Path) else value
         for name, value in vars(args).items()
@@ -295,36 +343,74 @@ def make_config(args: argparse.Namespace, device: str, dtype: str) -> Experiment
     }
     train_path, val_path = data_paths(args)
     settings.update(
-        batch_size=args.batch_size * args.grad_accum,
+        batch_size=args.batch_size * args.grad_accum * world_size,
+        world_size=world_size,
         device=device,
         dtype=dtype,
         optimizer_name="AdamW",
         train_data=str(train_path),
         val_data=str(val_path),
     )
+    settings.update(extra or {})
     return ExperimentConfig(**settings)
 
 
-def make_sinks(args: argparse.Namespace) -> list:
+def make_sinks(args: argparse.Namespace, agent_run_id: str | None = None) -> list:
+    """The sinks of --sink; under a W&B sweep agent a W&B mirror to the agent's run always
+    (the sweep reads its metric there), whether --sink wandb was given or not."""
+    names = list(args.sink)
+    if agent_run_id is not None and "wandb" not in names:
+        names.append("wandb")
     sinks: list = []
-    for name in args.sink:
+    for name in names:
         if name == "wandb":
             from cs336_basics import WandbSink
 
-            sinks.append(WandbSink(project=args.wandb_project, entity=args.wandb_entity))
+            sinks.append(
+                WandbSink(project=args.wandb_project, entity=args.wandb_entity, run_id=agent_run_id)
+            )
         else:
             sinks.append(name)
     return sinks
 
 
-def train(args: argparse.Namespace) -> ExperimentTracker:
-    device = pick_device(args.device)
+def train(args: argparse.Namespace, report=None) -> ExperimentTracker:
+    """Train one run; returns its tracker (a tracker that records nothing on ranks > 0).
+
+    ``report``: called as ``report(iteration, val_loss)`` after every eval (on rank 0); when
+    it returns True the training stops there and the run is finished (an Optuna pruner's
+    verdict: see ``cs336_basics.sweep.TrialReporter``, whose ``config`` goes into the run's
+    config and whose ``attach(tracker)`` is called before the run starts).
+    """
+    from cs336_basics.sweep import agent_run
+
+    rank, local_rank, world = distributed()
+    agent = agent_run()  # (sweep id, W&B run id) when a W&B sweep agent started us
+    if agent is not None:  # one experiment name (and checkpoint) per agent run
+        args = argparse.Namespace(**vars(args))
+        args.wandb_run_name = f"{args.wandb_run_name}_{agent[1]}"
+    device = pick_device(args.device, local_rank if world > 1 else None)
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    try:
+        return _train(args, report, device, rank, world, agent)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _train(args, report, device: str, rank: int, world: int, agent) -> ExperimentTracker:
     dtype = (
         args.dtype if args.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
     )
-    torch.manual_seed(args.seed)
-    gen = np.random.default_rng(args.seed)
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    gen = np.random.default_rng(args.seed if world == 1 else [args.seed, rank])
     train_data, val_data = load_tokens(args)
+    verbose = rank == 0 and not args.quiet
 
     model = TransformerLM(
         args.vocab_size,
@@ -350,52 +436,77 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_iter, run_path = ckpt["iteration"] + 1, ckpt["tracker_run"]
-        if "rng" in ckpt:  # the sampler goes on where it stopped: as if never interrupted
+        per_rank = ckpt.get("rng_ranks")
+        if per_rank is not None and len(per_rank) == world:  # every rank goes on as it was
+            restore_rng_states(per_rank[rank], gen, device)
+        elif "rng" in ckpt and world == 1:  # the sampler goes on: as if never interrupted
             restore_rng_states(ckpt["rng"], gen, device)
-        else:  # a checkpoint of an older version of this script
-            gen = np.random.default_rng([args.seed, start_iter])
+        else:  # an older checkpoint, or another number of ranks: fresh draws
+            gen = np.random.default_rng([args.seed, rank, start_iter])
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        cuda = device.startswith("cuda")
+        net = DistributedDataParallel(
+            model, device_ids=[torch.device(device).index] if cuda else None
+        )
 
     def autocast():
         if dtype == "bf16":
             return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    extra = dict(getattr(report, "config", None) or {})
+    if agent is not None:
+        extra["wandb_sweep_id"] = agent[0]
     tracker = ExperimentTracker(
-        make_config(args, device, dtype),
+        make_config(args, device, dtype, world, extra),
         log_dir=args.log_dir,
-        sinks=make_sinks(args),
+        sinks=make_sinks(args, agent[1] if agent else None) if rank == 0 else [],
         resume=run_path,
     )
+    if rank == 0 and hasattr(report, "attach"):
+        report.attach(tracker)  # before start(): a mirror sees the run's group
+    elif agent is not None:
+        tracker.set_attributes(group=agent[0])
     tracker.start()
     tracker.gradient_step = start_iter
-    print(
-        f"run {tracker.run_id}: {model.num_parameters() / 1e6:.2f}M parameters on {device} "
-        f"({dtype}), {len(train_data):,} training tokens; log {tracker.path}",
-        flush=True,
-    )
+    if rank == 0:
+        ranks = f" x {world} ranks" if world > 1 else ""
+        print(
+            f"run {tracker.run_id}: {model.num_parameters() / 1e6:.2f}M parameters on {device}"
+            f"{ranks} ({dtype}), {len(train_data):,} training tokens; log {tracker.path}",
+            flush=True,
+        )
 
-    tokens_per_step = args.batch_size * args.grad_accum * args.context_length
+    # Tokens of one optimizer step, every rank's.
+    tokens_per_step = args.batch_size * args.grad_accum * args.context_length * world
     pending: list[torch.Tensor] = []
     window_start, window_steps = time.perf_counter(), 0
     last_eval = ""
-    bar = progress_bar(args, start_iter)  # tqdm on a terminal; None: plain lines
+    bar = progress_bar(args, start_iter) if rank == 0 else None  # None: plain lines
     live_progress = bar is not None
     shown_loss = float("nan")
     losses = {"train": float("nan"), "val": float("nan")}
+    stopped_by_report = False
     it = start_iter
     for it in range(start_iter, args.max_iters):
         lr = cosine_lr(it, args.lr, args.min_lr, args.warmup_iters, args.max_iters)
         for group in optimizer.param_groups:
             group["lr"] = lr
         step_loss = torch.zeros((), device=device)
-        for _ in range(args.grad_accum):
+        for micro in range(args.grad_accum):
             x, y = get_batch(train_data, args.batch_size, args.context_length, device, gen)
-            with autocast():
-                logits = model(x)
-            loss = torch.nn.functional.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), y.view(-1)
-            )
-            (loss / args.grad_accum).backward()
+            # DDP averages the gradients across ranks on the last micro-batch only.
+            last = micro == args.grad_accum - 1
+            with contextlib.nullcontext() if world == 1 or last else net.no_sync():
+                with autocast():
+                    logits = net(x)
+                loss = torch.nn.functional.cross_entropy(
+                    logits.float().view(-1, logits.size(-1)), y.view(-1)
+                )
+                (loss / args.grad_accum).backward()
             step_loss += loss.detach() / args.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
@@ -410,7 +521,8 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
             iter_time = elapsed / window_steps
             tracker.log_metrics(
                 iteration=it,
-                train_loss=torch.stack(pending).mean(),  # stays on the device: no sync here
+                # the mean over the window and the ranks; stays on the device: no sync here
+                train_loss=mean_over_ranks(torch.stack(pending).mean(), world),
                 learning_rate=lr,
                 tokens_per_sec=tokens_per_step / iter_time,
                 iter_time_ms=iter_time * 1000,
@@ -433,38 +545,59 @@ def train(args: argparse.Namespace) -> ExperimentTracker:
 
         if (it + 1) % args.eval_interval == 0 or it + 1 == args.max_iters:
             losses = estimate_loss(
-                model, {"train": train_data, "val": val_data}, args, device, autocast, gen
+                model, {"train": train_data, "val": val_data}, args, device, autocast, gen, world
             )
             tracker.log_eval(iteration=it, train_loss=losses["train"], val_loss=losses["val"])
             last_eval = f" | val {losses['val']:.3f}"
-            if not args.quiet and not live_progress:
+            if verbose and not live_progress:
                 print(
                     f"iter {it + 1}/{args.max_iters}: train {losses['train']:.3f} "
                     f"val {losses['val']:.3f}",
                     flush=True,
                 )
+            if report is not None:
+                stop = bool(report(it, losses["val"])) if rank == 0 else False
+                stopped_by_report = agree(stop, world, device)
+                if stopped_by_report:
+                    break
             window_start = time.perf_counter()  # keep eval time out of the step timing
         if (
             (it + 1) % args.checkpoint_interval == 0
             or it + 1 == args.max_iters
             or it == args.stop_at
         ):
-            save_checkpoint(args, model, optimizer, it, tracker, gen, device)
+            save_checkpoint(args, model, optimizer, it, tracker, gen, device, world)
         if args.stop_at is not None and it >= args.stop_at:
             break
     if bar is not None:
         bar.close()
-    if args.stop_at is not None and it < args.max_iters - 1:
+    if not stopped_by_report and args.stop_at is not None and it < args.max_iters - 1:
         tracker.save()
         tracker.close()
-        print(f"stopped after iteration {it}; resume with --resume {checkpoint_path(args)}")
+        if rank == 0:
+            print(f"stopped after iteration {it}; resume with --resume {checkpoint_path(args)}")
         return tracker
-    tracker.finish(train_loss=losses["train"], val_loss=losses["val"], notes=args.notes or None)
+    why = getattr(report, "note", None) if stopped_by_report else None
+    notes = "\n".join(n for n in (args.notes, why) if n) or None
+    tracker.finish(train_loss=losses["train"], val_loss=losses["val"], notes=notes)
     tracker.save()
-    tracker.print_summary()
-    if not args.no_plot:
-        write_plot(tracker)
+    if rank == 0:
+        if not (args.quiet and report is not None):  # (a sweep's trials: one line each)
+            tracker.print_summary()
+        if not args.no_plot:
+            write_plot(tracker)
     return tracker
+
+
+def agree(stop: bool, world: int, device: str) -> bool:
+    """Rank 0's decision to stop, on every rank (all ranks leave the loop together)."""
+    if world == 1:
+        return stop
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if stop else 0], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def progress_bar(args: argparse.Namespace, start_iter: int):
@@ -508,8 +641,19 @@ def restore_rng_states(states: dict, gen: np.random.Generator, device: str) -> N
 
 
 def save_checkpoint(
-    args, model, optimizer, it: int, tracker: ExperimentTracker, gen, device: str
+    args, model, optimizer, it: int, tracker: ExperimentTracker, gen, device: str, world: int = 1
 ) -> None:
+    """Rank 0 writes the model, optimizer, iteration, run and every rank's random states
+    (called on every rank: gathering the states is a collective)."""
+    states = rng_states(gen, device)
+    per_rank = [states]
+    if world > 1:
+        import torch.distributed as dist
+
+        per_rank = [None] * world
+        dist.all_gather_object(per_rank, states)
+        if dist.get_rank() != 0:
+            return
     tracker.save()  # the run's JSON matches the checkpoint
     path = checkpoint_path(args)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -520,7 +664,9 @@ def save_checkpoint(
             "optimizer": optimizer.state_dict(),
             "iteration": it,
             "tracker_run": str(tracker.path),
-            "rng": rng_states(gen, device),
+            "rng": states,
+            "rng_ranks": per_rank,
+            "world_size": world,
             "args": vars(args),
         },
         tmp,

@@ -32,6 +32,7 @@ EVERY_COMMAND = [
     "export",
     "plot",
     "report",
+    "sweep",
     "pull",
     "import",
     "push",

@@ -40,3 +40,24 @@ def test_a_wandb_that_breaks_on_import_gives_the_friendly_error(tmp_path, monkey
     assert isinstance(caught.value.__cause__, AttributeError)
     with pytest.raises(SinkUnavailableError, match="pip install 'cs336-basics\\[wandb\\]'"):
         WandbSink(in_process=True)
+
+
+def test_sweeps_import_optuna_only_when_used_and_say_how_to_install_it(tmp_path):
+    code = (
+        "import sys; sys.modules['optuna'] = None\n"  # as if not installed
+        "from cs336_basics import run_trial, open_study, TrialReporter\n"
+        "try:\n"
+        "    open_study('s', log_dir=sys.argv[1])\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == (
+        "sweeps need optuna: pip install 'cs336-basics[sweep]' (or pip install optuna)"
+    )
+    lazy = "import sys, cs336_basics.sweep, cs336_basics; cs336_basics.run_trial; "
+    lazy += "print('optuna' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", lazy], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -7,14 +7,16 @@ Everything a user needs is importable from here::
 The guide's own modules, :mod:`cs336_basics.experiment_log` and
 :mod:`cs336_basics.experiment_analysis`, export the same names. Names that need an optional
 extra (``WandbSink``, ``push_run``, ``pull_runs``, ``import_wandb_runs``: ``[wandb]``;
-``plot_runs``: ``[plot]``) are imported on first use. :mod:`cs336_basics.wandb_compat` is
-the drop-in for ``wandb``.
+``plot_runs``, ``plot_vs``: ``[plot]``; ``run_trial``, ``open_study``, ``TrialReporter``:
+``[sweep]``, from :mod:`cs336_basics.sweep`) are imported on first use.
+:mod:`cs336_basics.wandb_compat` is the drop-in for ``wandb``.
 
 The packages, in layers (each imports only those before it): ``core`` (the run, no I/O),
 ``store`` (files, formats, the one loader), ``runtime`` (the tracker and what runs beside
 a training loop), ``analysis`` (comparing, plots, the report), ``wandb_adapter``,
 ``wandb_compat``, ``dashboard`` (the live page) and ``cli`` (``cs336-exp``). They are
-internal: import from here.
+internal: import from here. :mod:`cs336_basics.sweep` (every Optuna trial one tracked run;
+W&B sweep agents) is public, on top of ``runtime``, like the guide's modules.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from cs336_basics.runtime.tracker import ExperimentTracker
 from cs336_basics.store.load import load_experiment_log
 
 if TYPE_CHECKING:
-    from cs336_basics.analysis.plots import plot_runs
+    from cs336_basics.analysis.plots import plot_runs, plot_vs
+    from cs336_basics.sweep import TrialReporter, open_study, run_trial
     from cs336_basics.wandb_adapter.importer import import_wandb_runs
     from cs336_basics.wandb_adapter.pull import pull_runs
     from cs336_basics.wandb_adapter.push import push_run
@@ -57,6 +60,10 @@ _LAZY = {
     "pull_runs": "cs336_basics.wandb_adapter.pull",
     "import_wandb_runs": "cs336_basics.wandb_adapter.importer",
     "plot_runs": "cs336_basics.analysis.plots",
+    "plot_vs": "cs336_basics.analysis.plots",
+    "run_trial": "cs336_basics.sweep",
+    "open_study": "cs336_basics.sweep",
+    "TrialReporter": "cs336_basics.sweep",
 }
 
 __all__ = [
@@ -76,16 +83,20 @@ __all__ = [
     "Sink",
     "SinkUnavailableError",
     "TrackingError",
+    "TrialReporter",
     "UnknownRunError",
     "UsageError",
     "WandbPullError",
     "WandbSink",
     "import_wandb_runs",
     "load_experiment_log",
+    "open_study",
     "plot_runs",
+    "plot_vs",
     "pull_runs",
     "push_run",
     "register_sink",
+    "run_trial",
 ]
 
 

@@ -1,8 +1,9 @@
 """Analysis: reading many runs and showing them.
 
 - ``analyzer``: ``ExperimentAnalyzer`` (load, compare, best run, CSV, DataFrames, values
-  at a budget).
-- ``plots``: curve figures (matplotlib) and min/max thinning.
+  at a budget, a group's runs, a sweep's table).
+- ``plots``: curve figures (matplotlib) and min/max thinning; a result against a
+  hyperparameter (``plot_vs``, one point per run).
 - ``report``: the generated part of ``EXPERIMENT_LOG.md``.
 - ``budget``: runs' values at exactly a budget (tokens, steps, wall-clock, FLOPs).
 """

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import env, plugins
-from ..core.config import ExperimentConfig
+from ..core.config import OPTUNA_TRIAL, SWEEP_KEYS, ExperimentConfig
 from ..core.errors import LogFormatError, UnknownRunError, UsageError
 from ..core.log import ExperimentLog, import_pandas
 from ..core.progress import progress
@@ -244,6 +244,17 @@ class ExperimentAnalyzer:
             if pattern in (key, log.run_id, log.experiment_name)
         }
 
+    def in_group(self, group: str) -> dict[str, ExperimentLog]:
+        """The runs whose group is ``group`` (a sweep's runs: its study's name, or a W&B
+        sweep's id); :class:`UnknownRunError` listing the groups there are when none is."""
+        runs = {key: log for key, log in self.logs.items() if log.group == group}
+        if not runs:
+            groups = sorted({log.group for log in self.logs.values() if log.group})
+            raise UnknownRunError(
+                f"no run in group {group!r}; groups: {', '.join(groups) or 'none'}"
+            )
+        return runs
+
     # ------------------------------------------------------------------ comparing
     def to_pandas(self, names: list[str] | None = None, *, config: Any = None) -> Any:
         """The histories of the selected runs (all by default) as one long
@@ -365,6 +376,58 @@ class ExperimentAnalyzer:
         if not self.logs:
             return "(no experiments loaded)"
         headers, rows = self.comparison_rows(names, sort_by)
+        return table(headers, rows)
+
+    def sweep_rows(
+        self, group: str, metric: str = "best_val_loss"
+    ) -> tuple[list[str], list[list[Any]]]:
+        """Headers and rows of :meth:`sweep_table` (for the CLI and scripts): one row per
+        run of ``group``: ``trial`` (the Optuna trial number, else the W&B run id, else the
+        run id), ``run`` (its key), the hyperparameters that differ between the runs, the
+        objective ``metric`` (a name of ``BEST_METRICS``), ``status`` (``pruned`` for a trial
+        the pruner stopped) and ``iters``; sorted by the objective, lowest first (diverged
+        runs and runs without a finite value last)."""
+        field = BEST_METRICS.get(metric)
+        if field is None:
+            raise UsageError(
+                f"metric: unknown {metric!r}; expected one of {', '.join(BEST_METRICS)}"
+            )
+        runs = self.in_group(group)
+        params = [k for k in self.differing_config_keys(list(runs.values())) if k not in SWEEP_KEYS]
+        headers = ["trial", "run", *params, field, "status", "iters"]
+        rows = []
+        for key, log in runs.items():
+            config = log.config.to_dict()
+            results = log.results()
+            trial = config.get(OPTUNA_TRIAL)
+            if trial is None:
+                mirror = log.mirrors.get("wandb")
+                trial = (mirror.get("run_id") if isinstance(mirror, dict) else None) or log.run_id
+            rows.append(
+                [
+                    trial,
+                    key,
+                    *[config.get(k) for k in params],
+                    getattr(results, field),
+                    results.status,
+                    results.iterations,
+                ]
+            )
+
+        def objective(row: list[Any]) -> tuple[int, float, str]:
+            value = _finite_or_none(row[len(params) + 2])
+            if value is None or row[-2] == "diverged":  # never ahead of a sound trial
+                return (1, 0.0 if value is None else value, str(row[1]))
+            return (0, value, str(row[1]))
+
+        rows.sort(key=objective)
+        return headers, rows
+
+    def sweep_table(self, group: str, metric: str = "best_val_loss") -> str:
+        """A sweep as one text table: trial, hyperparameters, the objective ``metric``
+        (best val loss by default), status (``pruned`` included), iterations; sorted by the
+        objective, best first. ``group``: the study's name (or a W&B sweep's id)."""
+        headers, rows = self.sweep_rows(group, metric)
         return table(headers, rows)
 
     def print_summary(self, name: str) -> None:

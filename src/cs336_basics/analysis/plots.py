@@ -6,16 +6,20 @@ thinned for drawing into bins that keep each bin's minimum and maximum, so loss 
 visible. The first non-finite loss of a diverged run is marked with an x and the word
 "diverged". Titles and axis labels say what is drawn: the metrics, and "loss" (in nats per
 token, or per byte for a byte-level run) only when every metric drawn is a loss.
+
+``plot_vs`` draws one point per run: an objective (best val loss, ...) against a
+hyperparameter of the config (a sweep's learning rates: log x), pruned trials hollow.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import UsageError, missing_extra
-from ..core.log import ExperimentLog
+from ..core.log import PRUNED, ExperimentLog
 from ..core.row import AXIS_FIELDS, LOSS_FIELDS, ROW_FIELDS, axis
 
 DEFAULT_MAX_POINTS = 2000
@@ -245,3 +249,120 @@ def plot_runs(
 
 def close(fig: Any) -> None:
     _pyplot().close(fig)
+
+
+#: Hyperparameters drawn on a log x-axis whatever their spread (besides any whose values
+#: span 20x or more).
+_LOG_X_NAMES = ("learning_rate", "lr", "min_lr", "weight_decay", "eps")
+
+
+def _finished_first(item: tuple[str, Any]) -> tuple[int, str]:
+    return ({"finished": 0, PRUNED: 1}.get(item[0], 2), item[0])
+
+
+def _config_number(log: ExperimentLog, name: str) -> float | None:
+    value = log.config.to_dict().get(name)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    return None
+
+
+def plot_vs(
+    logs: Iterable[ExperimentLog] | dict[str, ExperimentLog],
+    param: str,
+    metric: str = "best_val_loss",
+    *,
+    logx: bool | None = None,
+    out: str | Path | None = None,
+    title: str | None = None,
+) -> Any:
+    """One point per run: ``metric`` (a run result: ``best_val_loss``, ``final_val_loss``,
+    ``best_train_loss``, ``final_train_loss``; ``val_loss`` means ``best_val_loss``) against
+    the config value ``param`` (``max_learning_rate``, ``warmup_iters``, ...). ``logx``:
+    None picks a log x-axis for learning rates and for values spanning 20x or more. Pruned
+    trials are drawn hollow, runs neither finished nor pruned in colours of their own (one
+    legend entry per status); runs without a finite value (diverged, no eval yet) are
+    counted in the legend, not drawn; the best run is labelled. Saves a PNG when ``out``
+    is given; returns the matplotlib ``Figure``."""
+    from .analyzer import BEST_METRICS
+
+    field = BEST_METRICS.get(metric)
+    if field is None:
+        raise UsageError(f"metric: unknown {metric!r}; expected one of {', '.join(BEST_METRICS)}")
+    items = (
+        list(logs.items())
+        if isinstance(logs, dict)
+        else [(log.experiment_name, log) for log in logs]
+    )
+    if not items:
+        raise UsageError("plot_vs: no runs to plot")
+    points: dict[str, list[tuple[float, float, str]]] = {}
+    missing = 0
+    for label, log in items:
+        x = _config_number(log, param)
+        if x is None:
+            continue
+        results = log.results()
+        y = getattr(results, field)
+        if y is None or not math.isfinite(y):
+            missing += 1
+            continue
+        points.setdefault(results.status, []).append((x, float(y), label))
+    if not points and not missing:
+        numeric = sorted(
+            {
+                key
+                for _, log in items
+                for key in log.config.to_dict()
+                if _config_number(log, key) is not None
+            }
+        )
+        raise UsageError(
+            f"--vs {param}: no run has a number under that config key; numeric keys: "
+            f"{', '.join(numeric) or 'none'}"
+        )
+    xs = [p[0] for group in points.values() for p in group]
+    if logx is None:
+        spread = bool(xs) and min(xs) > 0 and max(xs) >= 20 * min(xs)
+        logx = bool(xs) and min(xs) > 0 and (spread or param.endswith(_LOG_X_NAMES))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (status, group) in enumerate(sorted(points.items(), key=_finished_first)):
+        color = colors[0] if status in ("finished", PRUNED) else colors[1 + index % 9]
+        ax.scatter(
+            [p[0] for p in group],
+            [p[1] for p in group],
+            s=36,
+            facecolors="none" if status == PRUNED else color,
+            edgecolors=color,
+            label=f"{status} ({len(group)})",
+            zorder=3,
+        )
+    if missing:
+        ax.plot([], [], " ", label=f"{missing} without a finite {field} (not drawn)")
+    best = min((p for group in points.values() for p in group), key=lambda p: p[1], default=None)
+    if best is not None:
+        ax.annotate(
+            f"best: {best[2]}",
+            (best[0], best[1]),
+            textcoords="offset points",
+            xytext=(0, 8),
+            ha="center",
+            fontsize=8,
+        )
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(param.replace("_", " ") + (" (log scale)" if logx else ""))
+    logs_drawn = [log for _, log in items]
+    unit = f" ({loss_unit(logs_drawn)})" if field.endswith("_loss") else ""
+    ax.set_ylabel(field.replace("_", " ") + unit)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"{field.replace('_', ' ')} vs {param.replace('_', ' ')}")
+    fig.tight_layout()
+    if out is not None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig

@@ -1,7 +1,8 @@
 """cs336-exp: read, compare, plot and report experiment runs; move them to and from W&B.
 
 One module per command group: :mod:`.runs` (list, show, compare, best, export),
-:mod:`.figures` (plot, report), :mod:`.remote` (pull, import, push), :mod:`.live` (serve);
+:mod:`.figures` (plot, report), :mod:`.sweep` (sweep), :mod:`.remote` (pull, import, push),
+:mod:`.live` (serve);
 :mod:`.common` holds what they share. matplotlib and wandb are imported only by the
 commands that use them.
 
@@ -18,13 +19,13 @@ import argparse
 import sys
 
 from ..core.errors import TrackingError
-from . import figures, live, remote, runs
+from . import figures, live, remote, runs, sweep
 from .common import HelpFormatter
 
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1
 #: The command groups, in the order ``--help`` lists their commands.
-GROUPS = (runs, figures, remote, live)
+GROUPS = (runs, figures, sweep, remote, live)
 
 
 def build_parser() -> argparse.ArgumentParser:

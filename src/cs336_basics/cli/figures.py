@@ -24,6 +24,9 @@ from .common import (
 #: report never rewrites a file of the project the command is run in.
 REPORT_NAME = "EXPERIMENT_LOG.md"
 IMAGES_NAME = "curves"
+METRIC_DEFAULT = "train_loss,val_loss"
+#: What ``plot --vs`` draws when ``--metric`` is not given.
+VS_METRIC_DEFAULT = "best_val_loss"
 
 
 def _axis_name(value: str) -> str:
@@ -42,13 +45,44 @@ def cmd_plot(args: argparse.Namespace) -> None:
             f"--max-points {args.max_points}: expected a number of points per curve, 2 or more"
         )
     out = output_file("-o", args.output)
-    runs = analyzer(args).select(args.runs)
+    found = analyzer(args)
+    runs = found.select(args.runs)
+    if args.group is not None:
+        runs = _of_group(found, runs, args.group)
     metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
-    fig = plot_runs(
-        runs, x=args.x, metrics=metrics, logy=args.logy, out=out, max_points=args.max_points
-    )
+    if args.vs is not None:
+        fig = _plot_vs(runs, args, metrics, out)
+    else:
+        fig = plot_runs(
+            runs, x=args.x, metrics=metrics, logy=args.logy, out=out, max_points=args.max_points
+        )
     close(fig)
     print(f"wrote {args.output} ({len(runs)} run(s): {', '.join(runs)})")
+
+
+def _of_group(found: Any, runs: dict[str, ExperimentLog], group: str) -> dict[str, ExperimentLog]:
+    """The runs of ``runs`` in ``group`` (``--group``)."""
+    members = found.in_group(group)
+    chosen = {key: log for key, log in runs.items() if key in members}
+    if not chosen:
+        raise UsageError(f"--group {group}: none of the runs named is in that group")
+    return chosen
+
+
+def _plot_vs(
+    runs: dict[str, ExperimentLog], args: argparse.Namespace, metrics: list[str], out: Path
+) -> Any:
+    """``plot --vs PARAM``: one point per run, a result against a config value."""
+    from ..analysis.plots import plot_vs
+
+    if args.metric == METRIC_DEFAULT:
+        metrics = [VS_METRIC_DEFAULT]
+    if len(metrics) != 1:
+        raise UsageError(
+            f"--metric {args.metric}: with --vs, expected one run result, e.g. best_val_loss"
+        )
+    logx = {"auto": None, "on": True, "off": False}[args.logx]
+    return plot_vs(runs, args.vs, metrics[0], logx=logx, out=out)
 
 
 def _report_images(
@@ -116,7 +150,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 def register(sub: Any) -> None:
     p = add_command(sub, "plot", cmd_plot, "draw curves of runs, overlaid, into a PNG")
     p.add_argument(
-        "runs", nargs="+", metavar="RUN|GLOB", help="runs by name, run id or glob (one or more)"
+        "runs",
+        nargs="*",
+        metavar="RUN|GLOB",
+        help="runs by name, run id or glob (default: every run, or every run of --group)",
     )
     p.add_argument(
         "-o",
@@ -136,12 +173,31 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--metric",
-        default="train_loss,val_loss",
+        default=METRIC_DEFAULT,
         metavar="M1,M2",
         help="comma-separated metrics to draw: row fields or extra metrics (a wrong name "
-        "lists those available)",
+        f"lists those available); with --vs, one run result ({VS_METRIC_DEFAULT} if not given)",
     )
     p.add_argument("--logy", action="store_true", help="log-scale y-axis")
+    p.add_argument(
+        "--group",
+        metavar="GROUP",
+        help="only runs of this group, e.g. a sweep's study name (default: any group)",
+    )
+    p.add_argument(
+        "--vs",
+        metavar="PARAM",
+        help="instead of curves, one point per run: the --metric result (best_val_loss, "
+        "final_val_loss, ...) against this config value, e.g. max_learning_rate; pruned "
+        "trials hollow (default: curves against --x)",
+    )
+    p.add_argument(
+        "--logx",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="log-scale x-axis of --vs (auto: on for learning rates and for values spanning "
+        "20x or more)",
+    )
     p.add_argument(
         "--max-points",
         type=int,

@@ -161,3 +161,10 @@ NAMED_FIELDS = frozenset(f.name for f in fields(ExperimentConfig))
 NUMERIC_FIELDS = frozenset(
     f.name for f in fields(ExperimentConfig) if type(f.default) in (int, float)
 )
+#: Config keys a sweep adds to each trial's run, bookkeeping rather than hyperparameters
+#: (a sweep table leaves them out of its parameter columns): the Optuna study and trial
+#: number (``cs336_basics.sweep``), the W&B sweep of a run a sweep agent started.
+OPTUNA_STUDY = "optuna_study"
+OPTUNA_TRIAL = "optuna_trial"
+WANDB_SWEEP = "wandb_sweep_id"
+SWEEP_KEYS = frozenset({OPTUNA_STUDY, OPTUNA_TRIAL, WANDB_SWEEP})

@@ -14,6 +14,7 @@
 | ``CUDA_VISIBLE_DEVICES`` | system metrics | the GPUs sampled (indices, ``GPU-`` UUIDs) |
 | ``CS336_LOG_DIR`` | W&B drop-in | its runs' folder without ``init(log_dir=)`` |
 | ``WANDB_NAME`` ... ``WANDB_DIR`` | W&B drop-in | what ``init`` was not given (below) |
+| ``WANDB_SWEEP_ID`` | sweeps | set by ``wandb agent``, with ``WANDB_RUN_ID`` (below) |
 
 ``CS336_SYSTEM_INTERVAL`` is read when the tracker is given no ``system_interval`` (default
 10 s; ``0`` turns sampling off). Unset ``CUDA_VISIBLE_DEVICES``: every GPU NVML sees.
@@ -21,6 +22,10 @@
 The drop-in reads, as ``wandb.init`` does, ``WANDB_NAME``, ``WANDB_RUN_ID``, ``WANDB_NOTES``,
 ``WANDB_TAGS`` (comma-separated), ``WANDB_RUN_GROUP``, ``WANDB_JOB_TYPE``, ``WANDB_RESUME``
 and ``WANDB_DIR`` for the arguments a script did not give.
+
+A W&B sweep agent (``wandb agent``) sets ``WANDB_SWEEP_ID`` and ``WANDB_RUN_ID`` in each
+process it starts: the sweep, and the W&B run created for those hyperparameters, which the
+process must log to (:func:`wandb_agent_run`).
 
 wandb itself reads more of its own (``WANDB_API_KEY``, ``WANDB_BASE_URL``, ``WANDB_DIR``, ...);
 they pass through untouched.
@@ -49,6 +54,10 @@ WANDB_RUN_GROUP = "WANDB_RUN_GROUP"
 WANDB_JOB_TYPE = "WANDB_JOB_TYPE"
 WANDB_RESUME = "WANDB_RESUME"
 WANDB_DIR = "WANDB_DIR"
+#: Set, with ``WANDB_RUN_ID``, by ``wandb agent`` in each process it starts (wandb 0.19 to
+#: 0.31: ``wandb_agent.Agent._command_run``; also ``WANDB_SWEEP_PARAM_PATH``, which wandb
+#: itself reads in ``wandb.init``).
+WANDB_SWEEP_ID = "WANDB_SWEEP_ID"
 #: Set by wandb in a process that started its service; a child that inherits it joins that
 #: service, which dies with its parent: a mirror must start its own.
 WANDB_SERVICE = "WANDB_SERVICE"
@@ -78,6 +87,17 @@ def system_interval() -> float | None:
     if not seconds >= 0 or seconds == float("inf"):
         raise ValueError(f"{SYSTEM_INTERVAL}={value!r}: expected seconds >= 0 (0 turns it off)")
     return seconds
+
+
+def wandb_agent_run() -> tuple[str, str] | None:
+    """``(sweep id, W&B run id)`` when a W&B sweep agent started this process (it sets
+    ``WANDB_SWEEP_ID`` and ``WANDB_RUN_ID``), else None. The run id is the W&B run the agent
+    created for these hyperparameters: the mirror must log to it, or the sweep never sees
+    its metric (``wandb.init`` in a sweep ignores any other id)."""
+    sweep, run = get(WANDB_SWEEP_ID), get(WANDB_RUN_ID)
+    if sweep is None or run is None:
+        return None
+    return sweep, run
 
 
 def process_rank() -> int:

@@ -39,6 +39,11 @@ from .values import wrap_float
 STATUSES = ("running", "finished", "unfinished")
 #: The summary's MFU is the median of the per-row MFU over this many last rows.
 MFU_ROWS = 100
+#: The summary key (and tag) of a run a hyperparameter search stopped early on purpose (a
+#: pruned Optuna trial, ``cs336_basics.sweep``): ``summary["pruned"] is True``. The document's
+#: ``status`` stays one of :data:`STATUSES` (``finished``); what listings show,
+#: ``RunResults.status``, says ``pruned``.
+PRUNED = "pruned"
 
 
 def import_pandas(what: str) -> Any:
@@ -61,7 +66,7 @@ class RunResults:
     or preempted run shows its best and last losses too.
     """
 
-    status: str  # running | finished | unfinished | diverged
+    status: str  # running | finished | unfinished | diverged | pruned (see PRUNED)
     diverged_at: int | None
     iterations: int
     gradient_steps: int
@@ -185,9 +190,18 @@ class ExperimentLog:
         return None
 
     @property
+    def pruned(self) -> bool:
+        """Whether a hyperparameter search stopped this run early on purpose (see
+        :data:`PRUNED`)."""
+        return self.summary.get(PRUNED) is True
+
+    @property
     def display_status(self) -> str:
-        """``"diverged"`` once a loss went NaN/inf, else :attr:`status` (what listings show)."""
-        return "diverged" if self.diverged_at is not None else self.status
+        """What listings show: ``"diverged"`` once a loss went NaN/inf, ``"pruned"`` for a
+        run a search stopped early, else :attr:`status`."""
+        if self.diverged_at is not None:
+            return "diverged"
+        return PRUNED if self.pruned else self.status
 
     @property
     def tokens_per_step(self) -> int | None:
@@ -322,7 +336,7 @@ class ExperimentLog:
         best_train, final_train, best_val, final_val = losses
         diverged = self.diverged_at
         return RunResults(
-            status="diverged" if diverged is not None else self.status,
+            status="diverged" if diverged is not None else PRUNED if self.pruned else self.status,
             diverged_at=diverged,
             iterations=0 if last is None else last + 1,
             gradient_steps=self.last_gradient_step or 0,

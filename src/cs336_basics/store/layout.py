@@ -46,7 +46,10 @@ file                           what it is; written by           goes away
 
 Hidden files (``.RUN.*``) are never runs: :func:`run_files` lists documents and journals.
 Besides runs a log directory may hold ``curves/`` (report images), ``wandb_files/`` (the
-drop-in's ``run.dir``) and ``.trash/`` (deleted runs).
+drop-in's ``run.dir``), ``.trash/`` (deleted runs) and, for an Optuna study run by
+``cs336_basics.sweep``, ``<safe STUDY>.optuna.log`` (the study's default storage, Optuna's
+journal file, shared by every worker of the study; :func:`study_storage`) with Optuna's lock
+``<safe STUDY>.optuna.log.lock`` beside it while a worker writes.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from pathlib import Path
 DOCUMENT = ".json"
 JOURNAL = ".jsonl"
 CACHE = ".columns"
+STUDY_STORAGE = ".optuna.log"
 _MIRROR_STATE = "-mirror.json"
 _RANK_SYSTEM = ".system-rank"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -225,6 +229,12 @@ class RunFiles:
         found = [p for p in (self.document, self.journal) if p.exists()]
         found += sorted(p for p in self.folder.glob(f".{self.stem}.*") if p.is_file())
         return found
+
+
+def study_storage(log_dir: Path, study: str) -> Path:
+    """The default storage of the Optuna study ``study`` in ``log_dir``: Optuna's journal
+    file (never a run: its suffix is neither a document's nor a journal's)."""
+    return Path(log_dir) / f"{safe_name(study)}{STUDY_STORAGE}"
 
 
 def temp_writer_pid(path: Path) -> int | None:
