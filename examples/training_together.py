@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lm_model import TransformerLM, cosine_lr  # noqa: E402
 from prepare_text import TOKEN_DTYPE, builtin_corpus, write_token_files  # noqa: E402
 
+from cs336_basics import flops_per_token  # noqa: E402
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker  # noqa: E402
 
 
@@ -185,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="write no loss-curve PNG at the end (default: write one)",
     )
     a("--quiet", action="store_true", help="no progress line or per-eval lines")
+    a(
+        "--system-interval",
+        "--system_interval",
+        dest="system_interval",
+        type=float,
+        default=10.0,
+        help="seconds between samples of GPU/CPU/memory use, stored with the run "
+        "(0: none; default: %(default)s)",
+    )
     return p
 
 
@@ -202,6 +212,7 @@ NOT_RECORDED = frozenset(
         "notes",
         "no_plot",
         "quiet",
+        "system_interval",
         "data_dir",  # recorded as the train_data/val_data files read from it
     }
 )
@@ -355,6 +366,20 @@ def make_config(
     return ExperimentConfig(**settings)
 
 
+def compute(args: argparse.Namespace, model, device: str, dtype: str, world: int) -> dict:
+    """What the tracker needs for FLOPs and MFU: the model's training FLOPs per token
+    (6N + the attention term, N without the input embedding table: cs336_basics.flops_per_token)
+    and, on CUDA, the card and dtype whose peak FLOP/s MFU divides by."""
+    embedding = 0 if args.tie_embeddings else model.embed.weight.numel()
+    per_token = flops_per_token(
+        model.num_parameters() - embedding, args.num_layers, args.d_model, args.context_length
+    )
+    out: dict = {"flops_per_token": per_token, "num_devices": world}
+    if device.startswith("cuda"):
+        out.update(device_name=torch.cuda.get_device_name(device), dtype=dtype)
+    return out
+
+
 def make_sinks(args: argparse.Namespace, agent_run_id: str | None = None) -> list:
     """The sinks of --sink; under a W&B sweep agent a W&B mirror to the agent's run always
     (the sweep reads its metric there), whether --sink wandb was given or not."""
@@ -465,6 +490,8 @@ def _train(args, report, device: str, rank: int, world: int, agent) -> Experimen
         log_dir=args.log_dir,
         sinks=make_sinks(args, agent[1] if agent else None) if rank == 0 else [],
         resume=run_path,
+        system_interval=args.system_interval,
+        **compute(args, model, device, dtype, world),
     )
     if rank == 0 and hasattr(report, "attach"):
         report.attach(tracker)  # before start(): a mirror sees the run's group

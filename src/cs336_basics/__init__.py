@@ -37,6 +37,7 @@ from cs336_basics.core.errors import (
     UsageError,
     WandbPullError,
 )
+from cs336_basics.core.flops import flops_per_token, peak_flops
 from cs336_basics.core.log import ExperimentLog, RunResults
 from cs336_basics.core.row import MetricsSnapshot
 from cs336_basics.runtime.sinks import InMemorySink, Sink, register_sink
@@ -73,10 +74,21 @@ __all__ = [
     "ExperimentConfig",
     "ExperimentLog",
     "ExperimentTracker",
+    "flops_per_token",
+    "import_wandb_runs",
     "InMemorySink",
+    "load_experiment_log",
     "LogFormatError",
     "MetricsSnapshot",
+    "open_study",
+    "peak_flops",
+    "plot_runs",
+    "plot_vs",
+    "pull_runs",
+    "push_run",
     "PushError",
+    "register_sink",
+    "run_trial",
     "RunClosedError",
     "RunInUseError",
     "RunResults",
@@ -88,15 +100,6 @@ __all__ = [
     "UsageError",
     "WandbPullError",
     "WandbSink",
-    "import_wandb_runs",
-    "load_experiment_log",
-    "open_study",
-    "plot_runs",
-    "plot_vs",
-    "pull_runs",
-    "push_run",
-    "register_sink",
-    "run_trial",
 ]
 
 
