@@ -191,9 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--system_interval",
         dest="system_interval",
         type=float,
-        default=10.0,
+        default=None,
         help="seconds between samples of GPU/CPU/memory use, stored with the run "
-        "(0: none; default: %(default)s)",
+        "(0: none; default: CS336_SYSTEM_INTERVAL, else 10)",
     )
     return p
 
