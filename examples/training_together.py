@@ -485,6 +485,7 @@ def _train(args, report, device: str, rank: int, world: int, agent) -> Experimen
     extra = dict(getattr(report, "config", None) or {})
     if agent is not None:
         extra["wandb_sweep_id"] = agent[0]
+    train_path, val_path = data_paths(args)
     tracker = ExperimentTracker(
         make_config(args, device, dtype, world, extra),
         log_dir=args.log_dir,
@@ -492,6 +493,7 @@ def _train(args, report, device: str, rank: int, world: int, agent) -> Experimen
         resume=run_path,
         system_interval=args.system_interval,
         **compute(args, model, device, dtype, world),
+        data_files={"train": train_path, "val": val_path},  # fingerprinted in provenance
     )
     if rank == 0 and hasattr(report, "attach"):
         report.attach(tracker)  # before start(): a mirror sees the run's group

@@ -34,8 +34,9 @@ def served(log_dir: Path, interval: float = 0.2) -> Iterator[Any]:
         thread.join(5)
 
 
-def chrome(width: int = 1400, height: int = 1000) -> Any:
-    """Debian's chromium driven by selenium, headless, no driver download."""
+def chrome(width: int = 1400, height: int = 1000, args: tuple[str, ...] = ()) -> Any:
+    """Debian's chromium driven by selenium, headless, no driver download (``args``: more
+    command-line switches)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -44,6 +45,8 @@ def chrome(width: int = 1400, height: int = 1000) -> Any:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(arg)
     options.add_argument(f"--window-size={width},{height}")
+    for arg in args:
+        options.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 

@@ -61,6 +61,9 @@ class FakeRun:
     heartbeat_at: str = "2026-11-20T10:05:00"
     notes: str = ""
     fail_history: bool = False
+    tags: list[str] = field(default_factory=list)
+    group: str | None = None
+    job_type: str | None = None
 
 
 def _matches(run: FakeRun, flt: dict[str, Any]) -> bool:
@@ -108,10 +111,10 @@ class FakeWandb:
             "displayName": run.name,
             "state": run.state,
             "projectId": 1,
-            "tags": [],
+            "tags": list(run.tags),
             "sweepName": None,
-            "group": None,
-            "jobType": None,
+            "group": run.group,
+            "jobType": run.job_type,
             "commit": None,
             "readOnly": False,
             "createdAt": run.created_at,

@@ -37,6 +37,12 @@ EVERY_COMMAND = [
     "import",
     "push",
     "serve",
+    "tag",
+    "note",
+    "rename",
+    "delete",
+    "restore",
+    "diff",
 ]
 
 

@@ -551,3 +551,95 @@ def test_learning_rate_chart_is_never_smoothed(tmp_path, browser):
         )
         chart = browser.execute_script("return window.__dash.charts.learning_rate")
         assert chart["smoothed"] == {} and chart["smoothing"] == 0
+
+
+# ----------------------------------------------------------------------- groups and filters
+
+
+def _grouped_runs(log_dir: Path) -> dict[str, str]:
+    """Two seeds of one group and a run of its own; returns run ids by name."""
+    ids = {}
+    for name, group, tags, offset in (
+        ("seed_0", "seeds", ["sweep"], 0.0),
+        ("seed_1", "seeds", ["sweep"], 0.4),
+        ("alone", None, ["baseline"], 1.0),
+    ):
+        tracker = ExperimentTracker(
+            ExperimentConfig(experiment_name=name), log_dir=log_dir, group=group, tags=tags
+        )
+        for i in range(100):
+            tracker.log_metrics(iteration=i, train_loss=3.0 - i / 100 + offset, learning_rate=1e-3)
+            tracker.increment_gradient_step()
+        tracker.log_eval(iteration=99, val_loss=2.5 + offset)
+        tracker.finish()
+        ids[name] = tracker.run_id
+    return ids
+
+
+def test_bands_api_draws_a_group_as_its_mean_and_band(tmp_path):
+    ids = _grouped_runs(tmp_path)
+    with served(tmp_path) as server:
+        wait_until(lambda: all(r.get("rows") for r in get(server, "/api/runs")[1]["runs"]), 20)
+        runs = {r["name"]: r for r in get(server, "/api/runs")[1]["runs"]}
+        assert runs["seed_0"]["group"] == "seeds" and runs["alone"]["tags"] == ["baseline"]
+        status, body = get(server, "/api/bands?metric=train_loss&runs=*&points=400")
+        assert status == 200
+        (found,) = body["bands"]
+        assert found["group"] == "seeds" and sorted(found["runs"]) == sorted(
+            [ids["seed_0"], ids["seed_1"]]
+        )
+        assert found["n"] == [2] * 100 and found["x"][:2] == [1.0, 2.0]
+        assert found["mean"][0] == pytest.approx(3.2) and found["low"][0] == pytest.approx(3.0)
+        assert found["high"][0] == pytest.approx(3.4) and found["std"][0] == pytest.approx(0.2)
+        only = f"/api/bands?metric=train_loss&runs={ids['alone']}"
+        assert get(server, only)[1]["bands"] == []  # no group: no band
+        assert get(server, "/api/bands?metric=train_loss&runs=nope")[0] == 404
+        assert get(server, "/api/bands?metric=train_loss&runs=*&points=x")[0] == 400
+
+
+@needs_browser
+@pytest.mark.slow
+def test_page_groups_runs_and_filters_by_tag_and_group(tmp_path, browser):
+    ids = _grouped_runs(tmp_path)
+    with served(tmp_path) as server:
+        browser.get(server.url)
+        wait_for(browser, "window.__dash.charts.loss && window.__dash.charts.loss.bands", 20)
+        wait_for(browser, "Object.keys(window.__dash.charts.loss.bands).length === 2", 20)
+        loss = browser.execute_script("return window.__dash.charts.loss")
+        band = loss["bands"]["seeds|train_loss"]
+        assert sorted(band["runs"]) == sorted([ids["seed_0"], ids["seed_1"]])
+        assert list(loss["lastX"]) == [f"{ids['alone']}|train_loss", f"{ids['alone']}|val_loss"]
+        cells = _cells(browser, ids["seed_0"])
+        assert cells["group"] == "seeds" and cells["tags"] == "sweep"
+        # Each run on its own line.
+        browser.execute_script(
+            "const s = document.getElementById('group-mode'); s.value = 'each';"
+            "s.dispatchEvent(new Event('change'))"
+        )
+        wait_for(browser, "Object.keys(window.__dash.charts.loss.lastX).length === 6")
+        assert browser.execute_script("return window.__dash.charts.loss.bands") == {}
+        # Filters: a tag, then a group (choices are the runs' own).
+        choices = browser.execute_script(
+            "return [...document.getElementById('tag-filter').options].map(o => o.value)"
+        )
+        assert choices == ["", "baseline", "sweep"]
+        browser.execute_script(
+            "const s = document.getElementById('tag-filter'); s.value = 'baseline';"
+            "s.dispatchEvent(new Event('change'))"
+        )
+        wait_for(browser, "Object.keys(window.__dash.charts.loss.lastX).length === 2")
+        rows = browser.execute_script(
+            "return [...document.querySelectorAll('#runs tbody tr')].map(tr => tr.dataset.id)"
+        )
+        assert rows == [ids["alone"]]
+        browser.execute_script(
+            "for (const [id, v] of [['tag-filter', ''], ['group-filter', 'seeds']]) {"
+            "  const s = document.getElementById(id); s.value = v;"
+            "  s.dispatchEvent(new Event('change')); }"
+        )
+        wait_for(
+            browser,
+            "document.querySelectorAll('#runs tbody tr').length === 2 && "
+            "Object.keys(window.__dash.charts.loss.lastX).length === 4",
+        )
+        assert not browser.execute_script("return window.__dash.errors")

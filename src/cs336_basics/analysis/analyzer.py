@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import sys
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,18 @@ class ExperimentAnalyzer:
                 raise UnknownRunError(f"no experiment matches {pattern!r}")
             chosen.update(hits)
         return chosen
+
+    def filter(
+        self, tags: Iterable[str] = (), groups: Iterable[str] = ()
+    ) -> dict[str, ExperimentLog]:
+        """The loaded runs that have every tag of ``tags`` and belong to one of ``groups``
+        (no tags, no groups: no condition)."""
+        wanted, among = set(tags), set(groups)
+        return {
+            key: log
+            for key, log in self.logs.items()
+            if wanted.issubset(log.tags) and (not among or log.group in among)
+        }
 
     def _matching(self, pattern: str, *, glob: bool) -> dict[str, ExperimentLog]:
         """Runs whose key, run id or name equals ``pattern`` (or matches it as a glob)."""

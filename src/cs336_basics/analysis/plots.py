@@ -21,6 +21,8 @@ from typing import Any
 from ..core.errors import UsageError, missing_extra
 from ..core.log import PRUNED, ExperimentLog
 from ..core.row import AXIS_FIELDS, LOSS_FIELDS, ROW_FIELDS, axis
+from .groups import BANDS, groups_of
+from .groups import band as band_of
 
 DEFAULT_MAX_POINTS = 2000
 
@@ -134,6 +136,8 @@ def plot_runs(
     max_points: int = DEFAULT_MAX_POINTS,
     title: str | None = None,
     alerts: bool = True,
+    by_group: bool = False,
+    band: str = "minmax",
 ) -> Any:
     """Draw the runs' curves in one figure; saves a PNG when ``out`` is given.
 
@@ -143,8 +147,13 @@ def plot_runs(
 
     Returns the matplotlib ``Figure`` (its lines carry the plotted data, for notebooks and
     tests). A metric that no run has (a typo) raises :class:`UsageError` listing those
-    available.
+    available. ``by_group``: the runs of each group (``ExperimentLog.group``) are drawn as
+    one line, their mean, in a shaded band (``band``: ``"minmax"``, their minimum and
+    maximum, or ``"std"``, the mean -/+ their standard deviation; see ``analysis.groups``);
+    runs without a group are drawn each on its own.
     """
+    if band not in BANDS:
+        raise UsageError(f"band: expected one of {', '.join(BANDS)}, got {band!r}")
     chosen = axis(x)
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
         raise UsageError(
@@ -171,7 +180,29 @@ def plot_runs(
         unit, scale = _time_unit(span)
     styles = {"train_loss": "-", "val_loss": "--"}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, (label, log) in enumerate(items):
+    grouped = groups_of(dict(items)) if by_group else {}
+    in_group = {key for keys in grouped.values() for key in keys}
+    for index, (name, keys) in enumerate(grouped.items()):
+        color = colors[index % len(colors)]
+        members = [log for key, log in items if key in keys]
+        for metric in metrics:
+            found = band_of((curve(log, x, metric)[:2] for log in members), max(2, max_points // 2))
+            if found is None:
+                continue
+            low, high = found.edges(band)
+            px = [v / scale for v in found.x]
+            ax.fill_between(px, low, high, color=color, alpha=0.2, linewidth=0)
+            ax.plot(
+                px,
+                found.mean,
+                styles.get(metric, ":"),
+                color=color,
+                linewidth=1.6,
+                label=f"{name} {metric} (mean of {len(members)}, "
+                f"{'min-max' if band == 'minmax' else '±std'})",
+            )
+    items_shown = [(label, log) for label, log in items if label not in in_group]
+    for index, (label, log) in enumerate(items_shown, start=len(grouped)):
         color = colors[index % len(colors)]
         first_bad: tuple[float, float] | None = None
         for metric in metrics:

@@ -2,7 +2,7 @@
 
 One module per command group: :mod:`.runs` (list, show, compare, best, export),
 :mod:`.figures` (plot, report), :mod:`.sweep` (sweep), :mod:`.remote` (pull, import, push),
-:mod:`.live` (serve);
+:mod:`.live` (serve), :mod:`.manage` (tag, note, rename, delete, restore), :mod:`.diff` (diff);
 :mod:`.common` holds what they share. matplotlib and wandb are imported only by the
 commands that use them.
 
@@ -19,13 +19,13 @@ import argparse
 import sys
 
 from ..core.errors import TrackingError
-from . import figures, live, remote, runs, sweep
+from . import diff, figures, live, manage, remote, runs, sweep
 from .common import HelpFormatter
 
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1
 #: The command groups, in the order ``--help`` lists their commands.
-GROUPS = (runs, figures, sweep, remote, live)
+GROUPS = (runs, figures, sweep, remote, live, manage, diff)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(manage.prepare_argv(sys.argv[1:] if argv is None else argv))
     try:
         args.func(args)
     except TrackingError as exc:  # the user's mistake (UsageError) or a bad file: one line

@@ -103,13 +103,35 @@ def require_log_dir(args: argparse.Namespace) -> Path:
     return folder
 
 
+def add_filters(parser: argparse.ArgumentParser) -> None:
+    """``--tag`` and ``--group``: only the runs with those tags, in those groups."""
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="only runs with this tag; repeatable: runs with every tag given (default: any)",
+    )
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="only runs of this group; repeatable: runs of any group given (default: any)",
+    )
+
+
 def analyzer(args: argparse.Namespace) -> Any:
-    """An ``ExperimentAnalyzer`` with every run of ``--log-dir`` loaded."""
+    """An ``ExperimentAnalyzer`` with every run of ``--log-dir`` loaded (only those of the
+    command's ``--tag``/``--group``, where it has them)."""
     from ..analysis.analyzer import ExperimentAnalyzer
 
     require_log_dir(args)
     found = ExperimentAnalyzer(args.log_dir)
     found.load_all(quiet=bool(getattr(args, "json", False)))
+    tags, groups = getattr(args, "tag", None) or [], getattr(args, "group", None) or []
+    if tags or groups:
+        found.logs = found.filter(tags, groups)
     return found
 
 

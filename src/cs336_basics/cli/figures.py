@@ -7,12 +7,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..analysis.groups import BANDS
 from ..analysis.plots import DEFAULT_MAX_POINTS
 from ..core.errors import UsageError
 from ..core.log import ExperimentLog
 from ..core.row import AXES, axis
 from .common import (
     add_command,
+    add_filters,
     analyzer,
     output_file,
     output_folder,
@@ -47,26 +49,22 @@ def cmd_plot(args: argparse.Namespace) -> None:
     out = output_file("-o", args.output)
     found = analyzer(args)
     runs = found.select(args.runs)
-    if args.group is not None:
-        runs = _of_group(found, runs, args.group)
     metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
     if args.vs is not None:
         fig = _plot_vs(runs, args, metrics, out)
     else:
         fig = plot_runs(
-            runs, x=args.x, metrics=metrics, logy=args.logy, out=out, max_points=args.max_points
+            runs,
+            x=args.x,
+            metrics=metrics,
+            logy=args.logy,
+            out=out,
+            max_points=args.max_points,
+            by_group=args.by_group,
+            band=args.band,
         )
     close(fig)
     print(f"wrote {args.output} ({len(runs)} run(s): {', '.join(runs)})")
-
-
-def _of_group(found: Any, runs: dict[str, ExperimentLog], group: str) -> dict[str, ExperimentLog]:
-    """The runs of ``runs`` in ``group`` (``--group``)."""
-    members = found.in_group(group)
-    chosen = {key: log for key, log in runs.items() if key in members}
-    if not chosen:
-        raise UsageError(f"--group {group}: none of the runs named is in that group")
-    return chosen
 
 
 def _plot_vs(
@@ -112,9 +110,56 @@ def _report_images(
     return links, relative_link(overview, document)
 
 
+def _html_report(args: argparse.Namespace) -> None:
+    """``report --html FILE``: one self-contained page (``analysis.html_report``)."""
+    from ..analysis.html_report import render
+    from ..analysis.plots import check_metrics
+    from ..core.errors import missing_extra
+    from ..dashboard.server import plotly_js
+
+    log_dir = require_log_dir(args)
+    target = output_file("--html", args.html)
+    if args.max_points < 2:
+        raise UsageError(
+            f"--max-points {args.max_points}: expected a number of points per curve, 2 or more"
+        )
+    library = plotly_js()
+    if library is None:
+        raise missing_extra("plotly", "dashboard")
+    runs = analyzer(args).select(args.runs)
+    if not runs:
+        raise UsageError(f"no runs in {args.log_dir} to report")
+    baseline = args.baseline or next(iter(runs))
+    if baseline not in runs:
+        raise UsageError(
+            f"--baseline {baseline!r} is not among the reported runs: {', '.join(runs)}"
+        )
+    metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
+    check_metrics(metrics, runs.values())
+    written = render(
+        runs,
+        baseline,
+        library.read_text(encoding="utf-8"),
+        x=args.x,
+        metrics=metrics,
+        max_points=args.max_points,
+        title=f"Experiment report: {log_dir}",
+        source=str(log_dir),
+    )
+    data = written.text.encode("utf-8")
+    target.write_bytes(data)
+    print(
+        f"wrote {target} ({written.runs} runs, {written.curves} curves, "
+        f"{written.points:,} points, {len(data) / 1e6:.1f} MB, no network needed)"
+    )
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from ..analysis.report import new_document, render_table, splice
 
+    if args.html is not None:
+        _html_report(args)
+        return
     log_dir = require_log_dir(args)
     document = output_file("--file", args.file or log_dir / REPORT_NAME)
     images = None
@@ -153,7 +198,7 @@ def register(sub: Any) -> None:
         "runs",
         nargs="*",
         metavar="RUN|GLOB",
-        help="runs by name, run id or glob (default: every run, or every run of --group)",
+        help="runs by name, run id or glob (default: every run, or every run of --group/--tag)",
     )
     p.add_argument(
         "-o",
@@ -180,11 +225,6 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--logy", action="store_true", help="log-scale y-axis")
     p.add_argument(
-        "--group",
-        metavar="GROUP",
-        help="only runs of this group, e.g. a sweep's study name (default: any group)",
-    )
-    p.add_argument(
         "--vs",
         metavar="PARAM",
         help="instead of curves, one point per run: the --metric result (best_val_loss, "
@@ -205,6 +245,20 @@ def register(sub: Any) -> None:
         metavar="N",
         help="thin longer curves to about N points, keeping each bin's min and max (N >= 2)",
     )
+    p.add_argument(
+        "--by-group",
+        action="store_true",
+        help="draw the runs of each group as their mean in a band (runs without a group: "
+        "each line; default: each run its own line)",
+    )
+    p.add_argument(
+        "--band",
+        default="minmax",
+        choices=BANDS,
+        help="with --by-group, the band around the mean: minmax (the runs' min and max) or "
+        "std (mean -/+ standard deviation)",
+    )
+    add_filters(p)
     p = add_command(
         sub,
         "report",
@@ -242,3 +296,32 @@ def register(sub: Any) -> None:
         help="if the file has no report markers, add a new marked section at its end "
         "(default: refuse such a file)",
     )
+    p.add_argument(
+        "--html",
+        metavar="FILE.html",
+        help="instead of Markdown, write one self-contained HTML page (data, script and "
+        "charts inlined: it opens with no network and no server): the runs table, "
+        "interactive curves, the config against the baseline, each run's provenance "
+        "(default: no HTML; needs plotly, the dashboard extra)",
+    )
+    p.add_argument(
+        "--x",
+        default="gradient_step",
+        type=_axis_name,
+        choices=list(AXES),
+        help="with --html, the curves' x-axis",
+    )
+    p.add_argument(
+        "--metric",
+        default="train_loss,val_loss,learning_rate",
+        metavar="M1,M2",
+        help="with --html, the metrics drawn (train and val loss share a chart)",
+    )
+    p.add_argument(
+        "--max-points",
+        type=int,
+        default=DEFAULT_MAX_POINTS,
+        metavar="N",
+        help="with --html, thin each curve to about N points, keeping each bin's min and max",
+    )
+    add_filters(p)

@@ -12,8 +12,8 @@ from typing import Any
 
 from ..core.errors import UsageError
 from ..core.row import ROW_FIELDS, SUMMARY_FIELDS
-from ..core.text import describe_mirror, fmt, format_summary, table
-from .common import add_command, analyzer, dump, output_file, resolve_one
+from ..core.text import describe_mirror, fmt, format_provenance, format_summary, table
+from .common import add_command, add_filters, analyzer, dump, output_file, resolve_one
 
 RUN_HELP = (
     "a run: its name (the latest run of that name), run id, a glob matching one run, or the "
@@ -35,6 +35,8 @@ def cmd_list(args: argparse.Namespace) -> None:
                 **results.to_dict(),
                 "mirror": describe_mirror(mirror) if mirror is not None else None,
                 "file": log.source,
+                "group": log.group,
+                "tags": list(log.tags),
             }
         )
     if args.json:
@@ -43,9 +45,11 @@ def cmd_list(args: argparse.Namespace) -> None:
     if not records:
         print(f"no runs in {args.log_dir}")
         return
+    labels = any(r["group"] or r["tags"] for r in records)  # columns only when some have
     print(
         table(
-            ["run", "status", "started", "iters", "best_val", "last_val", "best_train"],
+            ["run", "status", "started", "iters", "best_val", "last_val", "best_train"]
+            + (["group", "tags"] if labels else []),
             [
                 [
                     r["run"],
@@ -56,6 +60,7 @@ def cmd_list(args: argparse.Namespace) -> None:
                     r["final_val_loss"],
                     r["best_train_loss"],
                 ]
+                + ([r["group"], ",".join(r["tags"]) or None] if labels else [])
                 for r in records
             ],
         )
@@ -87,10 +92,15 @@ def cmd_show(args: argparse.Namespace) -> None:
                 "last_rows": [r.to_dict() for r in rows],
                 "mirrors": log.mirrors,
                 "file": log.source,
+                "group": log.group,
+                "tags": list(log.tags),
+                "notes": log.notes,
+                "provenance": log.provenance,
             }
         )
         return
     print(format_summary(log))
+    print(format_provenance(log))
     if rows:
         print(f"\nlast {len(rows)} rows:")
         print(table(ROW_FIELDS, [[getattr(r, f) for f in ROW_FIELDS] for r in rows]))
@@ -166,13 +176,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 def register(sub: Any) -> None:
     from ..analysis.analyzer import BEST_METRICS
 
-    add_command(
+    p = add_command(
         sub,
         "list",
         cmd_list,
         "every run: status, start time, iterations, best and last losses",
         json_flag=True,
     )
+    add_filters(p)
     p = add_command(
         sub, "show", cmd_show, "one run: config, summary, losses, last rows", json_flag=True
     )
@@ -210,6 +221,7 @@ def register(sub: Any) -> None:
         help="with --at: interpolate linearly between the rows around the budget (labelled; "
         "default: no)",
     )
+    add_filters(p)
     p = add_command(
         sub,
         "best",

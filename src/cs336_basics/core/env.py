@@ -13,6 +13,7 @@
 | ``CS336_SYSTEM_INTERVAL`` | tracker | seconds between system samples (below) |
 | ``CUDA_VISIBLE_DEVICES`` | system metrics | the GPUs sampled (indices, ``GPU-`` UUIDs) |
 | ``CS336_LOG_DIR`` | W&B drop-in | its runs' folder without ``init(log_dir=)`` |
+| ``CS336_PROVENANCE`` | tracker | ``0``: record no provenance when ``provenance=`` is not given |
 | ``WANDB_NAME`` ... ``WANDB_DIR`` | W&B drop-in | what ``init`` was not given (below) |
 | ``WANDB_SWEEP_ID`` | sweeps | set by ``wandb agent``, with ``WANDB_RUN_ID`` (below) |
 
@@ -46,6 +47,7 @@ WANDB_ENTITY = "WANDB_ENTITY"
 WANDB_MODE = "WANDB_MODE"
 WANDB_HTTP_TIMEOUT = "WANDB_HTTP_TIMEOUT"
 LOG_DIR = "CS336_LOG_DIR"
+PROVENANCE = "CS336_PROVENANCE"
 WANDB_NAME = "WANDB_NAME"
 WANDB_RUN_ID = "WANDB_RUN_ID"
 WANDB_NOTES = "WANDB_NOTES"
@@ -98,6 +100,11 @@ def wandb_agent_run() -> tuple[str, str] | None:
     if sweep is None or run is None:
         return None
     return sweep, run
+
+
+def provenance_off() -> bool:
+    """Whether ``CS336_PROVENANCE`` turns provenance off (0/false/no/off)."""
+    return (get(PROVENANCE) or "1").lower() in ("0", "false", "no", "off")
 
 
 def process_rank() -> int:

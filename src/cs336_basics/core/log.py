@@ -131,6 +131,9 @@ class ExperimentLog:
     #: Other ranks' system metrics (rank -> samples), read from their own files beside
     #: the run (``RunFiles.rank_system``); not part of the document.
     system_by_rank: dict[int, History] = field(default_factory=dict, compare=False)
+    #: Where the run came from, recorded at start (``runtime.provenance``): git commit,
+    #: branch and dirty state, command line, versions, host, GPUs, data fingerprints.
+    provenance: dict[str, Any] = field(default_factory=dict)
     source: str | None = field(default=None, compare=False)  # file it was loaded from
 
     def __setattr__(self, name: str, value: Any) -> None:

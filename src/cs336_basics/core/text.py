@@ -129,6 +129,71 @@ def format_summary(log: ExperimentLog) -> str:
         )
     for name, state in log.mirrors.items():
         lines.append(f"  mirror {name}:     {_mirror(state)}".rstrip())
+    if log.group:
+        lines.append(f"  group:            {log.group}")
+    if log.tags:
+        lines.append(f"  tags:             {', '.join(log.tags)}")
     if log.notes:
         lines.append(f"  notes:            {log.notes}")
+    return "\n".join(lines)
+
+
+def describe_git(git: Any) -> str:
+    """A run's code in one line: commit (short), branch, dirty or clean; or why unknown."""
+    if not isinstance(git, dict) or not git:
+        return "not recorded"
+    if git.get("error"):
+        return str(git["error"])
+    commit = str(git.get("commit") or "no commit yet")[:12]
+    branch = git.get("branch") or "detached HEAD"
+    state = "dirty" if git.get("dirty") else "clean"
+    if git.get("dirty") and git.get("diff_bytes") is not None:
+        kept = " (truncated)" if git.get("diff_truncated") else ""
+        state += f", diff {git['diff_bytes']} bytes{kept}"
+    untracked = git.get("untracked_files")
+    if untracked:
+        state += f", {untracked} untracked file{'s' if untracked != 1 else ''}"
+    return f"{commit} on {branch}, {state}"
+
+
+def format_provenance(log: ExperimentLog) -> str:
+    """Where the run came from (its ``provenance``), as ``cs336-exp show`` prints it."""
+    record = log.provenance
+    if not record:
+        return "Provenance: not recorded"
+    packages = record.get("packages") or {}
+    shown = ", ".join(f"{k} {v}" for k, v in packages.items() if v and k != "torch_from")
+    lines = [
+        "Provenance:",
+        f"  recorded:         {record.get('recorded_at') or '-'}",
+        f"  command:          {' '.join(map(str, record.get('command') or [])) or '-'}",
+        f"  folder:           {record.get('cwd') or '-'}",
+        f"  code:             {describe_git(record.get('git'))}",
+    ]
+    git = record.get("git") or {}
+    if git.get("repository"):
+        lines.append(f"  repository:       {git['repository']}")
+    if git.get("diff_file"):
+        lines.append(f"  diff:             {git['diff_file']} (beside the run)")
+    python = f"{record.get('python') or '-'} ({record.get('platform') or '-'})"
+    lines.append(f"  python:           {python}")
+    lines.append(f"  packages:         {shown or '-'}")
+    gpus = record.get("gpus") or []
+    lines.append(f"  host:             {record.get('host') or '-'}")
+    lines.append(f"  gpus:             {', '.join(map(str, gpus)) if gpus else 'none seen'}")
+    for name, data in (record.get("data") or {}).items():
+        if not isinstance(data, dict):
+            continue
+        label = f"data {name}:"
+        if data.get("error"):
+            lines.append(f"  {label:<18}{data.get('path')}: {data['error']}")
+            continue
+        lines.append(
+            f"  {label:<18}{data.get('path')} ({data.get('size')} bytes, "
+            f"{str(data.get('fingerprint', ''))[:19]})"
+        )
+    for entry in record.get("resumes") or []:
+        lines.append(
+            f"  resumed:          {entry.get('recorded_at')}: {describe_git(entry.get('git'))}"
+        )
     return "\n".join(lines)

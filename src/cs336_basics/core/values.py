@@ -95,6 +95,48 @@ def check_text(what: str, value: Any) -> str:
     return value
 
 
+#: The longest tag or group name accepted (W&B's limit for a tag).
+MAX_TAG_CHARS = 64
+MAX_GROUP_CHARS = 128
+
+
+def check_tag(value: Any, what: str = "tag") -> str:
+    """A tag as this package takes it: a string of 1 to 64 characters with no blank, comma
+    or control character, not starting with ``+`` or ``-`` (``cs336-exp tag RUN +a -b``
+    adds and removes with those). ``TypeError``/``ValueError`` naming the value."""
+    check_text(what, value)
+    problem = None
+    if not value:
+        problem = "is empty"
+    elif len(value) > MAX_TAG_CHARS:
+        problem = f"has {len(value)} characters (at most {MAX_TAG_CHARS})"
+    elif any(c.isspace() for c in value):
+        problem = "has a blank (use - or _ instead)"
+    elif "," in value:
+        problem = "has a comma"
+    elif not value.isprintable():
+        problem = "has a control character"
+    elif value[0] in "+-":
+        problem = "starts with + or - (they add and remove tags on the command line)"
+    if problem is not None:
+        raise ValueError(
+            f"{what} {value!r:.80}: {problem}; expected 1-{MAX_TAG_CHARS} characters with no "
+            "blank or comma, such as ablation or lr-sweep"
+        )
+    return value
+
+
+def check_group(value: Any, what: str = "group") -> str:
+    """A group name: 1 to 128 printable characters (blanks allowed), not only blanks."""
+    check_text(what, value)
+    if not value.strip() or len(value) > MAX_GROUP_CHARS or not value.isprintable():
+        raise ValueError(
+            f"{what} {value!r:.80}: expected 1-{MAX_GROUP_CHARS} printable characters, not "
+            "only blanks"
+        )
+    return value
+
+
 def as_number(value: Any) -> float | None:
     """A value another tool logged, as a float if it is a number (NaN and infinities kept,
     also spelled as strings: ``"NaN"``, ``"inf"``, ``"-Infinity"``), else None (strings,

@@ -13,7 +13,7 @@ from typing import Any
 from ..core.row import AXIS_FIELDS
 from ..core.text import describe_mirror
 from ..core.values import marker_for
-from .series import MAX_POINTS, MAX_SMOOTHING, UNSMOOTHED, X_AXES, curve
+from .series import MAX_POINTS, MAX_SMOOTHING, UNSMOOTHED, X_AXES, curve, group_band
 from .store import RunStore, RunView
 
 MAX_RUNS_PER_REQUEST = 500
@@ -131,6 +131,56 @@ def _number(query: dict[str, list[str]], name: str, default: str, low: float, hi
     if not (math.isfinite(value) and low <= value <= high):
         raise BadRequest(f"{name}={text[:40]!r}: expected a number from {low:g} to {high:g}")
     return value
+
+
+def _curve_query(
+    query: dict[str, list[str]],
+) -> tuple[str, str, float, int, tuple[float, float] | None]:
+    """``metric``, ``x``, ``smoothing``, ``points`` and the optional ``x0``/``x1`` range."""
+    metric = _one(query, "metric")
+    x = _one(query, "x", "gradient_step")
+    if x not in X_AXES:
+        raise BadRequest(f"x={x[:40]!r}: expected one of {', '.join(X_AXES)}")
+    smoothing = _number(query, "smoothing", "0", 0.0, MAX_SMOOTHING)
+    points = int(_number(query, "points", "1200", 2, MAX_POINTS))
+    x_range = None
+    if "x0" in query or "x1" in query:
+        x0 = _number(query, "x0", "-1e308", -1e308, 1e308)
+        x1 = _number(query, "x1", "1e308", -1e308, 1e308)
+        if x0 > x1:
+            raise BadRequest(f"x0={x0:g} > x1={x1:g}: expected x0 <= x1")
+        x_range = (x0, x1)
+    return metric, x, smoothing, points, x_range
+
+
+def _run_ids(store: RunStore, query: dict[str, list[str]]) -> list[str]:
+    wanted = _one(query, "runs")
+    ids = sorted(store.entries) if wanted == "*" else [r for r in wanted.split(",") if r]
+    if not ids or len(ids) > MAX_RUNS_PER_REQUEST:
+        raise BadRequest(f"runs: expected 1 to {MAX_RUNS_PER_REQUEST} run ids, got {len(ids)}")
+    for run_id in ids:
+        if run_id not in store.entries:
+            raise BadRequest(f"run {run_id[:80]!r}: no such run in {store.log_dir}", 404)
+    return ids
+
+
+def bands(store: RunStore, query: dict[str, list[str]]) -> dict[str, Any]:
+    """The runs of each group among ``runs`` as their mean and band (``series.group_band``);
+    the same parameters as :func:`series`. Runs without a group are left out."""
+    metric, x, smoothing, points, x_range = _curve_query(query)
+    groups: dict[str, list[Any]] = {}
+    for run_id in _run_ids(store, query):
+        data = store.snapshot(run_id)
+        if data is not None and data.log.group:
+            groups.setdefault(data.log.group, []).append(data)
+    out = []
+    for group, views in sorted(groups.items()):
+        found = group_band(views, metric, x, smoothing, points, x_range)
+        if found is not None:
+            found["group"] = group
+            found["versions"] = [v.version for v in views]
+            out.append(found)
+    return {"metric": metric, "x": x, "smoothing": smoothing, "bands": out}
 
 
 def series(store: RunStore, query: dict[str, list[str]]) -> dict[str, Any]:

@@ -13,6 +13,9 @@
   raw values in it.
 - Non-finite values are left out of the curve; the x of the first one is returned as the
   place the run diverged, as the PNG plots mark it.
+- Groups: :func:`group_band`, the runs of one group as their mean and band
+  (``analysis.groups.band``, which the PNG plots and the HTML report use too), over each
+  run's smoothed values.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from ..analysis.groups import band
 from ..analysis.plots import thin_min_max
 from ..core.log import ExperimentLog
 from ..core.row import AXES
@@ -178,3 +182,50 @@ def curve(
     if diverged is not None:
         out["diverged"] = {"x": diverged[0], "y": diverged[1]}
     return out
+
+
+def group_band(
+    views: list[Any],
+    metric: str,
+    x: str,
+    smoothing: float,
+    points: int,
+    x_range: tuple[float, float] | None = None,
+) -> dict[str, Any] | None:
+    """The mean and band of ``metric`` over runs (``store.RunView``s of one group), each
+    run smoothed first (never a metric of :data:`UNSMOOTHED`); about ``points / 2`` bins.
+    None when no run has values on axis ``x``."""
+    if metric in UNSMOOTHED:
+        smoothing = 0.0
+    curves = []
+    used = []
+    for view in views:
+        prepared = _cache.get(
+            (view.run_id, view.version, metric, x), partial(_prepared, view.log, metric, x)
+        )
+        if prepared is None:
+            continue
+        xs, ys, _ = prepared
+        if smoothing > 0:
+            ys = _ema_cache.get(
+                (view.run_id, view.version, metric, smoothing), partial(ema, ys, smoothing)
+            )
+        lo, hi = 0, len(xs)
+        if x_range is not None:
+            lo = max(0, bisect.bisect_left(xs, x_range[0]) - 1)
+            hi = min(len(xs), bisect.bisect_right(xs, x_range[1]) + 1)
+        curves.append((xs[lo:hi], ys[lo:hi]))
+        used.append(view.run_id)
+    found = band(curves, max(2, points // 2))
+    if found is None:
+        return None
+    return {
+        "runs": used,
+        "metric": metric,
+        "x": found.x,
+        "mean": found.mean,
+        "low": found.low,
+        "high": found.high,
+        "std": found.std,
+        "n": found.n,
+    }

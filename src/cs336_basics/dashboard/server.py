@@ -230,6 +230,8 @@ class Handler(BaseHTTPRequestHandler):
             self._json(api.runs(self.server.store, set(only[0].split(",")) if only else None))
         elif route == "/api/series":
             self._json(api.series(self.server.store, query))
+        elif route == "/api/bands":
+            self._json(api.bands(self.server.store, query))
         elif route == "/api/events":
             self._events()
         elif route == "/favicon.ico":

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,16 +43,28 @@ from ..core.log import (
 )
 from ..core.row import ROW_FIELDS, VALUE_FIELDS, MetricsSnapshot
 from ..core.text import format_summary
-from ..core.values import MAX_INDEX, check_text, optional_float, to_float, to_int, wrap_float
+from ..core.values import (
+    MAX_INDEX,
+    check_group,
+    check_tag,
+    check_text,
+    optional_float,
+    to_float,
+    to_int,
+    wrap_float,
+)
 from ..store import journal as records
 from ..store.codec import dumps
 from ..store.document import now_iso, recover, write_document
+from ..store.fileio import atomic_write
 from ..store.layout import RunFiles, claim_stem
 from ..store.load import load_run
 from ..store.lock import RunLock
 from .alerts import PRIME_ROWS, AlertWatch
 from .deferred import DeferredRows, has_device_values
 from .mirrors import Mirrors, remove_orphan_segments
+from .provenance import collect as collect_provenance
+from .provenance import resume_entry
 from .saver import RunSaves
 from .sinks import DEFAULT_QUEUE_SIZE, Sink, SinkDispatcher, make_sink
 from .system_metrics import DEFAULT_INTERVAL, RankSamplesFile, Sample, SystemSampler
@@ -62,6 +74,8 @@ logger = logging.getLogger("cs336_basics")
 #: waited this long, so it reaches the journal within about a second; eval, save and finish
 #: convert at once.
 DEFERRED_MAX_AGE = 0.5
+#: Seconds ``finish()``/``close()`` wait for the provenance thread (git, nvidia-smi).
+PROVENANCE_WAIT_S = 30.0
 #: Names an extra metric may not take: the guide's row fields.
 _RESERVED_METRICS = frozenset(ROW_FIELDS)
 
@@ -195,6 +209,26 @@ def compute_info(
     return info
 
 
+def _check_data_files(data_files: Any) -> dict[str, str | Path]:
+    """``data_files``: a mapping of names to paths (their fingerprints are recorded)."""
+    if data_files is None:
+        return {}
+    if not isinstance(data_files, Mapping):
+        raise TypeError(
+            "data_files: expected a dict of names to paths ({'train': 'data/train.bin'}), "
+            f"got {type(data_files).__name__}"
+        )
+    out: dict[str, str | Path] = {}
+    for name, path in data_files.items():
+        check_text("data_files name", name)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(
+                f"data_files[{name!r}]: expected a path, got {type(path).__name__} {path!r:.60}"
+            )
+        out[name] = Path(path)
+    return out
+
+
 def _check_config(config: ExperimentConfig) -> None:
     """Refuse, at creation, a config the JSON document could not hold (names the key)."""
     for key, value in config.to_dict().items():
@@ -236,6 +270,17 @@ class ExperimentTracker:
         device_name, dtype: look it up (``torch.cuda.get_device_name()``, ``"bf16"``...)
             in ``core.flops.PEAK_FLOPS``, times ``num_devices``. A device not in the table
             leaves MFU absent (never guessed).
+        tags: labels for finding the run (``cs336-exp list --tag``): 1-64 characters each,
+            no blank or comma. Kept in the document, sent to W&B; editable later
+            (``cs336-exp tag``).
+        group: the group the run belongs to (the seeds of one setting, a sweep): drawn as
+            one mean curve with a band by the page, ``plot --by-group`` and the report.
+        data_files: the files the run reads, by name (``{"train": path, "val": path}``):
+            their size and a fingerprint go into the run's provenance.
+        provenance: record where the run came from at start (git commit, branch, dirty
+            tree and its diff, command line, versions, host, GPUs, data fingerprints; see
+            ``runtime.provenance``), in a thread of its own. ``None``: yes, unless
+            ``CS336_PROVENANCE=0``.
     """
 
     def __init__(
@@ -256,6 +301,10 @@ class ExperimentTracker:
         device_name: str | None = None,
         dtype: str | None = None,
         num_devices: int = 1,
+        tags: Iterable[str] | None = None,
+        group: str | None = None,
+        data_files: Mapping[str, str | Path] | None = None,
+        provenance: bool | None = None,
     ) -> None:
         if not isinstance(config, ExperimentConfig):
             raise TypeError(f"config: expected an ExperimentConfig, got {type(config).__name__}")
@@ -277,6 +326,12 @@ class ExperimentTracker:
             raise TypeError(f"on_alert: expected a callable, got {on_alert!r:.60}")
         self._system_interval, self._system_explicit = _system_interval(system_interval)
         self._compute = compute_info(flops_per_token, peak_flops, device_name, dtype, num_devices)
+        self._data_files = _check_data_files(data_files)
+        if provenance is not None and not isinstance(provenance, bool):
+            raise TypeError(f"provenance: expected True, False or None, got {provenance!r:.60}")
+        self._provenance_on = provenance if provenance is not None else not env.provenance_off()
+        self._provenance_thread: threading.Thread | None = None
+        self._provenance_lock = threading.Lock()
         self.config = config
         self.log_dir = Path(log_dir)
         self.enabled = all_ranks or env.process_rank() == 0
@@ -314,6 +369,8 @@ class ExperimentTracker:
         self._sampler: SystemSampler | None = None
         self._next_sample = 0
         self._rank_samples: RankSamplesFile | None = None
+        if tags is not None or group is not None:
+            self.set_attributes(tags=tags, group=group)
         if self.enabled:
             _register(self)
 
@@ -459,6 +516,7 @@ class ExperimentTracker:
         assert self._files is not None and self._saves is not None
         assert self._saves.journal is not None
         self._append = self._saves.journal.append
+        self._start_provenance(resumed=self._resume is not None)
         self._t0 = time.perf_counter()
         self._started = True
         self._accepting = True
@@ -488,6 +546,62 @@ class ExperimentTracker:
                 name=f"cs336-system-{self._files.stem}",
             ).start()
         return self
+
+    # ------------------------------------------------------------------ provenance
+    def _start_provenance(self, resumed: bool) -> None:
+        """Record where the run came from in a thread (git and nvidia-smi may take a
+        while): see ``runtime.provenance``. A resume adds an entry to ``resumes``."""
+        if not self._provenance_on:
+            return
+        files = self._files
+        assert files is not None
+
+        def work() -> None:
+            try:
+                record, diff = collect_provenance(self._data_files)
+                if diff is not None and not resumed:
+                    try:
+                        atomic_write(files.diff, diff)
+                        record["git"]["diff_file"] = files.diff.name
+                    except OSError as exc:
+                        record["git"]["diff_error"] = f"{exc.strerror or exc}"
+                self._provenance_ready(record, resumed)
+            except Exception:  # never into the run: said once, the run goes on without
+                logger.exception("recording the run's provenance failed")
+
+        self._provenance_thread = threading.Thread(
+            target=work, name="cs336-provenance", daemon=True
+        )
+        self._provenance_thread.start()
+
+    def _provenance_ready(self, record: dict[str, Any], resumed: bool) -> None:
+        with self._provenance_lock:
+            if self._provenance_thread is None:  # the run ended without waiting for it
+                return
+            log = self._log
+            if resumed and log.provenance:
+                entry = resume_entry(record)
+                record = {**log.provenance, "resumes": [*log.provenance.get("resumes", []), entry]}
+            log.provenance = record
+            self._dirty = True
+            journal = self._saves.journal if self._saves is not None else None
+            if journal is not None:
+                journal.append(records.attributes_record(provenance=record))
+
+    def _wait_provenance(self, timeout: float) -> None:
+        """Let the provenance thread finish (before the last journal record or save)."""
+        thread = self._provenance_thread
+        if thread is None:
+            return
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.warning(
+                "the run's provenance was not recorded within %.0f s (git or nvidia-smi "
+                "too slow?); the run is saved without it",
+                timeout,
+            )
+        with self._provenance_lock:
+            self._provenance_thread = None
 
     def _new_saves(self, files: RunFiles, save_id: int) -> RunSaves:
         observe = self._watch.observe if self._watch is not None else None
@@ -847,10 +961,11 @@ class ExperimentTracker:
         if tags is not None:
             if isinstance(tags, str):
                 raise TypeError(f"tags: expected a list of strings, got the string {tags!r:.60}")
-            record["tags"] = [check_text("tag", t) for t in tags]
-        for name, value in (("group", group), ("job_type", job_type)):
-            if value is not None:
-                record[name] = check_text(name, value)
+            record["tags"] = list(dict.fromkeys(check_tag(t, "tags") for t in tags))
+        if group is not None:
+            record["group"] = check_group(group)
+        if job_type is not None:
+            record["job_type"] = check_text("job_type", job_type)
         if summary:
             for key, value in summary.items():
                 check_text("summary key", key)
@@ -914,6 +1029,7 @@ class ExperimentTracker:
         self._stop_sampling()
         self._deferred.resolve()
         end, duration = now_iso(), self.elapsed()
+        self._wait_provenance(PROVENANCE_WAIT_S)
         apply_finish(self._log, end, duration, tl, vl, notes)
         journal = self._journal()
         journal.append(records.finish_record(end, duration, tl, vl, notes))
@@ -1066,6 +1182,7 @@ class ExperimentTracker:
         if saves is not None and saves.journal is not None:
             with contextlib.suppress(OSError):  # (logged by the writer; retried below)
                 saves.journal.flush()  # rows judged now: their alerts reach the sinks
+        self._wait_provenance(PROVENANCE_WAIT_S)
         self._close_sinks(timeout=10.0)
         saves = self._saves
         if saves is not None:

@@ -9,9 +9,10 @@ This module owns the **document** format and the JSON value rules the journal sh
   ``job_type``, ``summary``: other summary values; ``alerts``: the events detected while it
   trained, each ``{iteration, gradient_step, wallclock_time, kind, metric, value, baseline,
   deviation, detected_at}``; ``compute``: FLOPs per token and peak FLOP/s when given;
-  ``system_history``, last: the system-metrics samples, rows as in ``metrics_history``
-  with the values in ``extra``). Strict JSON: NaN and +-inf are written as the strings
-  ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and read back as floats.
+  ``provenance``: where the run came from; ``system_history``, last: the system-metrics
+  samples, rows as in ``metrics_history`` with the values in ``extra``). Strict JSON: NaN
+  and +-inf are written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and read
+  back as floats.
 
 Decoding trusts nothing: every field is checked, and a bad one raises ``LogFormatError``
 naming the file, the field (``metrics_history[3].train_loss``), the value and what was
@@ -142,6 +143,7 @@ def document_meta(log: ExperimentLog, save_id: int) -> dict[str, Any]:
     doc["summary"] = plain(dict(log.summary))
     doc["alerts"] = [plain(alert.to_dict()) for alert in list(log.alerts)]
     doc["compute"] = plain(dict(log.compute))
+    doc["provenance"] = plain(dict(log.provenance))
     return doc
 
 
@@ -609,6 +611,15 @@ def _compute(doc: dict[str, Any], source: str) -> dict[str, Any]:
     return {str(k): unmark(v) for k, v in compute.items()}
 
 
+def _provenance(doc: dict[str, Any], source: str) -> dict[str, Any]:
+    provenance = doc.get("provenance")
+    if provenance is None:
+        return {}
+    if not isinstance(provenance, dict):
+        raise LogFormatError(_expected(f"{source}: provenance", "an object", provenance))
+    return dict(unmark(provenance))
+
+
 def _summary_value(doc: dict[str, Any], name: str, source: str) -> float | None:
     value = from_marker(doc.get(name))
     if value is None:
@@ -672,6 +683,7 @@ def _document_to_log(doc: dict[str, Any], source: str, fix_markers: bool) -> Exp
         ),
         alerts=_alerts(doc, source),
         compute=_compute(doc, source),
+        provenance=_provenance(doc, source),
         source=source,
     )
     for name in SUMMARY_FIELDS:

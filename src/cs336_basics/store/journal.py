@@ -16,8 +16,9 @@ object per line; ``k`` names the record kind:
 ``f``     finish: end time, duration, explicit final losses, notes
 ``x``     a mirror's state: ``{"k": "x", "mirrors": {name: state}}``
 ``n``     notes replaced
-``a``     attributes set: any of ``tags``, ``group``, ``job_type``, and ``summary``
-          (values added to the run's other summary values)
+``a``     attributes set: any of ``tags``, ``group``, ``job_type``, ``summary``
+          (values added to the run's other summary values) and ``provenance``
+          (replaces it: recorded by a thread once the run started)
 ``c``     the tracker was closed without finishing (the run is not live any more)
 ``s``     a system-metrics sample: ``{"k": "s", "r": <the row as in system_history>}``
           (its ``iteration`` is the sample's number: a sample the run holds already,
@@ -91,6 +92,7 @@ def encode_header(log: ExperimentLog, base_save_id: int | None, pid: int, host: 
         "job_type": log.job_type,
         "summary": plain(dict(log.summary)),
         "compute": plain(dict(log.compute)),
+        "provenance": plain(dict(log.provenance)),
         "base": base_save_id,
         "pid": pid,
         "host": host,
@@ -263,7 +265,8 @@ def apply_record(
 
 
 def apply_attributes(log: ExperimentLog, record: dict[str, Any]) -> None:
-    """Tags, group, job type and summary values of an ``a`` record (or a header)."""
+    """Tags, group, job type, summary values and provenance of an ``a`` record (or a
+    header)."""
     if "tags" in record:
         tags = record["tags"] or []
         if not isinstance(tags, list) or not all(type(t) is str for t in tags):
@@ -280,6 +283,11 @@ def apply_attributes(log: ExperimentLog, record: dict[str, Any]) -> None:
         if not isinstance(summary, dict):
             raise LogFormatError(f"summary: expected an object, got {summary!r:.60}")
         log.summary.update({str(k): unmark(v) for k, v in summary.items()})
+    provenance = record.get("provenance")
+    if provenance:
+        if not isinstance(provenance, dict):
+            raise LogFormatError(f"provenance: expected an object, got {provenance!r:.60}")
+        log.provenance = unmark(provenance)
 
 
 def samples_header(rank: int, pid: int, host: str, run_id: str) -> bytes:

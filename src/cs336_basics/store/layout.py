@@ -39,6 +39,11 @@ file                           what it is; written by           goes away
                                (header, then ``s`` records of
                                ``journal``); that rank's
                                sampler
+``.RUN.diff``                  ``git diff HEAD`` of the code    with the run (never rewritten;
+                               the run started from, when the   a resume records only its
+                               tree was dirty (capped, see      hash in the document)
+                               ``runtime.provenance``); the
+                               tracker's provenance thread
 ``.RUN.*.tmp-PID[-TID]``       a file being written (atomic     renamed into place; a killed
                                writes); any writer              writer's at resume, finish,
                                                                 push
@@ -46,10 +51,13 @@ file                           what it is; written by           goes away
 
 Hidden files (``.RUN.*``) are never runs: :func:`run_files` lists documents and journals.
 Besides runs a log directory may hold ``curves/`` (report images), ``wandb_files/`` (the
-drop-in's ``run.dir``), ``.trash/`` (deleted runs) and, for an Optuna study run by
-``cs336_basics.sweep``, ``<safe STUDY>.optuna.log`` (the study's default storage, Optuna's
-journal file, shared by every worker of the study; :func:`study_storage`) with Optuna's lock
-``<safe STUDY>.optuna.log.lock`` beside it while a worker writes.
+drop-in's ``run.dir``), ``.trash/`` (deleted runs: ``cs336-exp delete`` moves every
+file of a run into ``.trash/RUN/``, or ``.trash/RUN~N/`` when that is taken, names
+unchanged; ``cs336-exp restore`` moves them back; :func:`trash_dir`, :func:`trash_slots`)
+and, for an Optuna study run by ``cs336_basics.sweep``, ``<safe STUDY>.optuna.log`` (the
+study's default storage, Optuna's journal file, shared by every worker of the study;
+:func:`study_storage`) with Optuna's lock ``<safe STUDY>.optuna.log.lock`` beside it while a
+worker writes.
 """
 
 from __future__ import annotations
@@ -175,6 +183,11 @@ class RunFiles:
                 continue
         return sorted(found)
 
+    @property
+    def diff(self) -> Path:
+        """The code diff the run started from (a dirty git tree), see ``runtime.provenance``."""
+        return self._hidden(".diff")
+
     def mirror_state(self, sink: str) -> Path:
         return self._hidden(f".{sink}{_MIRROR_STATE}")
 
@@ -235,6 +248,35 @@ def study_storage(log_dir: Path, study: str) -> Path:
     """The default storage of the Optuna study ``study`` in ``log_dir``: Optuna's journal
     file (never a run: its suffix is neither a document's nor a journal's)."""
     return Path(log_dir) / f"{safe_name(study)}{STUDY_STORAGE}"
+
+
+TRASH = ".trash"
+
+
+def trash_dir(log_dir: Path) -> Path:
+    """The folder deleted runs are moved into (inside the log directory)."""
+    return Path(log_dir) / TRASH
+
+
+def trash_slots(log_dir: Path) -> list[tuple[str, Path]]:
+    """``(run id, folder)`` of every run in the trash: ``.trash/RUN`` or ``.trash/RUN~N``
+    (real folders only: a link in the trash is never followed)."""
+    found = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in sorted(os.scandir(trash_dir(log_dir)), key=lambda e: e.name):
+            if entry.is_dir(follow_symlinks=False):
+                found.append((entry.name.split("~", 1)[0], Path(entry.path)))
+    return found
+
+
+def new_trash_slot(log_dir: Path, stem: str) -> Path:
+    """A folder of the trash no run uses yet, for run ``stem`` (not created)."""
+    base = trash_dir(log_dir)
+    for n in range(1, 10_000):
+        slot = base / (stem if n == 1 else f"{stem}~{n}")
+        if not os.path.lexists(slot):
+            return slot
+    raise RuntimeError(f"no free folder for {stem!r} in {base}")
 
 
 def temp_writer_pid(path: Path) -> int | None:

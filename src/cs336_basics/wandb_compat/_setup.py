@@ -12,10 +12,12 @@ from typing import Any
 from ..core import env
 from ..core.config import ExperimentConfig
 from ..core.errors import LogFormatError, TrackingError, UsageError
+from ..core.values import MAX_TAG_CHARS
 from ..store.layout import run_files
 from ..store.load import load_run
 from ..wandb_adapter.client import real_wandb_installed
 from ..wandb_adapter.keys import CONFIG_ALIASES, unwrap_config
+from ._objects import note_once
 
 logger = logging.getLogger("cs336_basics")
 
@@ -48,13 +50,24 @@ def from_env(value: Any, variable: str) -> Any:
 
 
 def tags_from(value: Any) -> list[str]:
-    """``tags=`` (a list or tuple of strings), else ``WANDB_TAGS`` (comma-separated)."""
+    """``tags=`` (a list or tuple of strings), else ``WANDB_TAGS`` (comma-separated); each
+    made a tag this package takes (see ``core.values.check_tag``: W&B allows blanks, which
+    become ``_``), said once when one had to change."""
     if value is None:
         text = env.get(env.WANDB_TAGS)
-        return [t.strip() for t in text.split(",") if t.strip()] if text else []
-    if isinstance(value, str) or not all(isinstance(t, str) for t in value):
+        tags = [t.strip() for t in text.split(",") if t.strip()] if text else []
+    elif isinstance(value, str) or not all(isinstance(t, str) for t in value):
         raise TypeError(f"init(tags=): expected a list of strings, got {value!r:.60}")
-    return [t for t in value if t]
+    else:
+        tags = [t for t in value if t]
+    out = []
+    for tag in tags:
+        kept = (c if c.isprintable() and not c.isspace() and c != "," else "_" for c in tag)
+        fixed = "".join(kept).lstrip("+-")[:MAX_TAG_CHARS] or "_"
+        if fixed != tag:
+            note_once("init()", "tags", f"tag {tag!r} is kept as {fixed!r} (no blanks, commas)")
+        out.append(fixed)
+    return out
 
 
 def wandb_installed() -> bool:

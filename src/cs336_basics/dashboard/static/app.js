@@ -19,7 +19,7 @@ const X_TITLES = { gradient_step: "gradient step", iteration: "iteration",
 // that did not finish, its history so far).
 const COLUMNS = [
   ["", null, ""], ["name", "name", ""], ["run id", "id", "id"], ["started", "start_time", ""],
-  ["status", "status", ""], ["rows", "rows", "num"],
+  ["status", "status", ""], ["group", "group", ""], ["tags", "tags", ""], ["rows", "rows", "num"],
   ["best train", "best_train_loss", "num"], ["last train", "last_train_loss", "num"],
   ["best val", "best_val_loss", "num"], ["last val", "last_val_loss", "num"],
   ["mirror", "mirror", ""]];
@@ -28,11 +28,13 @@ const S = {
   runs: new Map(), selected: new Set(), seen: new Set(), colours: new Map(), highlight: null,
   x: "gradient_step", smoothing: 0.6, logy: false, outliers: false, metricFilter: "",
   runFilter: null, sort: { key: "start_time", dir: 1 }, charts: new Map(),
+  tagFilter: "", groupFilter: "", groupMode: "minmax",  // groups: "each" | "minmax" | "std"
   unsmoothed: new Set(["learning_rate"]),  // replaced by the server's list (api "unsmoothed")
 };
 const dash = window.__dash = { ready: false, runs: {}, charts: {}, draws: 0, previews: 0,
   firstChartMs: null, interactiveMs: null,
-  lastDrawMs: null, errors: [], x: S.x, smoothing: S.smoothing, events: 0 };
+  lastDrawMs: null, errors: [], x: S.x, smoothing: S.smoothing, events: 0,
+  groupMode: S.groupMode };
 const $ = (id) => document.getElementById(id);
 
 function fmt(v) {
@@ -71,15 +73,39 @@ function mergeRuns(payload) {
     dash.runs[r.id] = { name: r.name, status: r.status, rows: r.rows, last: r.last,
       version: r.version, colour: S.colours.get(r.id), start_time: r.start_time,
       mirror: r.mirror, best_train_loss: r.best_train_loss, last_train_loss: r.last_train_loss,
-      best_val_loss: r.best_val_loss, last_val_loss: r.last_val_loss };
+      best_val_loss: r.best_val_loss, last_val_loss: r.last_val_loss, group: r.group,
+      tags: r.tags };
   }
+  fillChoices("tag-filter", "any tag", [...new Set([...S.runs.values()].flatMap((r) => r.tags || []))]);
+  fillChoices("group-filter", "any group", [...new Set([...S.runs.values()].map((r) => r.group).filter(Boolean))]);
   for (const id of Object.keys(dash.runs)) if (!S.runs.has(id)) delete dash.runs[id];
   $("message").textContent = payload.loading ? `loading ${payload.loading} run(s)...` : "";
 }
 
+// The tag and group filters' choices: every tag and group the runs have.
+function fillChoices(id, any, values) {
+  const select = $(id);
+  const wanted = [any, ...values.sort()];
+  const have = [...select.options].map((o) => o.textContent);
+  if (have.length === wanted.length && have.every((v, i) => v === wanted[i])) return;
+  const chosen = select.value;
+  select.replaceChildren(...wanted.map((v, i) => {
+    const o = document.createElement("option");
+    o.value = i === 0 ? "" : v;
+    o.textContent = v;
+    return o;
+  }));
+  select.value = values.includes(chosen) ? chosen : "";
+}
+
 function matches(r) {
+  if (S.tagFilter && !(r.tags || []).includes(S.tagFilter)) return false;
+  if (S.groupFilter && r.group !== S.groupFilter) return false;
   return !S.runFilter || S.runFilter.test(r.name) || S.runFilter.test(r.id);
 }
+
+// Runs drawn as their group's mean and band (not each on its own line).
+const banded = (r) => S.groupMode !== "each" && Boolean(r.group);
 
 function shownRuns() {
   return [...S.runs.values()].filter((r) => r.rows !== undefined && S.selected.has(r.id) && matches(r))
@@ -145,6 +171,7 @@ function renderTable() {
       if (k === null) return `${box} ${sw}`;
       if (k === "status") return status;
       if (k === "start_time") return esc(startTime(r.start_time));
+      if (k === "tags") return esc((r.tags || []).join(", "));
       return esc(fmt(value(r, k)));
     };
     tr.innerHTML = cols.map(([, k, cls]) => `<td class="${cls}" data-key="${k || ""}">${cell(k)}</td>`).join("");
@@ -192,7 +219,7 @@ function ensureCharts() {
         <button type="button" data-act="png">PNG</button></header><div class="plot"></div>`;
       card.querySelector("h2").textContent = TITLES[key] || key;
       $("charts").appendChild(card);
-      chart = { key, card, div: card.querySelector(".plot"), data: new Map(), range: null,
+      chart = { key, card, div: card.querySelector(".plot"), data: new Map(), bands: new Map(), range: null,
         busy: false, queued: null, drawn: false };
       card.querySelector("[data-act=csv]").onclick = () => exportCSV(chart);
       card.querySelector("[data-act=png]").onclick = () =>
@@ -253,8 +280,11 @@ async function load(chart, ids) {
     chart.queued = ids === null || chart.queued === "all" ? "all" : new Set([...(chart.queued || []), ...ids]);
     return;
   }
-  const runs = (ids || shownRuns().map((r) => r.id)).filter((id) => S.runs.has(id));
-  if (!runs.length) { draw(chart); return; }
+  const all = (ids || shownRuns().map((r) => r.id)).filter((id) => S.runs.has(id));
+  const runs = all.filter((id) => !banded(S.runs.get(id)));
+  const grouped = shownRuns().filter(banded).map((r) => r.id);
+  if (!runs.length && !grouped.length && ids === null) chart.bands = new Map();
+  if (!runs.length && !grouped.length) { draw(chart); return; }
   chart.busy = true;
   try {
     const points = pointsFor(plotWidth(chart.div));
@@ -262,18 +292,29 @@ async function load(chart, ids) {
     const params = new URLSearchParams({ runs: runs.join(","), x: S.x, smoothing,
       points: String(points) });
     if (chart.range) { params.set("x0", chart.range[0]); params.set("x1", chart.range[1]); }
-    const wanted = `${S.x}|${smoothing}|${chart.range}`;
-    const answers = (ids === null && await takePrefetched(chart, [...runs].sort(), points)) ||
+    const wanted = `${S.x}|${smoothing}|${chart.range}|${S.groupMode}`;
+    const answers = !runs.length ? [] :
+      (ids === null && !grouped.length && await takePrefetched(chart, [...runs].sort(), points)) ||
       await Promise.all(metricsOf(chart.key).map((m) => {
         params.set("metric", m);
         return getJSON("/api/series?" + params);
       }));
-    if (wanted === `${S.x}|${smoothingOf(chart.key)}|${chart.range}`) {
+    // A group's band depends on every run of it: asked again whole after any change.
+    const bandAnswers = !grouped.length ? [] : await Promise.all(metricsOf(chart.key).map((m) => {
+      const p = new URLSearchParams(params);
+      p.set("metric", m);
+      p.set("runs", grouped.join(","));
+      if (m === "val_loss") p.set("smoothing", "0");  // drawn raw, as a run's val curve is
+      return getJSON("/api/bands?" + p);
+    }));
+    if (wanted === `${S.x}|${smoothingOf(chart.key)}|${chart.range}|${S.groupMode}`) {
       if (ids === null) chart.data.clear();
       for (const a of answers) {
         for (const id of runs) chart.data.delete(`${id}|${a.metric}`);
         for (const s of a.series) chart.data.set(`${s.run}|${s.metric}`, s);
       }
+      chart.bands = new Map();
+      for (const a of bandAnswers) for (const b of a.bands) chart.bands.set(`${b.group}|${b.metric}`, b);
       draw(chart);
     } else {
       chart.queued = "all";  // the view changed while this was asked: ask again
@@ -315,7 +356,10 @@ function drawPreview(chart) {
       if (s) lines.push({ x: s.s ? s.sx : s.x, y: s.s ? s.s : s.y, colour: colour(r.id), dash: m === "val_loss" });
     }
   }
-  if (!lines.length) return;
+  if (!lines.length) {  // only groups' bands to draw: plotly draws them
+    if (chart.bands && chart.bands.size) setTimeout(loadPlotly, 0);
+    return;
+  }
   const div = chart.div;
   let canvas = div.querySelector("canvas.preview");
   if (!canvas) {
@@ -380,7 +424,26 @@ function draw(chart) {
   const traces = [];
   const info = { series: 0, points: {}, smoothed: {}, lastX: {}, diverged: [] };
   const ys = [];
+  info.bands = {};
+  for (const [key, b] of chart.bands || []) {
+    const members = b.runs.filter((id) => S.runs.has(id) && S.selected.has(id) && matches(S.runs.get(id)));
+    if (!members.length) continue;
+    const c = colour("group:" + b.group);
+    const lo = S.groupMode === "std" ? b.mean.map((m, i) => m - b.std[i]) : b.low;
+    const hi = S.groupMode === "std" ? b.mean.map((m, i) => m + b.std[i]) : b.high;
+    const name = `${b.group} ${b.metric} (mean of ${b.runs.length}, ${S.groupMode === "std" ? "±std" : "min-max"})`;
+    traces.push({ x: b.x, y: lo, type: "scatter", mode: "lines", line: { width: 0, color: c },
+      hoverinfo: "skip", showlegend: false, name: name + " low" });
+    traces.push({ x: b.x, y: hi, type: "scatter", mode: "lines", fill: "tonexty", line: { width: 0, color: c },
+      fillcolor: c + "40", hoverinfo: "skip", showlegend: false, name: name + " high" });
+    traces.push({ x: b.x, y: b.mean, type: "scatter", mode: "lines", name, customdata: b.n,
+      hovertemplate: "%{y:.4g} (n=%{customdata})", line: { color: c, width: 2, dash: b.metric === "val_loss" ? "dash" : "solid" } });
+    info.bands[key] = { runs: members, points: b.x.length };
+    info.series += 1;
+    for (const v of b.mean) ys.push(v);
+  }
   for (const r of shownRuns()) {
+    if (banded(r)) continue;
     const c = colour(r.id);
     const dim = S.highlight && S.highlight !== r.id;
     const width = S.highlight === r.id ? 3 : 1.5;
@@ -455,7 +518,8 @@ function draw(chart) {
   info.x = S.x;
   info.smoothing = smoothingOf(chart.key);
   dash.charts[chart.key] = info;
-  const total = [...chart.data.values()].reduce((n, s) => n + s.points, 0);
+  const total = [...chart.data.values()].reduce((n, s) => n + s.points, 0) +
+    [...(chart.bands || new Map()).values()].reduce((n, b) => n + b.x.length, 0);
   chart.card.querySelector(".note").textContent = `${total.toLocaleString("en")} points`;
 }
 
@@ -541,6 +605,9 @@ function bind() {
   $("outliers").onchange = (e) => { S.outliers = e.target.checked; S.charts.forEach(draw); };
   $("metric-filter").oninput = (e) => { S.metricFilter = e.target.value; ensureCharts(); };
   $("run-filter").oninput = debounce((e) => { setRunFilter(e.target.value); renderTable(); reloadAll(); }, 150);
+  $("tag-filter").onchange = (e) => { S.tagFilter = e.target.value; renderTable(); reloadAll(); };
+  $("group-filter").onchange = (e) => { S.groupFilter = e.target.value; renderTable(); reloadAll(); };
+  $("group-mode").onchange = (e) => { S.groupMode = dash.groupMode = e.target.value; reloadAll(); };
   $("select-all").onclick = () => { for (const r of S.runs.values()) if (matches(r)) S.selected.add(r.id); renderTable(); reloadAll(); };
   $("select-none").onclick = () => { S.selected.clear(); renderTable(); S.charts.forEach(draw); };
   $("runs").onclick = (e) => {
