@@ -25,6 +25,8 @@ from dashboard_helpers import (
 )
 from helpers import run_simulated
 
+from cs336_basics import load_experiment_log
+from cs336_basics.core.row import AXES
 from cs336_basics.dashboard.series import ema
 from cs336_basics.dashboard.store import RunStore
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
@@ -642,4 +644,136 @@ def test_page_groups_runs_and_filters_by_tag_and_group(tmp_path, browser):
             "document.querySelectorAll('#runs tbody tr').length === 2 && "
             "Object.keys(window.__dash.charts.loss.lastX).length === 4",
         )
+        assert not browser.execute_script("return window.__dash.errors")
+
+
+# ----------------------------------------------------------------------- what a researcher watches
+
+
+def _watched_run(log_dir: Path) -> ExperimentTracker:
+    """A run with system samples (psutil, every 50 ms), a loss spike at iterations 60-64,
+    a gradient-norm explosion from 80 and two evals."""
+    pytest.importorskip("psutil", reason="system metrics need psutil (the system extra)")
+    tracker = ExperimentTracker(
+        ExperimentConfig(experiment_name="watched", batch_size=8, context_length=16),
+        log_dir=log_dir,
+        system_interval=0.05,
+    )
+    tracker.start()
+    for i in range(100):
+        loss = 3.0 - 0.005 * i + 0.01 * math.sin(i) + (4.0 if 60 <= i < 65 else 0.0)
+        norm = 1.0 + 0.05 * math.cos(i) + (30.0 if i >= 80 else 0.0)
+        tracker.log_metrics(iteration=i, train_loss=loss, grad_norm=norm, learning_rate=1e-3)
+        if i in (49, 99):
+            tracker.log_eval(iteration=i, val_loss=2.5 - i / 1000)
+        tracker.increment_gradient_step()
+    wait_until(lambda: len(tracker.log.system_history) >= 3, 20)
+    tracker.finish()
+    return tracker
+
+
+def test_api_serves_system_series_alert_marks_and_values_at_a_budget(tmp_path):
+    tracker = _watched_run(tmp_path)
+    log = load_experiment_log(tracker.path)
+    run = tracker.run_id
+    step_of = {r.iteration: r.gradient_step for r in log.metrics_history}
+    with served(tmp_path) as server:
+        wait_until(lambda: all(r.get("rows") for r in get(server, "/api/runs")[1]["runs"]), 20)
+        (row,) = get(server, "/api/runs")[1]["runs"]
+        assert row["alerts"] == 2 and row["mfu"] is None
+        assert {"proc.rss_gib", "host.mem_used_gib", "proc.cpu_percent"} <= set(
+            row["system_metrics"]
+        )
+        # System samples: their own series, read from system_history, never the rows.
+        status, body = get(
+            server, f"/api/series?metric=proc.rss_gib&runs={run}&source=system&smoothing=0"
+        )
+        assert status == 200 and body["source"] == "system"
+        (curve,) = body["series"]
+        samples = log.system_history
+        assert curve["points"] == len(samples)
+        assert curve["y"] == [s.extra["proc.rss_gib"] for s in samples]
+        assert curve["x"] == [float(s.gradient_step) for s in samples]
+        assert get(server, f"/api/series?metric=proc.rss_gib&runs={run}")[1]["series"] == []
+        # Alerts ride on the curve of their metric, where the event began.
+        loss = get(server, f"/api/series?metric=train_loss&runs={run}")[1]["series"][0]
+        assert [(a["kind"], a["iteration"], a["x"]) for a in loss["alerts"]] == [
+            ("spike", 60, step_of[60])
+        ]
+        norm = get(server, f"/api/series?metric=grad_norm&runs={run}&x=iteration")[1]
+        assert [(a["kind"], a["x"]) for a in norm["series"][0]["alerts"]] == [("explosion", 80)]
+        # The budget cursor: the last value at or before the x, and how far before.
+        status, body = get(server, f"/api/at?runs={run}&x=gradient_step&at=75.5")
+        assert status == 200
+        values = body["runs"][0]["values"]
+        at_75 = next(r for r in log.metrics_history if r.gradient_step == 75)
+        assert values["train_loss"]["value"] == at_75.train_loss
+        assert values["train_loss"]["before"] == 0.5 and values["train_loss"]["how"] == "before"
+        assert values["val_loss"]["value"] == pytest.approx(2.451)  # the eval at 49
+        assert values["val_loss"]["iteration"] == 49
+        far = get(server, f"/api/at?runs={run}&x=tokens&at=1e12")[1]["runs"][0]["values"]
+        assert far["train_loss"]["how"] == "not_reached" and far["train_loss"]["value"] is None
+        for bad in (
+            f"/api/at?runs={run}&at=x",
+            f"/api/at?runs={run}&at=1&interpolate=2",
+            f"/api/at?runs={run}&at=1&x=epoch",
+            f"/api/series?metric=proc.rss_gib&runs={run}&source=gpu",
+        ):
+            status, body = get(server, bad)
+            assert status == 400 and body["error"], bad
+
+
+@needs_browser
+@pytest.mark.slow
+def test_page_shows_system_charts_alert_markers_and_the_budget_cursor(tmp_path, browser):
+    tracker = _watched_run(tmp_path)
+    run = tracker.run_id
+    with served(tmp_path) as server:
+        browser.get(server.url)
+        wait_for(browser, "window.__dash.charts['sys:proc.rss_gib']", 20)
+        wait_for(browser, "window.__dash.charts.loss && window.__dash.charts.grad_norm", 20)
+        system = browser.execute_script(
+            "const s = document.getElementById('system-section');"
+            "return {hidden: s.hidden, titles: [...s.querySelectorAll('.chart h2')]"
+            "  .map(h => h.textContent)}"
+        )
+        assert not system["hidden"] and "proc.rss_gib" in system["titles"]
+        chart = browser.execute_script("return window.__dash.charts['sys:proc.rss_gib']")
+        assert chart["points"][f"{run}|proc.rss_gib"] == len(tracker.log.system_history)
+        assert "sys:proc.rss_gib" not in browser.execute_script(  # not among the training charts
+            "return [...document.querySelectorAll('#charts .chart h2')].map(h => h.textContent)"
+        )
+        # Alert markers: a dotted line where each event began, on its metric's chart.
+        loss = browser.execute_script("return window.__dash.charts.loss.alerts")
+        assert [(a["kind"], a["metric"], a["iteration"]) for a in loss] == [
+            ("spike", "train_loss", 60)
+        ]
+        norm = browser.execute_script("return window.__dash.charts.grad_norm.alerts")
+        assert [(a["kind"], a["iteration"]) for a in norm] == [("explosion", 80)]
+        shapes = browser.execute_script(
+            "const card = [...document.querySelectorAll('.chart')].find("
+            "  c => c.querySelector('h2').textContent === 'train / val loss');"
+            "return card.querySelector('.plot').layout.shapes"
+        )
+        assert [(s["x0"], s["line"]["dash"]) for s in shapes] == [(loss[0]["x"], "dot")]
+        cells = _cells(browser, run)
+        assert cells["alerts"] == "2"
+        # The budget cursor: every shown run's losses at an x, and a line on every chart.
+        browser.execute_script(
+            "const a = document.getElementById('at'); a.value = '75.5';"
+            "a.dispatchEvent(new Event('change'))"
+        )
+        cursor, _ = wait_for(browser, "window.__dash.cursor")
+        assert cursor["at"] == 75.5 and cursor["x"] == "gradient_step"
+        assert cursor["runs"][run]["train_loss"]["before"] == 0.5
+        assert cursor["runs"][run]["val_loss"]["iteration"] == 49
+        text = browser.execute_script("return document.getElementById('cursor').innerText")
+        before = cursor["runs"][run]["val_loss"]["before"]
+        assert "watched" in text and f"2.451 ({before:g} before)" in text
+        wait_for(browser, "window.__dash.charts.loss.cursor === 75.5")
+        axes = browser.execute_script(
+            "return [...document.getElementById('x').options].map(o => o.value)"
+        )
+        assert sorted(axes) == sorted(AXES)  # the server's axes, FLOPs included
+        save_screenshot(browser, tmp_path / "watched.png")
         assert not browser.execute_script("return window.__dash.errors")

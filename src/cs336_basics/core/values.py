@@ -51,6 +51,14 @@ def marker_for(value: float) -> str:
     return POS_INF_MARKER if value > 0 else NEG_INF_MARKER
 
 
+def json_number(value: Any) -> Any:
+    """``value`` as strict JSON can carry it: a non-finite float as its marker
+    (:func:`marker_for`), anything else unchanged."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return marker_for(value)
+    return value
+
+
 def from_marker(value: Any) -> Any:
     """Undo :func:`marker_for`; any other value passes through unchanged."""
     if type(value) is str and value in MARKERS:

@@ -1,4 +1,5 @@
-"""What the page asks for, as JSON-ready dicts: the runs table and the curves.
+"""What the page asks for, as JSON-ready dicts: the runs table, the curves (training rows
+and system metrics, with alert markers), group bands and the budget cursor.
 
 Every request names runs by run id (the file stem) and metrics by name; anything unknown or
 malformed raises :class:`BadRequest` naming the parameter, the value and what was expected
@@ -10,10 +11,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..analysis.budget import values_at
 from ..core.row import AXIS_FIELDS
 from ..core.text import describe_mirror
-from ..core.values import marker_for
-from .series import MAX_POINTS, MAX_SMOOTHING, UNSMOOTHED, X_AXES, curve, group_band
+from ..core.values import json_number
+from .series import (
+    MAX_POINTS,
+    MAX_SMOOTHING,
+    TRAIN,
+    UNSMOOTHED,
+    X_AXES,
+    check_source,
+    curve,
+    group_band,
+)
 from .store import RunStore, RunView
 
 MAX_RUNS_PER_REQUEST = 500
@@ -25,13 +36,6 @@ class BadRequest(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: non-finite floats as the document spells them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return marker_for(value)
-    return value
 
 
 _summaries: dict[str, tuple[int, dict[str, Any]]] = {}  # by run id: (version, row)
@@ -72,15 +76,19 @@ def _run_summary(run_id: str, data: RunView) -> dict[str, Any]:
         "rows": len(history),
         "diverged_at": results.diverged_at,
         "tokens": results.tokens,
-        "best_train_loss": _finite(results.best_train_loss),
-        "last_train_loss": _finite(results.final_train_loss),
-        "best_val_loss": _finite(results.best_val_loss),
-        "last_val_loss": _finite(results.final_val_loss),
-        "last": {k: _finite(v) for k, v in last.items() if k != "extra"},
+        "best_train_loss": json_number(results.best_train_loss),
+        "last_train_loss": json_number(results.final_train_loss),
+        "best_val_loss": json_number(results.best_val_loss),
+        "last_val_loss": json_number(results.final_val_loss),
+        "last": {k: json_number(v) for k, v in last.items() if k != "extra"},
         "metrics": sorted(history.metric_names()),
-        "config": {k: _finite(v) for k, v in log.config.to_dict().items() if _plain(v)},
+        "config": {k: json_number(v) for k, v in log.config.to_dict().items() if _plain(v)},
         "tags": list(log.tags),
         "group": log.group,
+        "alerts": results.alerts,
+        "mfu": json_number(results.mfu),
+        "system_metrics": log.system_history.metric_names(),
+        "system_ranks": sorted(log.system_by_rank),
         "mirror": describe_mirror(mirror) if mirror is not None else None,
         "version": data.version,
     }
@@ -185,36 +193,65 @@ def bands(store: RunStore, query: dict[str, list[str]]) -> dict[str, Any]:
 
 def series(store: RunStore, query: dict[str, list[str]]) -> dict[str, Any]:
     """``metric``, ``runs`` (comma-separated ids, or ``*``: every loaded run), ``x``,
-    ``smoothing``, ``points`` and an optional ``x0``/``x1`` range: the thinned curves of those
-    runs (``runs`` in the answer: the loaded runs asked for)."""
-    metric = _one(query, "metric")
-    x = _one(query, "x", "gradient_step")
-    if x not in X_AXES:
-        raise BadRequest(f"x={x[:40]!r}: expected one of {', '.join(X_AXES)}")
-    smoothing = _number(query, "smoothing", "0", 0.0, MAX_SMOOTHING)
-    points = int(_number(query, "points", "1200", 2, MAX_POINTS))
-    x_range = None
-    if "x0" in query or "x1" in query:
-        x0 = _number(query, "x0", "-1e308", -1e308, 1e308)
-        x1 = _number(query, "x1", "1e308", -1e308, 1e308)
-        if x0 > x1:
-            raise BadRequest(f"x0={x0:g} > x1={x1:g}: expected x0 <= x1")
-        x_range = (x0, x1)
-    wanted = _one(query, "runs")
-    ids = sorted(store.entries) if wanted == "*" else [r for r in wanted.split(",") if r]
-    if not ids or len(ids) > MAX_RUNS_PER_REQUEST:
-        raise BadRequest(f"runs: expected 1 to {MAX_RUNS_PER_REQUEST} run ids, got {len(ids)}")
+    ``smoothing``, ``points``, an optional ``x0``/``x1`` range and ``source`` (``train``,
+    the default: the training rows; ``system`` or ``system:K``: the system-metrics samples
+    of rank 0 or K): the thinned curves of those runs (``runs`` in the answer: the loaded
+    runs asked for)."""
+    metric, x, smoothing, points, x_range = _curve_query(query)
+    try:
+        source = check_source(_one(query, "source", TRAIN))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     out = []
     asked = []
-    for run_id in ids:
-        if run_id not in store.entries:
-            raise BadRequest(f"run {run_id[:80]!r}: no such run in {store.log_dir}", 404)
+    for run_id in _run_ids(store, query):
         data = store.snapshot(run_id)
         if data is None:
             continue
         asked.append(run_id)
-        points_of_run = curve(data, metric, x, smoothing, points, x_range)
+        points_of_run = curve(data, metric, x, smoothing, points, x_range, source)
         if points_of_run is not None:
             points_of_run["version"] = data.version
             out.append(points_of_run)
-    return {"metric": metric, "x": x, "smoothing": smoothing, "runs": asked, "series": out}
+    return {
+        "metric": metric,
+        "x": x,
+        "smoothing": smoothing,
+        "source": source,
+        "runs": asked,
+        "series": out,
+    }
+
+
+def at(store: RunStore, query: dict[str, list[str]]) -> dict[str, Any]:
+    """The budget cursor: ``runs`` and ``x`` as for :func:`series`, ``at`` (a number on
+    that axis), ``metric`` (comma-separated; default ``train_loss,val_loss``) and
+    ``interpolate`` (``0``, the default, or ``1``): each run's values there by the rule of
+    ``compare --at`` (``analysis.budget.value_at``: the last value logged at or before it,
+    and how far before)."""
+    x = _one(query, "x", "gradient_step")
+    if x not in X_AXES:
+        raise BadRequest(f"x={x[:40]!r}: expected one of {', '.join(X_AXES)}")
+    budget = _number(query, "at", "0", -1e308, 1e308)
+    metrics = [m for m in _one(query, "metric", "train_loss,val_loss").split(",") if m]
+    if not metrics or len(metrics) > 8:
+        raise BadRequest(f"metric: expected 1 to 8 comma-separated names, got {len(metrics)}")
+    flag = _one(query, "interpolate", "0")
+    if flag not in ("0", "1"):
+        raise BadRequest(f"interpolate={flag[:20]!r}: expected 0 or 1")
+    out = []
+    for run_id in _run_ids(store, query):
+        data = store.snapshot(run_id)
+        if data is None:
+            continue
+        found = values_at(data.log, x, budget, metrics, interpolate=flag == "1")
+        out.append(
+            {
+                "run": run_id,
+                "values": {
+                    m: {k: json_number(v) for k, v in value.to_dict().items()}
+                    for m, value in found.items()
+                },
+            }
+        )
+    return {"x": x, "at": budget, "metrics": metrics, "runs": out}

@@ -31,10 +31,15 @@ from typing import Any
 
 from ..analysis.groups import band
 from ..analysis.plots import thin_min_max
+from ..core.history import History
 from ..core.log import ExperimentLog
 from ..core.row import AXES
+from ..core.values import json_number
 
 X_AXES = tuple(AXES)
+#: Where a curve's rows come from (:func:`history_of`): the run's training rows, or the
+#: system-metrics samples (``system``: rank 0's; ``system:K``: rank K's).
+TRAIN, SYSTEM = "train", "system"
 FINE_POINTS = 8192
 MAX_POINTS = 20000
 MAX_SMOOTHING = 0.999
@@ -86,13 +91,37 @@ def ema(values: array, weight: float) -> array:
 Prepared = tuple[array, array, tuple[float, float | None] | None]
 
 
-def _prepared(log: ExperimentLog, metric: str, x: str) -> Prepared | None:
+def history_of(log: ExperimentLog, source: str) -> History | None:
+    """The rows a curve is read from: ``train`` (the run's rows), ``system`` (rank 0's
+    system-metrics samples) or ``system:K`` (rank K's); None for a rank the run lacks."""
+    if source == TRAIN:
+        return log.metrics_history
+    if source == SYSTEM:
+        return log.system_history
+    return log.system_by_rank.get(int(source.split(":", 1)[1]))
+
+
+def check_source(source: str) -> str:
+    """``source`` if it names rows :func:`history_of` knows, else ``ValueError``."""
+    if source in (TRAIN, SYSTEM):
+        return source
+    head, _, rank = source.partition(":")
+    if head == SYSTEM and rank.isdigit() and 0 < int(rank) < 1_000_000:
+        return source
+    raise ValueError(f"source={source[:40]!r}: expected {TRAIN}, {SYSTEM} or {SYSTEM}:RANK")
+
+
+def _prepared(log: ExperimentLog, metric: str, x: str, source: str = "train") -> Prepared | None:
     """Finite (x, y) of a metric in row order, and the x of its first non-finite value with
-    the last finite value before it; None when the run has no values on axis ``x``."""
-    axis = log.axis_values(x)
+    the last finite value before it; None when the run has no values on axis ``x``.
+    ``source``: which rows (:func:`history_of`)."""
+    history = history_of(log, source)
+    if history is None:
+        return None
+    axis = log.axis_values(x, None if source == TRAIN else history)
     if axis is None:
         return None
-    rows, ys = log.metrics_history.floats(metric)
+    rows, ys = history.floats(metric)
     xs = axis if rows is None else array("d", (axis[i] for i in rows))
     if not ys:
         return None
@@ -145,11 +174,16 @@ def curve(
     smoothing: float,
     points: int,
     x_range: tuple[float, float] | None = None,
+    source: str = TRAIN,
 ) -> dict[str, Any] | None:
-    """The thinned raw and smoothed points of ``metric`` of a run (a ``store.RunView``);
-    None when the run lacks it or has no values on axis ``x``."""
+    """The thinned raw and smoothed points of ``metric`` of a run (a ``store.RunView``),
+    read from ``source`` (:func:`history_of`); None when the run lacks it or has no values
+    on axis ``x``. A curve of the training rows also carries the run's alerts on that
+    metric (``alerts``: where each event began on ``x``, its kind and value)."""
     if metric in UNSMOOTHED:
         smoothing = 0.0  # a schedule, not a noisy measurement: smoothing would move its peak
+    if source != TRAIN:
+        return _system_curve(view, metric, x, smoothing, points, x_range, source)
     prepared = _cache.get(
         (view.run_id, view.version, metric, x), lambda: _prepared(view.log, metric, x)
     )
@@ -181,6 +215,60 @@ def curve(
         out["x" if name == "y" else "sx"] = px
     if diverged is not None:
         out["diverged"] = {"x": diverged[0], "y": diverged[1]}
+    marks = alert_marks(view.log, metric, x)
+    if marks:
+        out["alerts"] = marks
+    return out
+
+
+def alert_marks(log: ExperimentLog, metric: str, x: str) -> list[dict[str, Any]]:
+    """The run's alerts on ``metric`` where their events began on axis ``x`` (the page's
+    markers; the PNG plots draw the same places, ``ExperimentLog.alert_positions``)."""
+    return [
+        {
+            "x": position,
+            "kind": alert.kind,
+            "iteration": alert.iteration,
+            "value": json_number(alert.value),
+            "baseline": json_number(alert.baseline),
+        }
+        for position, alert in log.alert_positions(x)
+        if alert.metric == metric
+    ]
+
+
+def _system_curve(
+    view: Any,
+    metric: str,
+    x: str,
+    smoothing: float,
+    points: int,
+    x_range: tuple[float, float] | None,
+    source: str,
+) -> dict[str, Any] | None:
+    """:func:`curve` of system-metrics samples: few points (one every few seconds), so
+    thinned from the raw values at every request, smoothed the same way."""
+    prepared = _cache.get(
+        (view.run_id, view.version, metric, x, source),
+        partial(_prepared, view.log, metric, x, source),
+    )
+    if prepared is None:
+        return None
+    xs, ys, _ = prepared
+    lo, hi = 0, len(xs)
+    if x_range is not None:
+        lo = max(0, bisect.bisect_left(xs, x_range[0]) - 1)
+        hi = min(len(xs), bisect.bisect_right(xs, x_range[1]) + 1)
+    out: dict[str, Any] = {
+        "run": view.run_id,
+        "metric": metric,
+        "source": source,
+        "points": len(xs),
+        "in_range": hi - lo,
+    }
+    out["x"], out["y"] = _thin(xs[lo:hi], ys[lo:hi], points)
+    if smoothing > 0:
+        out["sx"], out["s"] = _thin(xs[lo:hi], ema(ys, smoothing)[lo:hi], points)
     return out
 
 

@@ -14,6 +14,8 @@ Routes (GET and HEAD only; anything else is 405):
 ``/vendor/plotly.min.js``  the chart library, from the installed ``plotly`` wheel
 ``/api/runs``            the runs table (``?only=id,id`` for some runs)
 ``/api/series``          thinned curves (see :func:`.api.series`)
+``/api/bands``           groups of runs as mean and band (:func:`.api.bands`)
+``/api/at``              each run's values at an x (the budget cursor, :func:`.api.at`)
 ``/api/events``          server-sent events: ``{"version", "runs": [...]}`` per change
 =======================  ========================================================
 
@@ -232,6 +234,8 @@ class Handler(BaseHTTPRequestHandler):
             self._json(api.series(self.server.store, query))
         elif route == "/api/bands":
             self._json(api.bands(self.server.store, query))
+        elif route == "/api/at":
+            self._json(api.at(self.server.store, query))
         elif route == "/api/events":
             self._events()
         elif route == "/favicon.ico":

@@ -70,6 +70,8 @@ class RunView:
         log = copy.copy(self.log)
         log.metrics_history = copy.copy(self.log.metrics_history)
         log.superseded_history = copy.copy(self.log.superseded_history)
+        log.system_history = copy.copy(self.log.system_history)
+        log.alerts = list(self.log.alerts)
         log.mirrors = dict(self.log.mirrors)
         return RunView(self.run_id, log, self.version, dict(self.fine))
 

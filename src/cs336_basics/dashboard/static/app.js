@@ -1,9 +1,12 @@
-// cs336-exp serve: the page. Runs table + one chart per metric group, drawn with plotly
+// cs336-exp serve: the page. Runs table + one chart per metric group (the training rows),
+// then a "system" section (one chart per system metric: CPU, memory, GPUs), drawn with plotly
 // (served from the installed plotly wheel, loaded by this script once the first curves are
 // drawn on a canvas). The server thins
 // every curve (min and max per bin); the page asks again for the visible x-range after a
-// zoom and for the runs that changed after each live event. Its state is in window.__dash
-// for tests.
+// zoom and for the runs that changed after each live event. Alerts (spikes, explosions,
+// NaN/inf) are dotted vertical lines where their events began; a click on a chart (or a
+// number in "at") puts the budget cursor there: every shown run's train and val loss at
+// that x, by the rule of `cs336-exp compare --at`. Its state is in window.__dash for tests.
 "use strict";
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
@@ -13,7 +16,10 @@ const ORDER = ["loss", "learning_rate", "grad_norm", "tokens_per_sec", "iter_tim
 const TITLES = { loss: "train / val loss", learning_rate: "learning rate", grad_norm: "grad norm",
   tokens_per_sec: "tokens / s", iter_time_ms: "iteration time (ms)" };
 const X_TITLES = { gradient_step: "gradient step", iteration: "iteration",
-  tokens: "tokens seen", wallclock: "wall-clock time (s since start)" };
+  tokens: "tokens seen", wallclock: "wall-clock time (s since start)", flops: "FLOPs (model)" };
+// Charts of system metrics are keyed "sys:<name>" and read the runs' system samples.
+const SYS = "sys:";
+const isSys = (key) => key.startsWith(SYS);
 // The runs table: [header, key in the runs payload, cell class]. Two runs of one name are
 // told apart by run id and start time; the losses are the server's (RunResults: for a run
 // that did not finish, its history so far).
@@ -22,7 +28,7 @@ const COLUMNS = [
   ["status", "status", ""], ["group", "group", ""], ["tags", "tags", ""], ["rows", "rows", "num"],
   ["best train", "best_train_loss", "num"], ["last train", "last_train_loss", "num"],
   ["best val", "best_val_loss", "num"], ["last val", "last_val_loss", "num"],
-  ["mirror", "mirror", ""]];
+  ["alerts", "alerts", "num"], ["MFU", "mfu", "num"], ["mirror", "mirror", ""]];
 
 const S = {
   runs: new Map(), selected: new Set(), seen: new Set(), colours: new Map(), highlight: null,
@@ -30,11 +36,12 @@ const S = {
   runFilter: null, sort: { key: "start_time", dir: 1 }, charts: new Map(),
   tagFilter: "", groupFilter: "", groupMode: "minmax",  // groups: "each" | "minmax" | "std"
   unsmoothed: new Set(["learning_rate"]),  // replaced by the server's list (api "unsmoothed")
+  cursor: null, interpolate: false,  // the budget cursor's x (on S.x), or null
 };
 const dash = window.__dash = { ready: false, runs: {}, charts: {}, draws: 0, previews: 0,
   firstChartMs: null, interactiveMs: null,
   lastDrawMs: null, errors: [], x: S.x, smoothing: S.smoothing, events: 0,
-  groupMode: S.groupMode };
+  groupMode: S.groupMode, cursor: null };
 const $ = (id) => document.getElementById(id);
 
 function fmt(v) {
@@ -62,6 +69,7 @@ function colour(id) {
 function mergeRuns(payload) {
   $("logdir").textContent = payload.log_dir;
   if (payload.unsmoothed) S.unsmoothed = new Set(payload.unsmoothed);
+  if (payload.axes) fillAxes(payload.axes);
   const ids = new Set(payload.ids);
   for (const id of [...S.runs.keys()]) if (!ids.has(id)) { S.runs.delete(id); S.selected.delete(id); }
   // New runs get colours in start order, so a colour never changes while the page is open.
@@ -74,12 +82,25 @@ function mergeRuns(payload) {
       version: r.version, colour: S.colours.get(r.id), start_time: r.start_time,
       mirror: r.mirror, best_train_loss: r.best_train_loss, last_train_loss: r.last_train_loss,
       best_val_loss: r.best_val_loss, last_val_loss: r.last_val_loss, group: r.group,
-      tags: r.tags };
+      tags: r.tags, alerts: r.alerts, mfu: r.mfu, system_metrics: r.system_metrics };
   }
   fillChoices("tag-filter", "any tag", [...new Set([...S.runs.values()].flatMap((r) => r.tags || []))]);
   fillChoices("group-filter", "any group", [...new Set([...S.runs.values()].map((r) => r.group).filter(Boolean))]);
   for (const id of Object.keys(dash.runs)) if (!S.runs.has(id)) delete dash.runs[id];
   $("message").textContent = payload.loading ? `loading ${payload.loading} run(s)...` : "";
+}
+
+// The x-axis choices: the server's (core.row.AXES), titled.
+function fillAxes(axes) {
+  const select = $("x");
+  if ([...select.options].map((o) => o.value).join() === axes.join()) return;
+  select.replaceChildren(...axes.map((a) => {
+    const o = document.createElement("option");
+    o.value = a;
+    o.textContent = X_TITLES[a] || a;
+    return o;
+  }));
+  select.value = S.x;
 }
 
 // The tag and group filters' choices: every tag and group the runs have.
@@ -172,6 +193,7 @@ function renderTable() {
       if (k === "status") return status;
       if (k === "start_time") return esc(startTime(r.start_time));
       if (k === "tags") return esc((r.tags || []).join(", "));
+      if (k === "mfu") return typeof r.mfu === "number" ? `${(100 * r.mfu).toFixed(1)}%` : "";
       return esc(fmt(value(r, k)));
     };
     tr.innerHTML = cols.map(([, k, cls]) => `<td class="${cls}" data-key="${k || ""}">${cell(k)}</td>`).join("");
@@ -199,10 +221,13 @@ function chartKeys() {
   if (metrics.has("train_loss") || metrics.has("val_loss")) keys.push("loss");
   for (const m of [...metrics].sort()) if (m !== "train_loss" && m !== "val_loss") keys.push(m);
   keys.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
-  return keys;
+  const system = new Set();
+  for (const r of S.runs.values()) for (const m of r.system_metrics || []) system.add(SYS + m);
+  return [...keys, ...[...system].sort()];
 }
-const rank = (k) => (ORDER.includes(k) ? ORDER.indexOf(k) : ORDER.length);
-const metricsOf = (key) => (key === "loss" ? ["train_loss", "val_loss"] : [key]);
+const rank = (k) => (isSys(k) ? ORDER.length + 1 : ORDER.includes(k) ? ORDER.indexOf(k) : ORDER.length);
+const metricsOf = (key) => (key === "loss" ? ["train_loss", "val_loss"] : [isSys(key) ? key.slice(SYS.length) : key]);
+const titleOf = (key) => (isSys(key) ? key.slice(SYS.length) : TITLES[key] || key);
 // The smoothing a chart asks for: the slider's, except for metrics the server never smooths
 // (schedules such as the learning rate: smoothing would move the warmup peak).
 const smoothingOf = (key) => (metricsOf(key).every((m) => S.unsmoothed.has(m)) ? 0 : S.smoothing);
@@ -217,10 +242,11 @@ function ensureCharts() {
       card.innerHTML = `<header><h2></h2><span class="note"></span>
         <button type="button" data-act="csv">CSV</button>
         <button type="button" data-act="png">PNG</button></header><div class="plot"></div>`;
-      card.querySelector("h2").textContent = TITLES[key] || key;
-      $("charts").appendChild(card);
+      card.querySelector("h2").textContent = titleOf(key);
+      (isSys(key) ? $("system-charts") : $("charts")).appendChild(card);
+      if (isSys(key)) $("system-section").hidden = false;
       chart = { key, card, div: card.querySelector(".plot"), data: new Map(), bands: new Map(), range: null,
-        busy: false, queued: null, drawn: false };
+        busy: false, queued: null, drawn: false, system: isSys(key) };
       card.querySelector("[data-act=csv]").onclick = () => exportCSV(chart);
       card.querySelector("[data-act=png]").onclick = () =>
         Plotly.downloadImage(chart.div, { format: "png", filename: `cs336_${key}`, width: 1200, height: 600 });
@@ -228,13 +254,13 @@ function ensureCharts() {
       order();
     }
     const metricNames = metricsOf(key).join(" ");
-    chart.card.style.display = !filter || (key + " " + metricNames + " " + (TITLES[key] || "")).toLowerCase().includes(filter) ? "" : "none";
+    chart.card.style.display = !filter || (key + " " + metricNames + " " + titleOf(key)).toLowerCase().includes(filter) ? "" : "none";
   }
 }
 
 function order() {
   const cards = [...S.charts.values()].sort((a, b) => rank(a.key) - rank(b.key) || a.key.localeCompare(b.key));
-  for (const c of cards) $("charts").appendChild(c.card);
+  for (const c of cards) (c.system ? $("system-charts") : $("charts")).appendChild(c.card);
 }
 
 const plotWidth = (div) => Math.max(300, div.clientWidth || 600);
@@ -281,8 +307,9 @@ async function load(chart, ids) {
     return;
   }
   const all = (ids || shownRuns().map((r) => r.id)).filter((id) => S.runs.has(id));
-  const runs = all.filter((id) => !banded(S.runs.get(id)));
-  const grouped = shownRuns().filter(banded).map((r) => r.id);
+  // System charts draw every run (a stuck machine is one run's, not a group's mean).
+  const runs = chart.system ? all : all.filter((id) => !banded(S.runs.get(id)));
+  const grouped = chart.system ? [] : shownRuns().filter(banded).map((r) => r.id);
   if (!runs.length && !grouped.length && ids === null) chart.bands = new Map();
   if (!runs.length && !grouped.length) { draw(chart); return; }
   chart.busy = true;
@@ -290,7 +317,7 @@ async function load(chart, ids) {
     const points = pointsFor(plotWidth(chart.div));
     const smoothing = smoothingOf(chart.key);
     const params = new URLSearchParams({ runs: runs.join(","), x: S.x, smoothing,
-      points: String(points) });
+      points: String(points), source: chart.system ? "system" : "train" });
     if (chart.range) { params.set("x0", chart.range[0]); params.set("x1", chart.range[1]); }
     const wanted = `${S.x}|${smoothing}|${chart.range}|${S.groupMode}`;
     const answers = !runs.length ? [] :
@@ -304,6 +331,7 @@ async function load(chart, ids) {
       const p = new URLSearchParams(params);
       p.set("metric", m);
       p.set("runs", grouped.join(","));
+      p.delete("source");
       if (m === "val_loss") p.set("smoothing", "0");  // drawn raw, as a run's val curve is
       return getJSON("/api/bands?" + p);
     }));
@@ -442,8 +470,10 @@ function draw(chart) {
     info.series += 1;
     for (const v of b.mean) ys.push(v);
   }
+  const shapes = [], notes = [];
+  info.alerts = [];
   for (const r of shownRuns()) {
-    if (banded(r)) continue;
+    if (banded(r) && !chart.system) continue;
     const c = colour(r.id);
     const dim = S.highlight && S.highlight !== r.id;
     const width = S.highlight === r.id ? 3 : 1.5;
@@ -470,6 +500,14 @@ function draw(chart) {
         traces.push({ x: s.x, y: s.y, name: label, mode: "lines", type: "scatter",
           line: { color: c, width }, opacity: dim ? 0.25 : 1 });
       }
+      for (const a of s.alerts || []) {  // where the event began, as the PNG plots mark it
+        info.alerts.push({ run: r.id, metric: m, x: a.x, kind: a.kind, iteration: a.iteration });
+        shapes.push({ type: "line", xref: "x", yref: "paper", x0: a.x, x1: a.x, y0: 0, y1: 1,
+          line: { color: c, width: 1, dash: "dot" } });
+        notes.push({ x: a.x, y: 1, xref: "x", yref: "paper", text: `${a.kind}: ${m}`, showarrow: false,
+          textangle: -90, xanchor: "right", yanchor: "top", font: { size: 9, color: c },
+          hovertext: `${r.name}: ${a.kind} on ${m} at iteration ${a.iteration} (value ${fmt(a.value)}, baseline ${fmt(a.baseline)})` });
+      }
       if (s.diverged) {
         info.diverged.push({ run: r.id, metric: m, x: s.diverged.x });
         if (!firstBad || s.diverged.x < firstBad.x) firstBad = s.diverged;
@@ -486,8 +524,13 @@ function draw(chart) {
     uirevision: `${chart.key}|${S.x}|${S.logy}`,
     xaxis: { title: { text: X_TITLES[S.x] }, zeroline: false },
     yaxis: { type: S.logy ? "log" : "linear", zeroline: false, exponentformat: "e" },
-    font: { size: 11 },
+    font: { size: 11 }, shapes, annotations: notes,
   };
+  if (S.cursor !== null) {
+    shapes.push({ type: "line", xref: "x", yref: "paper", x0: S.cursor, x1: S.cursor, y0: 0, y1: 1,
+      line: { color: "#333", width: 1.5 } });
+  }
+  info.cursor = S.cursor;
   let lo = Infinity, hi = -Infinity;
   for (const v of ys) { if (v < lo) lo = v; if (v > hi) hi = v; }
   if (ys.length && !S.logy && hi - lo <= 1e-9 * Math.max(Math.abs(hi), 1e-300)) {
@@ -508,6 +551,7 @@ function draw(chart) {
   if (!chart.drawn) {
     chart.drawn = true;
     chart.div.on("plotly_relayout", (ev) => onRelayout(chart, ev));
+    chart.div.on("plotly_click", (ev) => { if (ev.points && ev.points.length) setCursor(ev.points[0].x); });
   }
   const now = performance.now();
   dash.draws += 1;
@@ -559,6 +603,46 @@ function exportCSV(chart) {
   setTimeout(() => URL.revokeObjectURL(a.href), 1000);
 }
 
+// ---------------------------------------------------------------- budget cursor
+// Every shown run's train and val loss at the cursor's x, from the server (api.at: the last
+// value logged at or before it, and how far before; interpolated only when asked).
+async function setCursor(x) {
+  S.cursor = x === null || x === "" || !Number.isFinite(Number(x)) ? null : Number(x);
+  $("at").value = S.cursor === null ? "" : String(S.cursor);
+  S.charts.forEach(draw);
+  await refreshCursor();
+}
+
+async function refreshCursor() {
+  const box = $("cursor");
+  const ids = shownRuns().map((r) => r.id);
+  if (S.cursor === null || !ids.length) {
+    box.hidden = true; dash.cursor = null; return;
+  }
+  const params = new URLSearchParams({ runs: ids.join(","), x: S.x, at: String(S.cursor),
+    interpolate: S.interpolate ? "1" : "0" });
+  try {
+    const answer = await getJSON("/api/at?" + params);
+    const say = (v) => {
+      if (v.value === null || v.value === undefined) return v.how.replace("_", " ");
+      const where = v.how === "interpolated" ? " (interpolated)" : v.before ? ` (${fmt(v.before)} before)` : "";
+      return fmt(v.value) + where;
+    };
+    const rows = answer.runs.map((a) => {
+      const r = S.runs.get(a.run) || { name: a.run };
+      return `<tr data-run="${esc(a.run)}"><td><span class="swatch" style="background:${colour(a.run)}"></span> ${esc(r.name)}</td>` +
+        answer.metrics.map((m) => `<td class="num" data-metric="${esc(m)}">${esc(say(a.values[m]))}</td>`).join("") + "</tr>";
+    });
+    box.innerHTML = `<table><thead><tr><th>at ${esc(X_TITLES[answer.x] || answer.x)} = ${esc(fmt(answer.at))}</th>` +
+      answer.metrics.map((m) => `<th>${esc(m)}</th>`).join("") + `</tr></thead><tbody>${rows.join("")}</tbody></table>`;
+    box.hidden = false;
+    dash.cursor = { x: answer.x, at: answer.at, runs: Object.fromEntries(answer.runs.map((a) => [a.run, a.values])) };
+  } catch (e) {
+    dash.errors.push(String(e));
+    $("message").textContent = String(e);
+  }
+}
+
 // ---------------------------------------------------------------- live events
 function connect() {
   const source = new EventSource("/api/events");
@@ -580,6 +664,7 @@ function connect() {
       if (!chart.drawn && S.charts.size !== known) load(chart, null);
       else if (changed.length) load(chart, changed);
     }
+    if (changed.length && S.cursor !== null) refreshCursor();
   };
 }
 
@@ -593,6 +678,8 @@ function bind() {
   $("x").onchange = (e) => {
     S.x = dash.x = e.target.value;
     for (const c of S.charts.values()) c.range = null;
+    S.cursor = null;  // a number on another axis
+    setCursor(null);
     reloadAll();
   };
   const smooth = debounce(() => reloadAll(), 150);
@@ -608,6 +695,8 @@ function bind() {
   $("tag-filter").onchange = (e) => { S.tagFilter = e.target.value; renderTable(); reloadAll(); };
   $("group-filter").onchange = (e) => { S.groupFilter = e.target.value; renderTable(); reloadAll(); };
   $("group-mode").onchange = (e) => { S.groupMode = dash.groupMode = e.target.value; reloadAll(); };
+  $("at").onchange = (e) => setCursor(e.target.value.trim() === "" ? null : Number(e.target.value));
+  $("interpolate").onchange = (e) => { S.interpolate = e.target.checked; refreshCursor(); };
   $("select-all").onclick = () => { for (const r of S.runs.values()) if (matches(r)) S.selected.add(r.id); renderTable(); reloadAll(); };
   $("select-none").onclick = () => { S.selected.clear(); renderTable(); S.charts.forEach(draw); };
   $("runs").onclick = (e) => {
