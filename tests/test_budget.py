@@ -188,3 +188,30 @@ def test_cli_compare_at_a_budget(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert found["a"]["train_loss"]["interpolated"] is True
     assert main(["compare", "--at", "steps=5", "--log-dir", str(tmp_path)]) == 2
     assert "expected AXIS=NUMBER" in capsys.readouterr().err
+
+
+def test_report_has_a_column_per_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cs336_basics.cli import main
+    from cs336_basics.store.document import write_document
+
+    short = hand_run("short", [(0, 1, 1.0, 6.0, None), (1, 2, 2.0, 5.5, 5.9)])
+    for log in (RUN, short):
+        write_document(tmp_path / f"{log.run_id}.json", log, 1)
+    out = tmp_path / "log.md"
+    argv = ["report", "--log-dir", str(tmp_path), "--file", str(out), "--no-images"]
+    assert main([*argv, "--at", "gradient_step=5", "--at", "gradient_step=2"]) == 0
+    lines = out.read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| run |"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    first = cells.index("val / train loss at gradient_step=5")
+    assert cells[first + 1] == "val / train loss at gradient_step=2" and cells[first - 1] == "MFU"
+    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| a ")}
+    rows.update({line.split("|")[1].strip(): line for line in lines if line.startswith("| short")})
+    a = [c.strip() for c in rows["a"].strip("|").split("|")]
+    # val logged at steps 3 and 6: at 5 it is 3.9, 2 steps before; train 3.0 at step 4.
+    assert a[first] == "3.9000 (-2) / 3.0000 (-1)" and a[first + 1] == "none before / 4.0000"
+    short_cells = [c.strip() for c in rows["short"].strip("|").split("|")]
+    assert short_cells[first] == "not reached / not reached" and short_cells[first - 1] == "-"
+    assert main([*argv, "--at", "epochs=3"]) == 2
+    assert "expected AXIS=NUMBER" in capsys.readouterr().err
+    assert main([*argv, "--at", "tokens=1", "--html", str(tmp_path / "r.html")]) == 2

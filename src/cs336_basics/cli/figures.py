@@ -155,9 +155,12 @@ def _html_report(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from ..analysis.budget import parse_budget
     from ..analysis.report import new_document, render_table, splice
 
     if args.html is not None:
+        if args.at:
+            raise UsageError("--at: goes with the Markdown report, not --html")
         _html_report(args)
         return
     log_dir = require_log_dir(args)
@@ -181,7 +184,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     if images is not None:
         links, overview = _report_images(runs, images, document)
         generated = f"\n\n![validation loss of all runs]({overview})"
-    generated = render_table(runs, baseline, links) + generated
+    budgets = [parse_budget(text) for text in args.at]
+    generated = render_table(runs, baseline, links, budgets) + generated
     if text is None or not text.strip():  # no hand-written text to keep
         new_text = new_document(generated)
     else:
@@ -295,6 +299,15 @@ def register(sub: Any) -> None:
         action="store_true",
         help="if the file has no report markers, add a new marked section at its end "
         "(default: refuse such a file)",
+    )
+    p.add_argument(
+        "--at",
+        action="append",
+        default=[],
+        metavar="AXIS=N",
+        help="add a column of each run's val / train loss at exactly this budget (the last "
+        "value logged at or before it, as compare --at); repeatable, e.g. --at tokens=2e8 "
+        "(default: none)",
     )
     p.add_argument(
         "--html",
