@@ -36,7 +36,7 @@ def at_budget(log: ExperimentLog, axis: str, budget: float) -> str:
     """A report cell: the run's val and train loss at ``budget`` on ``axis`` by the rule of
     ``compare --at`` (``analysis.budget``), each with how far before it was logged."""
     parts = []
-    for metric, value in values_at(log, axis, budget, ("val_loss", "train_loss")).items():
+    for value in values_at(log, axis, budget, ("val_loss", "train_loss")).values():
         if value.value is None:
             parts.append(value.how.replace("_", " "))
         elif value.before:
