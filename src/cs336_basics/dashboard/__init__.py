@@ -6,8 +6,10 @@ Modules, one job each:
   journal position;
 - ``follow``: applying what a live journal gains to the run (the journal module's rules);
 - ``store``: the runs of the directory, polled, loaded, reloaded and followed;
-- ``series``: one curve for the page: x-axis, range, smoothing, min/max thinning;
-- ``api``: the JSON answers and the checks on every request parameter;
+- ``series``: one curve for the page (training rows or system samples): x-axis, range,
+  smoothing, min/max thinning, alert markers; a group's band;
+- ``api``: the JSON answers (runs table, curves, bands, values at the budget cursor) and
+  the checks on every request parameter;
 - ``server``: the HTTP server (standard library), its routes and server-sent events;
 - ``static/``: the page (HTML, JS, CSS; the charts are plotly's, from the plotly wheel).
 

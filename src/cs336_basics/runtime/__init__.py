@@ -12,4 +12,8 @@
   psutil) and other ranks' samples files.
 - ``alerts``: ``AlertWatch``, the alert detector fed by the journal thread, and the
   script's ``on_alert`` callback on a thread of its own.
+- ``provenance``: where a run came from (git state and diff, command line, versions,
+  host, GPUs, data fingerprints), collected in a thread of its own at start.
+- ``manage``: changing a run nobody writes any more (tags, group, notes, name), the trash
+  (delete, restore) and purging, each under the run's lock.
 """

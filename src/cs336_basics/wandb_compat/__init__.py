@@ -24,7 +24,9 @@ exception), as W&B does.
 
 No local meaning (media, tables, artifacts, ``watch``, ``save``, strings and other
 non-numbers in ``log``): said once on the ``cs336_basics`` logger, never an error. How keys,
-steps and config map is in :mod:`._steps` and :mod:`._setup`.
+steps and config map is in :mod:`._steps` and :mod:`._setup`; the run object is
+:mod:`._run`, ``Config``/``Summary``/``Settings`` and the media stand-ins :mod:`._objects`,
+``wandb.wandb_run`` and ``wandb.sdk`` the names frameworks import.
 """
 
 from __future__ import annotations
