@@ -126,6 +126,21 @@ def _time_unit(span_s: float) -> tuple[str, float]:
     return "seconds", 1.0
 
 
+def _named(
+    logs: Iterable[ExperimentLog] | dict[str, ExperimentLog], who: str
+) -> list[tuple[str, ExperimentLog]]:
+    """``(label, log)`` of runs given as a dict (keys are labels) or as logs (their names);
+    ``UsageError`` when there are none."""
+    items = (
+        list(logs.items())
+        if isinstance(logs, dict)
+        else [(log.experiment_name, log) for log in logs]
+    )
+    if not items:
+        raise UsageError(f"{who}: no runs to plot")
+    return items
+
+
 def plot_runs(
     logs: Iterable[ExperimentLog] | dict[str, ExperimentLog],
     x: str = "gradient_step",
@@ -159,13 +174,7 @@ def plot_runs(
         raise UsageError(
             f"max_points: expected a whole number of points, 2 or more, got {max_points!r}"
         )
-    items = (
-        list(logs.items())
-        if isinstance(logs, dict)
-        else [(log.experiment_name, log) for log in logs]
-    )
-    if not items:
-        raise UsageError("plot_runs: no runs to plot")
+    items = _named(logs, "plot_runs")
     if isinstance(metrics, str):
         metrics = (metrics,)
     check_metrics(metrics, (log for _, log in items))
@@ -320,13 +329,7 @@ def plot_vs(
     field = BEST_METRICS.get(metric)
     if field is None:
         raise UsageError(f"metric: unknown {metric!r}; expected one of {', '.join(BEST_METRICS)}")
-    items = (
-        list(logs.items())
-        if isinstance(logs, dict)
-        else [(log.experiment_name, log) for log in logs]
-    )
-    if not items:
-        raise UsageError("plot_vs: no runs to plot")
+    items = _named(logs, "plot_vs")
     points: dict[str, list[tuple[float, float, str]]] = {}
     missing = 0
     for label, log in items:

@@ -130,6 +130,8 @@ def analyzer(args: argparse.Namespace) -> Any:
     found = ExperimentAnalyzer(args.log_dir)
     found.load_all(quiet=bool(getattr(args, "json", False)))
     tags, groups = getattr(args, "tag", None) or [], getattr(args, "group", None) or []
+    if isinstance(tags, str) or isinstance(groups, str):  # a command's own "group" argument
+        raise TypeError("analyzer(): --tag and --group must be lists (add_filters)")
     if tags or groups:
         found.logs = found.filter(tags, groups)
     return found

@@ -126,14 +126,7 @@ def _html_report(args: argparse.Namespace) -> None:
     library = plotly_js()
     if library is None:
         raise missing_extra("plotly", "dashboard")
-    runs = analyzer(args).select(args.runs)
-    if not runs:
-        raise UsageError(f"no runs in {args.log_dir} to report")
-    baseline = args.baseline or next(iter(runs))
-    if baseline not in runs:
-        raise UsageError(
-            f"--baseline {baseline!r} is not among the reported runs: {', '.join(runs)}"
-        )
+    runs, baseline = _report_runs(args)
     metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
     check_metrics(metrics, runs.values())
     written = render(
@@ -154,6 +147,20 @@ def _html_report(args: argparse.Namespace) -> None:
     )
 
 
+def _report_runs(args: argparse.Namespace) -> tuple[dict[str, ExperimentLog], str]:
+    """The runs a report shows and the key of its baseline (``--baseline``, else the first);
+    ``UsageError`` when there are none or the baseline is not among them."""
+    runs = analyzer(args).select(args.runs)
+    if not runs:
+        raise UsageError(f"no runs in {args.log_dir} to report")
+    baseline = args.baseline or next(iter(runs))
+    if baseline not in runs:
+        raise UsageError(
+            f"--baseline {baseline!r} is not among the reported runs: {', '.join(runs)}"
+        )
+    return runs, baseline
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from ..analysis.budget import parse_budget
     from ..analysis.report import new_document, render_table, splice
@@ -171,14 +178,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     text = read_text("--file", document) if document.exists() else None
     if text is not None and text.strip():  # refuse bad markers before drawing anything
         splice(text, "", append=args.append, name=str(document))
-    runs = analyzer(args).select(args.runs)
-    if not runs:
-        raise UsageError(f"no runs in {args.log_dir} to report")
-    baseline = args.baseline or next(iter(runs))
-    if baseline not in runs:
-        raise UsageError(
-            f"--baseline {baseline!r} is not among the reported runs: {', '.join(runs)}"
-        )
+    runs, baseline = _report_runs(args)
     links: dict[str, str] = {}
     generated = ""
     if images is not None:

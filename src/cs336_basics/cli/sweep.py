@@ -15,7 +15,7 @@ from .common import add_command, analyzer, dump
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    headers, rows = analyzer(args).sweep_rows(args.group, args.metric)
+    headers, rows = analyzer(args).sweep_rows(args.sweep, args.metric)
     if args.json:
         dump([dict(zip(headers, row, strict=True)) for row in rows])
         return
@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
         json_flag=True,
     )
     p.add_argument(
-        "group",
+        "sweep",  # (not "group": that is the --group filter of the commands that list runs)
         metavar="STUDY|GROUP",
         help="the sweep: an Optuna study's name (its runs' group) or a W&B sweep's id",
     )
