@@ -1,17 +1,82 @@
-"""Small helpers shared by tests (simulated curves, no training framework needed)."""
+"""Small helpers shared by tests (simulated curves, no training framework needed).
+
+Only the core install is needed to import this module (``pip install -e . pytest
+hypothesis``): tests that need an optional extra say so with :func:`requires` or
+:func:`need`, and are skipped, with the reason, where it is missing.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
+
+#: Where each optional module comes from: the project's extra (pyproject.toml's
+#: ``[project.optional-dependencies]``), else the package to install.
+INSTALL = {
+    "numpy": "cs336-basics[train]",
+    "torch": "cs336-basics[train]",
+    "matplotlib": "cs336-basics[plot]",
+    "pandas": "cs336-basics[pandas]",
+    "plotly": "cs336-basics[dashboard]",
+    "wandb": "cs336-basics[wandb]",
+    "psutil": "cs336-basics[system]",
+    "optuna": "cs336-basics[sweep]",
+    "yaml": "pyyaml",
+}
+
+
+def _reason(modules: list[str]) -> str:
+    wanted = sorted({f"'{INSTALL.get(m.split('.')[0], m.split('.')[0])}'" for m in modules})
+    return f"needs {', '.join(modules)} (pip install {' '.join(wanted)}, or '.[dev]')"
+
+
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def requires(*modules: str) -> pytest.MarkDecorator:
+    """Skip a test (a decorator) or a whole file (``pytestmark = requires(...)``) unless
+    every one of ``modules`` (top-level names) is installed, saying which extra brings it.
+    Nothing is imported to find out."""
+    absent = _missing(modules)
+    return pytest.mark.skipif(bool(absent), reason=_reason(absent))
+
+
+def need(module: str) -> ModuleType:
+    """Import ``module`` inside a test, or skip the test saying which extra brings it."""
+    return pytest.importorskip(module, reason=_reason([module]))
+
+
+class NumpyValue(str):
+    """A value numpy makes, written as code (``np.float32(2.5)``), for parameter lists that
+    must not need numpy to be collected: :func:`made` builds it inside the test."""
+
+    def make(self) -> object:
+        import numpy as np
+
+        return eval(self, {"np": np})
+
+
+def by_numpy(code: str, *more: object) -> object:
+    """A ``parametrize`` case whose value numpy makes (``more``: the case's other values),
+    skipped where numpy is missing; its id is the code."""
+    return pytest.param(NumpyValue(code), *more, marks=requires("numpy"), id=code)
+
+
+def made(value: object) -> object:
+    """The value of a case: built now if numpy makes it (:func:`by_numpy`)."""
+    return value.make() if isinstance(value, NumpyValue) else value
+
 
 #: The guide's per-row fields and CSV columns, in its order: written out here, not taken
 #: from the library, so a renamed or reordered field fails the tests.

@@ -7,8 +7,9 @@ predicate that tells them apart; everything else is the real code path.
 import time
 
 import pytest
+from helpers import need
 
-torch = pytest.importorskip("torch")
+torch = need("torch")
 
 import cs336_basics.core.values as values_mod  # noqa: E402
 import cs336_basics.runtime.deferred as deferred_mod  # noqa: E402

@@ -3,9 +3,8 @@ numpy and torch, and a run prints as one short line (a dict of runs stays readab
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from helpers import run_simulated
+from helpers import need, requires, run_simulated
 
 from cs336_basics.core.values import to_float
 from cs336_basics.experiment_analysis import ExperimentAnalyzer
@@ -13,12 +12,15 @@ from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
 
 
 def dimensioned() -> list[object]:
+    import numpy as np
+
     values: list[object] = [np.array([[2.0]]), np.array([2.0]), np.ones((1, 1, 1), np.float32)]
-    torch = pytest.importorskip("torch")
+    torch = need("torch")
     values += [torch.tensor([[3.0]]), torch.tensor([3.0])]
     return values
 
 
+@requires("numpy")
 def test_values_with_a_dimension_are_refused_alike_for_numpy_and_torch(tmp_path):
     for value in dimensioned():
         with pytest.raises(TypeError) as info:
@@ -35,8 +37,11 @@ def test_values_with_a_dimension_are_refused_alike_for_numpy_and_torch(tmp_path)
     tracker.close()
 
 
+@requires("numpy", "torch")
 def test_zero_dimensional_values_are_accepted():
-    torch = pytest.importorskip("torch")
+    import numpy as np
+    import torch
+
     for value, expected in (
         (np.array(2.5), 2.5),
         (np.float32(0.5), 0.5),

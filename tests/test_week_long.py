@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import GUIDE_COLUMNS
+from helpers import GUIDE_COLUMNS, requires
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -418,6 +418,7 @@ def test_load_all_parses_in_parallel_and_loads_the_same_runs(tmp_path):
         assert parallel.logs[key].best_val_loss == serial.logs[key].best_val_loss
 
 
+@requires("pandas")
 def test_experiment_log_to_pandas(tmp_path):
     path = _finished_run(tmp_path, rows=1200)
     frame = load_experiment_log(path).to_pandas()
@@ -429,6 +430,7 @@ def test_experiment_log_to_pandas(tmp_path):
     assert frame.loc[13, "grad_norm"] == 6.0 and frame.loc[13, "train_loss"] == 3.0 - 13e-4
 
 
+@requires("pandas")
 def test_analyzer_to_pandas_is_one_long_frame(tmp_path):
     _sweep(tmp_path, 3)
     analyzer = ExperimentAnalyzer(tmp_path)
@@ -632,6 +634,7 @@ def test_ints_and_floats_mixed_in_a_column_keep_their_types(tmp_path):
     assert loaded.metrics_history[0].extra["tokens"] == 0.5
 
 
+@requires("pandas")
 def test_analyzer_to_pandas_refuses_a_metric_named_like_a_run_column(tmp_path):
     tracker = _tracker(tmp_path, "clash")
     tracker.log_metrics(iteration=0, train_loss=1.0, run_id=3.0)
