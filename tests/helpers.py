@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -213,3 +214,73 @@ def unblock_fifos(*fifos: Path) -> None:
         except OSError:  # no reader waiting: nothing to unblock
             continue
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------
+# Runs and rows for the tests of the history, saves, caches and loading.
+
+
+def plain(value):
+    """``value`` with every number as ``repr(float(...))``: NaN equal to NaN; 1 and 1.0
+    alike (see :func:`same_rows`)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(float(value))
+    return value
+
+
+def same_rows(a, b) -> bool:
+    """Rows equal, NaN equal to NaN. A column that mixes ints and floats is stored as
+    floats (as the tracker, which logs floats, never makes one): compared as floats."""
+    if isinstance(a, list) or isinstance(b, list):
+        return len(a) == len(b) and all(same_rows(x, y) for x, y in zip(a, b, strict=True))
+    return plain(a.__dict__) == plain(b.__dict__)
+
+
+def started_tracker(log_dir: Path, name: str = "week") -> ExperimentTracker:
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name=name), log_dir=log_dir)
+    tracker.start()
+    return tracker
+
+
+def hold_document_writes(monkeypatch: pytest.MonkeyPatch, gate: threading.Event) -> None:
+    """Hold every background document write until ``gate`` is set."""
+    import cs336_basics.store.codec as codec
+
+    real = codec.encode_chunk
+
+    def held(chunk, pause=None):
+        gate.wait(10)
+        return real(chunk, pause)
+
+    monkeypatch.setattr(codec, "encode_chunk", held)
+
+
+def finished_run(log_dir: Path, rows: int = 3000) -> Path:
+    """A finished run named "cached" (notes "cached run") of ``rows`` rows with a
+    ``grad_norm`` extra, an eval every 500 iterations (NaN at 1000: diverged); its document."""
+    tracker = started_tracker(log_dir, "cached")
+    for i in range(rows):
+        tracker.log_metrics(iteration=i, train_loss=3.0 - i * 1e-4, grad_norm=float(i % 7))
+        if i % 500 == 0:
+            tracker.log_eval(iteration=i, val_loss=float("nan") if i == 1000 else 2.0)
+    tracker.finish(notes="cached run")
+    return tracker.path
+
+
+def run_sweep(log_dir: Path, n: int) -> None:
+    """``n`` finished runs ``lr0``, ``lr1``, ...: run k has max_learning_rate 10**-k, 50
+    rows and one eval (val_loss 2 + k)."""
+    for k in range(n):
+        tracker = ExperimentTracker(
+            ExperimentConfig(experiment_name=f"lr{k}", max_learning_rate=10.0**-k),
+            log_dir=log_dir,
+        )
+        tracker.start()
+        for i in range(50):
+            tracker.log_metrics(iteration=i, train_loss=3.0 / (1 + i + k))
+        tracker.log_eval(iteration=49, val_loss=2.0 + k)
+        tracker.finish()

@@ -1,3 +1,7 @@
+"""``runtime/tracker``: ExperimentTracker writes the guide's run document (every field, its
+keys and types), counts optimizer steps, fills eval rows, refuses bad values and names, and
+saves atomically."""
+
 import json
 import math
 
