@@ -45,9 +45,9 @@ def test_device_tensors_are_deferred_then_resolved_together(tmp_path, tensors_ar
         tracker.increment_gradient_step()
     raw = tracker._log.metrics_history[0].train_loss
     assert isinstance(raw, torch.Tensor)  # not read yet: no sync per call
-    assert len(tracker._deferred) == 5
+    assert tracker.health()["waiting_device_rows"] == 5
     tracker.log_eval(iteration=4, val_loss=torch.tensor(1.5))  # eval resolves the batch
-    assert not tracker._deferred
+    assert tracker.health()["waiting_device_rows"] == 0
     history = tracker.log.metrics_history
     assert [type(r.train_loss) for r in history] == [float] * 5
     assert history[3].train_loss == pytest.approx(1.7)
