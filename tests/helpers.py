@@ -1,17 +1,83 @@
-"""Small helpers shared by tests (simulated curves, no training framework needed)."""
+"""Small helpers shared by tests (simulated curves, no training framework needed).
+
+Only the core install is needed to import this module (``pip install -e . pytest
+hypothesis``): tests that need an optional extra say so with :func:`requires` or
+:func:`need`, and are skipped, with the reason, where it is missing.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
 import re
+import threading
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
+
+#: Where each optional module comes from: the project's extra (pyproject.toml's
+#: ``[project.optional-dependencies]``), else the package to install.
+INSTALL = {
+    "numpy": "cs336-basics[train]",
+    "torch": "cs336-basics[train]",
+    "matplotlib": "cs336-basics[plot]",
+    "pandas": "cs336-basics[pandas]",
+    "plotly": "cs336-basics[dashboard]",
+    "wandb": "cs336-basics[wandb]",
+    "psutil": "cs336-basics[system]",
+    "optuna": "cs336-basics[sweep]",
+    "yaml": "pyyaml",
+}
+
+
+def _reason(modules: list[str]) -> str:
+    wanted = sorted({f"'{INSTALL.get(m.split('.')[0], m.split('.')[0])}'" for m in modules})
+    return f"needs {', '.join(modules)} (pip install {' '.join(wanted)}, or '.[dev]')"
+
+
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def requires(*modules: str) -> pytest.MarkDecorator:
+    """Skip a test (a decorator) or a whole file (``pytestmark = requires(...)``) unless
+    every one of ``modules`` (top-level names) is installed, saying which extra brings it.
+    Nothing is imported to find out."""
+    absent = _missing(modules)
+    return pytest.mark.skipif(bool(absent), reason=_reason(absent))
+
+
+def need(module: str) -> ModuleType:
+    """Import ``module`` inside a test, or skip the test saying which extra brings it."""
+    return pytest.importorskip(module, reason=_reason([module]))
+
+
+class NumpyValue(str):
+    """A value numpy makes, written as code (``np.float32(2.5)``), for parameter lists that
+    must not need numpy to be collected: :func:`made` builds it inside the test."""
+
+    def make(self) -> object:
+        import numpy as np
+
+        return eval(self, {"np": np})
+
+
+def by_numpy(code: str, *more: object) -> object:
+    """A ``parametrize`` case whose value numpy makes (``more``: the case's other values),
+    skipped where numpy is missing; its id is the code."""
+    return pytest.param(NumpyValue(code), *more, marks=requires("numpy"), id=code)
+
+
+def made(value: object) -> object:
+    """The value of a case: built now if numpy makes it (:func:`by_numpy`)."""
+    return value.make() if isinstance(value, NumpyValue) else value
+
 
 #: The guide's per-row fields and CSV columns, in its order: written out here, not taken
 #: from the library, so a renamed or reordered field fails the tests.
@@ -148,3 +214,73 @@ def unblock_fifos(*fifos: Path) -> None:
         except OSError:  # no reader waiting: nothing to unblock
             continue
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------
+# Runs and rows for the tests of the history, saves, caches and loading.
+
+
+def plain(value):
+    """``value`` with every number as ``repr(float(...))``: NaN equal to NaN; 1 and 1.0
+    alike (see :func:`same_rows`)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(float(value))
+    return value
+
+
+def same_rows(a, b) -> bool:
+    """Rows equal, NaN equal to NaN. A column that mixes ints and floats is stored as
+    floats (as the tracker, which logs floats, never makes one): compared as floats."""
+    if isinstance(a, list) or isinstance(b, list):
+        return len(a) == len(b) and all(same_rows(x, y) for x, y in zip(a, b, strict=True))
+    return plain(a.__dict__) == plain(b.__dict__)
+
+
+def started_tracker(log_dir: Path, name: str = "week") -> ExperimentTracker:
+    tracker = ExperimentTracker(ExperimentConfig(experiment_name=name), log_dir=log_dir)
+    tracker.start()
+    return tracker
+
+
+def hold_document_writes(monkeypatch: pytest.MonkeyPatch, gate: threading.Event) -> None:
+    """Hold every background document write until ``gate`` is set."""
+    import cs336_basics.store.codec as codec
+
+    real = codec.encode_chunk
+
+    def held(chunk, pause=None):
+        gate.wait(10)
+        return real(chunk, pause)
+
+    monkeypatch.setattr(codec, "encode_chunk", held)
+
+
+def finished_run(log_dir: Path, rows: int = 3000) -> Path:
+    """A finished run named "cached" (notes "cached run") of ``rows`` rows with a
+    ``grad_norm`` extra, an eval every 500 iterations (NaN at 1000: diverged); its document."""
+    tracker = started_tracker(log_dir, "cached")
+    for i in range(rows):
+        tracker.log_metrics(iteration=i, train_loss=3.0 - i * 1e-4, grad_norm=float(i % 7))
+        if i % 500 == 0:
+            tracker.log_eval(iteration=i, val_loss=float("nan") if i == 1000 else 2.0)
+    tracker.finish(notes="cached run")
+    return tracker.path
+
+
+def run_sweep(log_dir: Path, n: int) -> None:
+    """``n`` finished runs ``lr0``, ``lr1``, ...: run k has max_learning_rate 10**-k, 50
+    rows and one eval (val_loss 2 + k)."""
+    for k in range(n):
+        tracker = ExperimentTracker(
+            ExperimentConfig(experiment_name=f"lr{k}", max_learning_rate=10.0**-k),
+            log_dir=log_dir,
+        )
+        tracker.start()
+        for i in range(50):
+            tracker.log_metrics(iteration=i, train_loss=3.0 / (1 + i + k))
+        tracker.log_eval(iteration=49, val_loss=2.0 + k)
+        tracker.finish()

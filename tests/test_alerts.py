@@ -12,10 +12,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
-from helpers import expect_log, simulate_death
+from helpers import expect_log, need, requires, simulate_death
 
 from cs336_basics import (
     ExperimentConfig,
@@ -25,6 +25,9 @@ from cs336_basics import (
 )
 from cs336_basics.core.alerts import Alert, AlertDetector, AlertRules
 from cs336_basics.core.text import format_summary
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "training_together.py"
 
@@ -38,6 +41,8 @@ def feed(detector: AlertDetector, rows: list[dict[str, float]]) -> list[Alert]:
 
 def noisy_loss(n: int, seed: int = 0, scale: float = 0.15) -> np.ndarray:
     """A loss falling from 5 to 2 with heavy-tailed noise (Student t, 3 degrees of freedom)."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     t = np.arange(n)
     return 2 + 3 * np.exp(-t / 300) + scale * rng.standard_t(3, n)
@@ -45,6 +50,8 @@ def noisy_loss(n: int, seed: int = 0, scale: float = 0.15) -> np.ndarray:
 
 def noisy_grad_norm(n: int, seed: int = 0, spikes: float = 0.01) -> np.ndarray:
     """Log-normal gradient norms, falling, with isolated 3-10x spikes on 1% of rows."""
+    import numpy as np
+
     rng = np.random.default_rng(seed + 1000)
     t = np.arange(n)
     norms = np.exp(rng.normal(0, 0.35, n)) * (0.5 + 2 * np.exp(-t / 100))
@@ -73,6 +80,7 @@ def test_nan_and_inf_losses_are_reported_at_once_and_once_per_streak() -> None:
     assert [(a.kind, a.metric) for a in val] == [("nan", "val_loss")]
 
 
+@requires("numpy")
 @pytest.mark.parametrize("seed", range(3))
 def test_a_spike_is_reported_within_its_persistence_window(seed: int) -> None:
     loss = noisy_loss(800, seed)
@@ -88,12 +96,14 @@ def test_a_spike_is_reported_within_its_persistence_window(seed: int) -> None:
     assert alert.level == "WARN" and "against a baseline of" in alert.text
 
 
+@requires("numpy")
 def test_a_spike_shorter_than_the_window_is_not_an_event() -> None:
     loss = noisy_loss(600)
     loss[400:402] += 5.0  # two rows: shorter than persist (3)
     assert feed(AlertDetector(), [{"train_loss": float(v)} for v in loss]) == []
 
 
+@requires("numpy")
 def test_gradient_norm_explosion_and_a_configurable_metric() -> None:
     norms = noisy_grad_norm(600)
     norms[450:] *= 40  # exploding from row 450 on
@@ -106,6 +116,7 @@ def test_gradient_norm_explosion_and_a_configurable_metric() -> None:
     assert [(a.metric, a.iteration) for a in found] == [("gnorm", 450)]
 
 
+@requires("numpy")
 def test_nonfinite_grad_norms_need_persistence() -> None:
     norms = [float(v) for v in noisy_grad_norm(300)]
     norms[100] = math.inf  # a GradScaler's skipped step: one row
@@ -115,6 +126,7 @@ def test_nonfinite_grad_norms_need_persistence() -> None:
     assert [(a.kind, a.iteration, a.detected_at) for a in found] == [("explosion", 200, 202)]
 
 
+@requires("numpy")
 def test_a_new_level_is_reported_once_then_learned() -> None:
     loss = noisy_loss(1000, scale=0.05)
     loss[300:] += 2.0  # the loss jumps up and stays there
@@ -129,6 +141,7 @@ def test_quiet_priming_reports_nothing() -> None:
     assert detector.observe(30, 31, 0.0, {"train_loss": math.nan}) == []  # same streak
 
 
+@requires("numpy")
 def test_no_false_alarm_on_noisy_simulated_curves() -> None:
     for seed in range(10):
         loss, norms = noisy_loss(3000, seed), noisy_grad_norm(3000, seed)
@@ -305,8 +318,8 @@ TINY = [
 
 
 @pytest.mark.slow
+@requires("torch", "numpy")  # the example trains a real model
 def test_no_false_alarm_on_the_example_at_three_learning_rates(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     env = dict(os.environ, CS336_SYSTEM_INTERVAL="0")
     for lr in ("1e-3", "3e-3", "1e-2"):
         subprocess.run(
@@ -353,8 +366,8 @@ def test_time_to_alert_is_short(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@requires("wandb")
 def test_alerts_reach_the_wandb_mirror(tmp_path: Path) -> None:
-    pytest.importorskip("wandb")
     import wandb_records as wr
 
     tracker = ExperimentTracker(
@@ -394,7 +407,7 @@ def test_alert_positions_and_plot_markers(tmp_path: Path) -> None:
     assert wall == [a.wallclock_time for a in log.alerts]
     log.compute = {}
     assert log.alert_positions("flops") == []
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     from cs336_basics.analysis.plots import close, plot_runs
 
     fig = plot_runs([log], x="iteration", alerts=True, out=tmp_path / "marks.png")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import expect_log, run_simulated
+from helpers import expect_log, need, run_simulated
 
 from cs336_basics.cli import main
 from cs336_basics.core.errors import LogFormatError
@@ -301,7 +301,7 @@ def mixed_dir(good_doc, tmp_path) -> Path:
     ids=" ".join,
 )
 def test_commands_work_beside_bad_files(mixed_dir, tmp_path, capsys, args):
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
     assert main([*argv, "--log-dir", str(mixed_dir)]) == 0
     captured = capsys.readouterr()

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import need
 
 from cs336_basics import ExperimentAnalyzer, ExperimentConfig, ExperimentLog, MetricsSnapshot
 from cs336_basics.analysis.budget import parse_budget, value_at, values_at
@@ -143,7 +144,7 @@ def test_analyzer_forms(tmp_path: Path) -> None:
     ]
     assert rows[0][:6] == ["a", "running", 3.0, None, 3.9, 64.0]
     assert rows[1][-1] == "not reached (got to 128)"
-    pytest.importorskip("pandas")
+    need("pandas")
     frame = analyzer.values_at_frame("gradient_step", 5, ["train_loss"], interpolate=True)
     assert list(frame["run"]) == ["a", "short"]
     assert frame["value"][0] == pytest.approx(2.75) and bool(frame["interpolated"][0])

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import run_simulated
+from helpers import need, run_simulated
 
 from cs336_basics import cli
 from cs336_basics.analysis.report import BEGIN, END, splice
@@ -142,7 +142,7 @@ def test_splice_keeps_the_outside_and_is_idempotent(document):
 
 
 def test_report_images_stay_in_the_images_folder(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     log_dir = tmp_path / "logs"
     run_simulated(log_dir, "../../escape", iters=5)
     run_simulated(log_dir, "a|b", iters=5)
@@ -190,7 +190,7 @@ def test_misuse_is_one_line_and_exit_2(logs, tmp_path, capsys, args, fragments):
 
 
 def test_unknown_metric_lists_the_row_fields_and_the_runs_extras(logs, tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     out_png = tmp_path / "x.png"
     code, out, err = run(
         capsys, "plot", "*", "--metric", "val_los", "-o", str(out_png), "--log-dir", str(logs)
@@ -293,7 +293,7 @@ def test_exact_name_selects_every_run_of_that_name(tmp_path):
 
 @pytest.mark.slow
 def test_pulled_run_id_with_dot_dot_stays_in_save_dir(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    need("wandb")
     from fake_wandb import API_KEY, FakeRun, FakeWandb
 
     from cs336_basics.wandb_adapter.pull import pull_runs

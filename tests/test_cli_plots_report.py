@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_simulated
+from helpers import requires, run_simulated
 
-matplotlib = pytest.importorskip("matplotlib")
+from cs336_basics.analysis.plots import close, plot_runs, thin_min_max
+from cs336_basics.analysis.report import BEGIN, END
+from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
 
-from cs336_basics.analysis.plots import close, plot_runs, thin_min_max  # noqa: E402
-from cs336_basics.analysis.report import BEGIN, END  # noqa: E402
-from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker  # noqa: E402
+needs_matplotlib = requires("matplotlib")  # plots, and the report's figures
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -110,6 +110,7 @@ def test_missing_log_dir_is_a_user_error(tmp_path):
     assert proc.returncode == 2 and "no log directory" in proc.stderr
 
 
+@needs_matplotlib
 def test_plot_cli_writes_a_png(logs, tmp_path):
     out = tmp_path / "curves.png"
     proc = cli(logs, "plot", "lr_*", "blowup", "--x", "wallclock", "--logy", "-o", str(out))
@@ -117,6 +118,7 @@ def test_plot_cli_writes_a_png(logs, tmp_path):
     assert out.read_bytes()[:8] == PNG_MAGIC
 
 
+@needs_matplotlib
 def test_plot_data_matches_the_runs(logs):
     from cs336_basics.experiment_analysis import ExperimentAnalyzer
 
@@ -149,6 +151,7 @@ def test_thinning_keeps_spikes():
     assert tx == sorted(tx)
 
 
+@needs_matplotlib
 def test_report_is_idempotent_and_keeps_hand_written_text(logs, tmp_path):
     doc = tmp_path / "EXPERIMENT_LOG.md"
     hand = "# My log\n\nHand-written intro.\n\n"
@@ -187,6 +190,7 @@ def test_python_dash_m_and_console_script_agree(logs):
 # --------------------------------------------------------------------------- labels and options
 
 
+@needs_matplotlib
 def test_plot_labels_say_what_is_drawn(tmp_path):
     byte_level = run_simulated(tmp_path, "bytes", iters=12, vocab_size=256, finish=False)
     byte_level.log_metrics(iteration=12, train_loss=2.0, grad_norm=0.7)
@@ -213,6 +217,7 @@ def test_plot_labels_say_what_is_drawn(tmp_path):
         close(fig)
 
 
+@needs_matplotlib
 def test_plot_tokens_axis_from_the_command_line(logs, tmp_path):
     out = tmp_path / "tokens.png"
     proc = cli(logs, "plot", "lr_3e-3", "--x", "tokens", "-o", str(out))
@@ -259,6 +264,7 @@ def test_unknown_metric_lists_metrics_not_axes(logs, tmp_path):
     assert not {"iteration", "gradient_step", "wallclock_time"} & set(names), names
 
 
+@needs_matplotlib
 def test_report_writes_into_the_log_dir_by_default(logs, tmp_path):
     """A first `cs336-exp report` never rewrites the EXPERIMENT_LOG.md of the folder it is
     run in (the project's own log): it writes LOG_DIR/EXPERIMENT_LOG.md and LOG_DIR/curves."""

@@ -23,7 +23,7 @@ from dashboard_helpers import (
     wait_for,
     wait_until,
 )
-from helpers import run_simulated
+from helpers import need, requires, run_simulated
 
 from cs336_basics import load_experiment_log
 from cs336_basics.core.row import AXES
@@ -77,6 +77,8 @@ def live_tracker(log_dir: Path, name: str = "live_run") -> ExperimentTracker:
 def browser():
     if not have_chromium():
         pytest.skip("chromium missing")
+    need("selenium")  # (the dev extra) drives it
+    need("plotly")  # the page draws with the dashboard extra's plotly
     driver = chrome()
     yield driver
     driver.quit()
@@ -206,6 +208,7 @@ def test_cli_serve_refuses_remote_host_and_missing_dir(tmp_path):
     assert proc.returncode == 2 and "no such directory" in proc.stderr
 
 
+@requires("plotly")  # it serves plotly.min.js
 def test_cli_serve_prints_the_url_and_serves(tmp_path):
     run_simulated(tmp_path, "from_cli", iters=5)
     proc = subprocess.Popen(

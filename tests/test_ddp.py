@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import need
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("torch.distributed.run")
+need("numpy")  # the training example's data
+torch = need("torch")
+need("torch.distributed.run")
 
 from cs336_basics import ExperimentAnalyzer  # noqa: E402
 

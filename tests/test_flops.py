@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import need
 
 from cs336_basics import ExperimentConfig, ExperimentTracker, load_experiment_log
 from cs336_basics.core import flops
@@ -39,7 +40,7 @@ def test_hand_count_of_the_example_model() -> None:
 
 
 def test_the_count_matches_the_model_itself() -> None:
-    torch = pytest.importorskip("torch")
+    torch = need("torch")
     sys.path.insert(0, str(EXAMPLES))
     try:
         from lm_model import TransformerLM

@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wandb_records
+from helpers import requires
 
 from cs336_basics import load_experiment_log
 
-wandb_records = pytest.importorskip("wandb_records")
-pytest.importorskip("wandb", reason="the W&B mirror needs the wandb extra")
-pytest.importorskip("torch", reason="the frameworks need torch (the train extra)")
-
 HERE = Path(__file__).resolve().parent / "frameworks"
-pytestmark = pytest.mark.slow
+# The W&B mirror needs wandb; every framework here trains with torch.
+pytestmark = [pytest.mark.slow, requires("wandb", "torch")]
 
 
 def launch(tmp_path: Path, script: str, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -82,6 +81,7 @@ def check(log: Any, logged: list[tuple[int, str, float]], table: dict[str, tuple
     return checked
 
 
+@requires("transformers", "accelerate")
 def test_hugging_face_trainer(tmp_path: Path) -> None:
     logged_file = tmp_path / "logged.json"
     env = {"WANDB_TAGS": "hf,tiny", "WANDB_RUN_GROUP": "frameworks", "WANDB_NOTES": "a note"}
@@ -122,6 +122,7 @@ def test_hugging_face_trainer(tmp_path: Path) -> None:
     assert log.results().tokens is None  # never derived from a default
 
 
+@requires("lightning")
 def test_lightning_wandb_logger(tmp_path: Path) -> None:
     logged_file = tmp_path / "logged.json"
     log = launch(tmp_path, "lightning_module.py", str(tmp_path / "out"), str(logged_file))
@@ -143,6 +144,7 @@ def test_lightning_wandb_logger(tmp_path: Path) -> None:
     assert log.config.batch_size is None and log.config.num_layers is None
 
 
+@requires("accelerate")
 def test_accelerate_tracker(tmp_path: Path) -> None:
     logged_file = tmp_path / "logged.json"
     log = launch(tmp_path, "accelerate_tracker.py", str(logged_file))

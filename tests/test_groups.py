@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import need
 
 from cs336_basics import ExperimentConfig, ExperimentTracker, plot_runs
 from cs336_basics.analysis.groups import band, groups_of
@@ -53,7 +54,7 @@ def _runs(logs: Path) -> None:
 
 
 def test_plot_by_group_draws_the_mean_in_a_band(tmp_path: Path, capsys) -> None:
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     from cs336_basics import ExperimentAnalyzer
 
     _runs(tmp_path)

@@ -14,8 +14,11 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
+from helpers import requires
+
+# The guide's blocks import numpy, matplotlib and pandas.
+pytestmark = requires("numpy", "matplotlib", "pandas")
 
 GUIDE = Path(__file__).resolve().parents[1].parent / "shared/spec/experiment-tracking-guide.md"
 TRAINING_LOOP = (
@@ -50,6 +53,7 @@ class FakeLoss:
 
 def test_every_guide_block_runs_verbatim(tmp_path, monkeypatch, capsys):
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     blocks = guide_blocks()

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 import wandb_records as wr
-from helpers import run_files_in
+from helpers import requires, run_files_in
 
 from cs336_basics import ExperimentConfig, ExperimentTracker, load_experiment_log, push_run
 from cs336_basics.store.layout import RunFiles
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires("wandb")]
 
 TRAINER = textwrap.dedent(
     """

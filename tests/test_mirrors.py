@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+import wandb_records
 from dashboard_helpers import wait_until
+from helpers import requires
 
 from cs336_basics import (
     ExperimentConfig,
@@ -26,9 +28,8 @@ from cs336_basics.core.text import format_summary
 from cs336_basics.store.fileio import read_state
 from cs336_basics.store.layout import RunFiles
 
-wandb_records = pytest.importorskip("wandb_records")
-pytest.importorskip("wandb", reason="the W&B mirror needs the wandb extra")
 pytestmark = pytest.mark.slow
+needs_wandb = requires("wandb")  # the W&B mirror
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -46,6 +47,7 @@ def no_login_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@needs_wandb
 def test_no_login_says_so_once_shows_offline_and_push_says_how(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
@@ -85,6 +87,7 @@ def test_no_login_says_so_once_shows_offline_and_push_says_how(tmp_path: Path) -
     assert answer["pushed"] is False and f"wandb sync {state['sync_dir']}" in answer["reason"]
 
 
+@needs_wandb
 def test_the_mirror_imports_the_real_wandb_whatever_the_script_aliased(tmp_path: Path) -> None:
     (tmp_path / "wandb.py").write_text(  # beside the script: shadows wandb for it
         "from cs336_basics.wandb_compat import *  # noqa\n"
@@ -145,6 +148,7 @@ def test_sigterm_stops_a_mirror_stuck_in_a_call_within_seconds(tmp_path: Path) -
     tracker.close()
 
 
+@needs_wandb
 def test_two_offline_runs_of_one_id_in_one_second_keep_their_own_folders(tmp_path: Path) -> None:
     import cs336_basics.wandb_compat as wandb
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import requires
 
 import cs336_basics
 from cs336_basics import ExperimentConfig, ExperimentTracker, load_experiment_log
@@ -197,8 +198,8 @@ def test_resume_adds_an_entry_and_show_prints_it(tmp_path, monkeypatch, capsys) 
 
 
 @pytest.mark.slow
+@requires("torch", "numpy")  # the example trains a real model
 def test_the_training_example_records_it_in_and_outside_a_checkout(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     if not (ROOT / ".git").exists():
         pytest.skip("not run from a git checkout")
     code = tmp_path / "copy"

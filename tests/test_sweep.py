@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import need, requires
 
 from cs336_basics import ExperimentAnalyzer, ExperimentConfig, ExperimentTracker
 from cs336_basics.cli import main as cli
 from cs336_basics.store.layout import run_files, study_storage
 
-optuna = pytest.importorskip("optuna", reason="sweeps need the sweep extra (optuna)")
+optuna = need("optuna")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 from cs336_basics.sweep import TrialReporter, open_study, run_trial, storage_for  # noqa: E402
@@ -95,8 +96,10 @@ def test_default_storage_is_a_file_in_the_log_dir_that_is_no_run(tmp_path):
         storage_for(str(tmp_path), tmp_path, "s")
 
 
+@requires("yaml", "torch", "numpy")  # examples/sweep.py trains with the training example
 def test_sweep_yaml_declares_the_same_search_space_and_the_mirrors_val_key():
-    yaml = pytest.importorskip("yaml")
+    import yaml
+
     from cs336_basics.wandb_adapter.keys import FIELD_TO_KEY
 
     sys.path.insert(0, str(REPO / "examples"))
@@ -213,7 +216,7 @@ def test_two_workers_share_one_study(tmp_path):
 
 def test_sweep_table_and_plot_vs_on_simulated_trials(tmp_path, capsys):
     """`cs336-exp sweep` (text) and `plot --vs` (log x for learning rates, pruned hollow)."""
-    plots = pytest.importorskip("matplotlib")
+    plots = need("matplotlib")
     del plots
     from cs336_basics import plot_vs
 

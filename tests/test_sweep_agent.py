@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import wandb_records as wr
+from helpers import requires
 
-pytest.importorskip("torch")
-pytest.importorskip("wandb")
-yaml = pytest.importorskip("yaml")
-import wandb_records as wr  # noqa: E402
+from cs336_basics import ExperimentAnalyzer
 
-from cs336_basics import ExperimentAnalyzer  # noqa: E402
+# The training example (torch, numpy) started as wandb's agent starts it, from sweep.yaml.
+pytestmark = requires("torch", "numpy", "wandb", "yaml")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "training_together.py"
@@ -35,6 +35,8 @@ def example_module():
 
 def test_the_agents_key_value_arguments_parse():
     """An agent passes ``--name=value`` (``${args}``), with the sweep's parameter names."""
+    import yaml
+
     sweep = yaml.safe_load((REPO / "examples" / "sweep.yaml").read_text())
     args = example_module().parse_args(
         ["--lr=0.001", "--warmup_iters=5", "--batch_size=8", "--weight_decay=0.05"]
@@ -46,6 +48,7 @@ def test_the_agents_key_value_arguments_parse():
 
 def agent_command(values: dict, extra: list[str]) -> list[str]:
     """The command the agent runs for a run with these parameter values (its own code)."""
+    import yaml
     from wandb.sdk.launch.sweeps import utils as sweep_utils
 
     spec = yaml.safe_load((REPO / "examples" / "sweep.yaml").read_text())

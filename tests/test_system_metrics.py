@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import simulate_death
+from helpers import need, requires, simulate_death
 
 from cs336_basics import ExperimentConfig, ExperimentTracker, InMemorySink, load_experiment_log
 from cs336_basics.runtime import system_metrics
 from cs336_basics.runtime.system_metrics import NvmlProbe, SystemSampler, open_probes
-
-psutil = pytest.importorskip("psutil", reason="the system extra (psutil) is not installed")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "training_together.py"
 GIB = 1 << 30
@@ -131,6 +129,7 @@ def test_cuda_visible_devices_selects_gpus(nvml: Any, monkeypatch: pytest.Monkey
     assert len(NvmlProbe(nvml4).devices) == 4
 
 
+@requires("psutil")
 def test_probes_and_the_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(broken=True))
     probes, note = open_probes(explicit=False)
@@ -195,6 +194,7 @@ def test_a_failing_source_is_reported_once(caplog: pytest.LogCaptureFixture) -> 
 # In a run.
 
 
+@requires("psutil")
 def test_samples_are_a_series_of_their_own(tmp_path: Path, nvml: Any) -> None:
     sink = InMemorySink()
     tracker = ExperimentTracker(
@@ -233,7 +233,7 @@ def test_samples_are_a_series_of_their_own(tmp_path: Path, nvml: Any) -> None:
     again = load_experiment_log(tracker.path)
     assert again.system_history == samples
     assert list(log.axis_values("wallclock", log.system_history)) == times
-    pandas = pytest.importorskip("pandas")
+    pandas = need("pandas")
     frame = log.system_to_pandas()
     assert list(frame.columns[:3]) == ["sample", "gradient_step", "wallclock_time"]
     assert {"gpu.0.util", "proc.rss_gib"} <= set(frame.columns) and len(frame) == len(samples)
@@ -327,6 +327,7 @@ def test_other_ranks_sample_into_files_of_rank_zeros_run(
     assert [s.iteration for s in more] == list(range(len(more))) and len(more) > count
 
 
+@requires("psutil")
 def test_the_sampler_never_imports_torch(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
@@ -356,9 +357,8 @@ def test_the_sampler_never_imports_torch(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@requires("torch", "numpy", "psutil", "wandb")  # the example, its CPU and memory, on W&B
 def test_the_example_records_cpu_and_memory_locally_and_on_wandb(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
-    pytest.importorskip("wandb")
     import wandb_records as wr
 
     env = dict(os.environ, CS336_SYSTEM_INTERVAL="0.5")

@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import wandb_records as wr
+from helpers import requires
 
-pytest.importorskip("torch")
-import wandb_records as wr  # noqa: E402
+from cs336_basics.experiment_log import load_experiment_log
 
-from cs336_basics.experiment_log import load_experiment_log  # noqa: E402
+pytestmark = requires("torch", "numpy")  # the example trains a real model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "training_together.py"
 SMALL = [
@@ -101,6 +102,7 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
 
 
 @pytest.mark.slow
+@requires("wandb")
 def test_sink_wandb_mirrors_the_same_rows(tmp_path):
     run_script(tmp_path, "--max-iters", "12", "--eval-interval", "4", "--sink", "wandb")
     log = load_experiment_log(only_run(tmp_path))

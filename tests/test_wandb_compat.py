@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import wandb_records
+from helpers import requires
 
 import cs336_basics.wandb_compat as wandb
 from cs336_basics import ExperimentAnalyzer, load_experiment_log
@@ -101,6 +102,7 @@ def test_nanogpt_loop_writes_the_guides_json_locally(tmp_path: Path) -> None:
     assert analyzer.get_best_experiment("val_loss")[0]
 
 
+@requires("wandb")
 def test_hf_trainer_callback_loop_with_the_real_wandb_mirror(tmp_path: Path) -> None:
     run = hf_trainer_loop(tmp_path, mode="offline")
     assert run.summary["train_runtime"] == 12.5 and run.summary["train/epoch"] == 3.0

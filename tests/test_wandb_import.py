@@ -14,12 +14,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import requires
 from wandb_records import offline_env
 
 from cs336_basics import ExperimentAnalyzer, import_wandb_runs, load_experiment_log
 from cs336_basics.cli import main
 from cs336_basics.core.errors import LogFormatError, UsageError
 from cs336_basics.wandb_adapter import wandb_file
+
+# The .wandb files are written, and read back, by the real wandb client.
+pytestmark = requires("wandb")
 
 WRITER = textwrap.dedent(
     """

@@ -5,14 +5,14 @@ import time
 import pytest
 import wandb_records as wr
 from fake_wandb import API_KEY, FakeRun, FakeWandb
-from helpers import run_files_in
+from helpers import need, requires, run_files_in
 
 from cs336_basics.core.errors import WandbPullError
 from cs336_basics.experiment_analysis import ExperimentAnalyzer
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
 from cs336_basics.wandb_adapter.pull import pull_runs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires("wandb")]
 
 
 def _client_speaks_requests() -> bool:
@@ -31,6 +31,7 @@ def server(monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", API_KEY)
     monkeypatch.setenv("WANDB_ENTITY", "ent")
     if _client_speaks_requests():
+        need("responses")
         with fake.intercept_requests():  # answered by `responses`, no HTTP
             yield fake
     else:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import wandb_records as wr
-from helpers import expect_log
+from helpers import expect_log, requires
 
 from cs336_basics.core.errors import SinkUnavailableError
 from cs336_basics.experiment_log import (
@@ -21,6 +21,7 @@ from cs336_basics.wandb_adapter.push import push_run
 from cs336_basics.wandb_adapter.sink import WandbSink
 
 pytestmark = pytest.mark.slow
+needs_wandb = requires("wandb")
 
 
 def same(a, b):
@@ -44,6 +45,7 @@ def train(tracker, start, stop, eval_every=5, nan_at=None):
             tracker.log_eval(iteration=i, val_loss=6.0 / (1 + i))
 
 
+@needs_wandb
 def test_wandb_run_matches_local_json_row_by_row(tmp_path):
     config = ExperimentConfig(experiment_name="mirror", ffn_type="silu", max_learning_rate=3e-3)
     tracker = ExperimentTracker(config, log_dir=tmp_path, sinks=["wandb"])
@@ -83,6 +85,7 @@ def test_wandb_run_matches_local_json_row_by_row(tmp_path):
     assert {m.get("glob_name") for m in metrics} >= {"train/*", "val/*"}
 
 
+@needs_wandb
 def test_sink_from_environment_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("CS336_SINKS", "wandb,memory")
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="env"), log_dir=tmp_path)
@@ -103,6 +106,7 @@ def test_unknown_sink_name(tmp_path):
         ExperimentTracker(ExperimentConfig(), log_dir=tmp_path, sinks=["tensorboard"])
 
 
+@needs_wandb
 @pytest.mark.filterwarnings("error")
 def test_init_failure_keeps_training_and_local_log(tmp_path, monkeypatch, caplog):
     import wandb
@@ -125,6 +129,7 @@ def test_init_failure_keeps_training_and_local_log(tmp_path, monkeypatch, caplog
     assert "network is down" in local.mirrors["wandb"]["error"]
 
 
+@needs_wandb
 @pytest.mark.filterwarnings("error")
 def test_online_init_failure_falls_back_to_offline(tmp_path, monkeypatch, caplog):
     import wandb
@@ -150,6 +155,7 @@ def test_online_init_failure_falls_back_to_offline(tmp_path, monkeypatch, caplog
     assert len([r for r in wr.history(state["sync_dir"]) if "train/loss" in r]) == 6
 
 
+@needs_wandb
 @pytest.mark.filterwarnings("error")
 def test_log_failure_mid_run_is_contained(tmp_path, monkeypatch, caplog):
     from wandb.sdk.wandb_run import Run
@@ -220,6 +226,7 @@ def test_in_memory_sink_and_flush(tmp_path):
     assert sink.rows[3]["train_loss"] == tracker.log.metrics_history[3].train_loss
 
 
+@needs_wandb
 def test_resume_continues_the_same_wandb_run(tmp_path):
     config = ExperimentConfig(experiment_name="resume_wb")
     first = ExperimentTracker(config, log_dir=tmp_path, sinks=["wandb"])
@@ -237,6 +244,7 @@ def test_resume_continues_the_same_wandb_run(tmp_path):
     assert train_iters == list(range(20))  # no duplicates, nothing dropped
 
 
+@needs_wandb
 @pytest.mark.parametrize("durable", [True, False])
 def test_resume_continues_a_cleanly_ended_wandb_run_else_replaces_it(tmp_path, durable):
     config = ExperimentConfig(experiment_name=f"backfill_{durable}")
@@ -267,6 +275,7 @@ def test_resume_continues_a_cleanly_ended_wandb_run_else_replaces_it(tmp_path, d
         assert [r["iteration"] for r in rows if "train/loss" in r] == [0, 1, 2, 3, 4]
 
 
+@needs_wandb
 def test_push_uploads_whole_history_once(tmp_path):
     tracker = ExperimentTracker(
         ExperimentConfig(experiment_name="offline_trained"), log_dir=tmp_path
@@ -282,6 +291,7 @@ def test_push_uploads_whole_history_once(tmp_path):
     assert load_experiment_log(tracker.path).mirrors["wandb"]["run_id"] == first["run_id"]
 
 
+@needs_wandb
 def test_push_a_crashed_run(tmp_path):
     tracker = ExperimentTracker(ExperimentConfig(experiment_name="crashed_push"), log_dir=tmp_path)
     train(tracker, 0, 8)
@@ -295,6 +305,7 @@ def test_push_a_crashed_run(tmp_path):
     assert load_experiment_log(tracker.path).status == "unfinished"
 
 
+@needs_wandb
 def test_cli_push_twice(tmp_path):
     import subprocess
 
@@ -315,6 +326,7 @@ def test_cli_push_twice(tmp_path):
     assert verbose.returncode == 0 and "wandb" in verbose.stdout + verbose.stderr
 
 
+@needs_wandb
 def test_disabled_mode_is_not_recorded_as_a_mirror(tmp_path):
     tracker = ExperimentTracker(
         ExperimentConfig(experiment_name="disabled"),
@@ -335,6 +347,7 @@ def test_disabled_mode_is_not_recorded_as_a_mirror(tmp_path):
     ]
 
 
+@needs_wandb
 @pytest.mark.filterwarnings("error")
 def test_hanging_wandb_log_never_blocks_training(tmp_path, monkeypatch, caplog):
     from wandb.sdk.wandb_run import Run
@@ -366,6 +379,7 @@ def test_hanging_wandb_log_never_blocks_training(tmp_path, monkeypatch, caplog):
     assert log.mirrors["wandb"]["status"] != "finished"  # so `push` will upload it
 
 
+@needs_wandb
 def test_push_of_an_unfinished_run_in_disabled_mode_is_not_a_mirror(tmp_path):
     tracker = ExperimentTracker(
         ExperimentConfig(experiment_name="unfinished_disabled"), log_dir=tmp_path
@@ -379,6 +393,7 @@ def test_push_of_an_unfinished_run_in_disabled_mode_is_not_a_mirror(tmp_path):
     assert wr.summary(again["sync_dir"])["local_status"] == "unfinished"
 
 
+@needs_wandb
 def test_a_burst_of_100k_rows_reaches_wandb_whole_with_its_summary_and_exit_code(tmp_path):
     tracker = ExperimentTracker(
         ExperimentConfig(experiment_name="burst"), log_dir=tmp_path, sinks=["wandb"]
@@ -405,6 +420,7 @@ def test_a_burst_of_100k_rows_reaches_wandb_whole_with_its_summary_and_exit_code
     assert exit_record["exit"].get("exit_code", 0) == 0
 
 
+@needs_wandb
 def test_rows_with_only_extra_metrics_reach_wandb(tmp_path):
     tracker = ExperimentTracker(
         ExperimentConfig(experiment_name="extras_only"), log_dir=tmp_path, sinks=["wandb"]

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import wandb_records as wr
 from fake_wandb import FakeRun
+from helpers import requires
 from test_wandb_pull import server  # noqa: F401 (the fake W&B server fixture)
 
 from cs336_basics import ExperimentAnalyzer, ExperimentConfig, ExperimentTracker, import_wandb_runs
 from cs336_basics.cli import main
 from cs336_basics.wandb_adapter.pull import pull_runs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires("wandb")]
 
 TAGS = ["ablation", "seed-1"]
 

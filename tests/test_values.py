@@ -1,24 +1,25 @@
-"""Numbers in, numbers shown: a metric value with a dimension is refused the same way for
-numpy and torch, and a run prints as one short line (a dict of runs stays readable)."""
+"""``core/values``: a metric value with a dimension is refused the same way for numpy and
+torch; 0-d values are numbers."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from helpers import run_simulated
+from helpers import need, requires
 
 from cs336_basics.core.values import to_float
-from cs336_basics.experiment_analysis import ExperimentAnalyzer
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
 
 
 def dimensioned() -> list[object]:
+    import numpy as np
+
     values: list[object] = [np.array([[2.0]]), np.array([2.0]), np.ones((1, 1, 1), np.float32)]
-    torch = pytest.importorskip("torch")
+    torch = need("torch")
     values += [torch.tensor([[3.0]]), torch.tensor([3.0])]
     return values
 
 
+@requires("numpy")
 def test_values_with_a_dimension_are_refused_alike_for_numpy_and_torch(tmp_path):
     for value in dimensioned():
         with pytest.raises(TypeError) as info:
@@ -35,8 +36,11 @@ def test_values_with_a_dimension_are_refused_alike_for_numpy_and_torch(tmp_path)
     tracker.close()
 
 
+@requires("numpy", "torch")
 def test_zero_dimensional_values_are_accepted():
-    torch = pytest.importorskip("torch")
+    import numpy as np
+    import torch
+
     for value, expected in (
         (np.array(2.5), 2.5),
         (np.float32(0.5), 0.5),
@@ -45,22 +49,3 @@ def test_zero_dimensional_values_are_accepted():
         (torch.tensor([7.0]).reshape(()), 7.0),
     ):
         assert to_float("x", value) == expected
-
-
-def test_a_run_prints_as_one_short_line(tmp_path):
-    run_simulated(tmp_path, "lr_1e-3", iters=400)
-    stopped = run_simulated(tmp_path, "stopped", iters=35, finish=False)
-    stopped.close()
-    run_simulated(tmp_path, "no_eval", iters=3, eval_every=100)
-    analyzer = ExperimentAnalyzer(tmp_path)
-    logs = analyzer.load_all(quiet=True)
-    finished = logs["lr_1e-3"]
-    best = finished.results().best_val_loss
-    assert repr(finished) == (
-        f"<ExperimentLog lr_1e-3 ({finished.run_id}), finished, 400 rows, best val {best:.4f}>"
-    )
-    so_far = logs["stopped"].results().best_val_loss
-    assert repr(logs["stopped"]).endswith(f", unfinished, 35 rows, best val {so_far:.4f} so far>")
-    assert repr(logs["no_eval"]).endswith(", finished, 3 rows, no val loss>")
-    shown = repr(logs)
-    assert len(shown) < 400 and "metrics_history" not in shown and "MetricsSnapshot" not in shown

@@ -1,3 +1,6 @@
+"""``python -m cs336_basics.experiment_tracking_example``: the packaged example runs and
+compares its runs."""
+
 import subprocess
 import sys
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from dashboard_helpers import chrome, have_chromium, wait_for
+from helpers import need
 
 from cs336_basics import ExperimentConfig, ExperimentTracker
 from cs336_basics.cli import main
@@ -96,6 +97,7 @@ def test_the_file_is_self_contained(report) -> None:
 @pytest.mark.slow
 def test_it_opens_offline_and_shows_every_run(report) -> None:
     out, runs = report
+    need("selenium")  # (the dev extra) drives chromium
     browser = chrome(1300, 1000, OFFLINE)
     try:
         browser.get(out.as_uri())

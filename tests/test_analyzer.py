@@ -1,10 +1,15 @@
+"""``analysis/analyzer``: ExperimentAnalyzer loads a directory of runs (in worker processes,
+surviving one that dies), compares them, picks the best, exports CSV and DataFrames."""
+
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import GUIDE_COLUMNS, run_simulated
+from helpers import GUIDE_COLUMNS, requires, run_simulated, run_sweep, same_rows, started_tracker
 
 from cs336_basics.experiment_analysis import ExperimentAnalyzer, print_experiment_summary
 
@@ -102,3 +107,95 @@ def test_unknown_metric_and_unknown_name(tmp_path):
         analyzer.get_best_experiment("perplexity")
     with pytest.raises(KeyError, match="nope"):
         analyzer.export_csv("nope", tmp_path / "n.csv")
+
+
+def test_load_all_parses_in_parallel_and_loads_the_same_runs(tmp_path):
+    run_sweep(tmp_path, 6)
+    for cache in tmp_path.glob(".*.columns"):
+        cache.unlink()
+    parallel = ExperimentAnalyzer(tmp_path)
+    parallel.load_all(quiet=True, workers=2)
+    assert len(list(tmp_path.glob(".*.columns"))) == 6  # the workers left caches
+    for cache in tmp_path.glob(".*.columns"):
+        cache.unlink()
+    serial = ExperimentAnalyzer(tmp_path)
+    serial.load_all(quiet=True, workers=1)
+    assert list(parallel.logs) == list(serial.logs)
+    for key in serial.logs:
+        assert same_rows(
+            list(parallel.logs[key].metrics_history), list(serial.logs[key].metrics_history)
+        )
+        assert parallel.logs[key].best_val_loss == serial.logs[key].best_val_loss
+
+
+LOAD_ALL_IN_A_PROCESS = r"""
+import json, os, sys
+from pathlib import Path
+import cs336_basics.analysis.analyzer as analysis
+from cs336_basics import ExperimentAnalyzer
+folder, kill = Path(sys.argv[1]), sys.argv[2] == "kill"
+parent, real = os.getpid(), analysis._warm_cache
+def warm(path):
+    if kill and "lr3_" in path.name:
+        os.kill(os.getpid(), 9)  # what the OOM killer does to a worker
+    (folder.parent / f"worker-{os.getpid()}").touch()
+    return real(path)
+analysis._warm_cache = warm
+analyzer = ExperimentAnalyzer(folder)
+analyzer.load_all(quiet=True, workers=2)
+print(json.dumps({"runs": len(analyzer.logs), "parent": parent}))
+"""
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_load_all_parses_in_worker_processes_and_survives_one_dying(tmp_path, kill):
+    import json
+
+    folder = tmp_path / "runs"
+    run_sweep(folder, 6)
+    for cache in folder.glob(".*.columns"):
+        cache.unlink()
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_ALL_IN_A_PROCESS, str(folder), "kill" if kill else "ok"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    answer = json.loads(out.stdout.splitlines()[-1])
+    assert answer["runs"] == 6
+    workers = {int(p.name.split("-")[1]) for p in tmp_path.glob("worker-*")}
+    assert workers and answer["parent"] not in workers  # parsed in other processes
+    if kill:
+        assert "parsing them here" in out.stderr
+
+
+@requires("pandas")
+def test_analyzer_to_pandas_is_one_long_frame(tmp_path):
+    run_sweep(tmp_path, 3)
+    analyzer = ExperimentAnalyzer(tmp_path)
+    analyzer.load_all(quiet=True)
+    frame = analyzer.to_pandas()
+    assert len(frame) == 150
+    columns = ["run", "run_id", "experiment_name", "config.max_learning_rate"]
+    assert list(frame.columns[:4]) == columns
+    assert sorted(frame["run"].unique()) == ["lr0", "lr1", "lr2"]
+    best = frame.groupby("config.max_learning_rate")["val_loss"].min()
+    assert best.to_dict() == {0.01: 4.0, 0.1: 3.0, 1.0: 2.0}
+    assert list(analyzer.to_pandas(["lr1"], config=False).columns[:3]) == [
+        "run",
+        "run_id",
+        "experiment_name",
+    ]
+    with pytest.raises(TypeError, match="config"):
+        analyzer.to_pandas(config="lr")
+
+
+@requires("pandas")
+def test_analyzer_to_pandas_refuses_a_metric_named_like_a_run_column(tmp_path):
+    tracker = started_tracker(tmp_path, "clash")
+    tracker.log_metrics(iteration=0, train_loss=1.0, run_id=3.0)
+    tracker.finish()
+    analyzer = ExperimentAnalyzer(tmp_path)
+    analyzer.load_all(quiet=True)
+    with pytest.raises(ValueError, match="metric named 'run_id'"):
+        analyzer.to_pandas()

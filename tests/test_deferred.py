@@ -7,8 +7,9 @@ predicate that tells them apart; everything else is the real code path.
 import time
 
 import pytest
+from helpers import need
 
-torch = pytest.importorskip("torch")
+torch = need("torch")
 
 import cs336_basics.core.values as values_mod  # noqa: E402
 import cs336_basics.runtime.deferred as deferred_mod  # noqa: E402
@@ -44,9 +45,9 @@ def test_device_tensors_are_deferred_then_resolved_together(tmp_path, tensors_ar
         tracker.increment_gradient_step()
     raw = tracker._log.metrics_history[0].train_loss
     assert isinstance(raw, torch.Tensor)  # not read yet: no sync per call
-    assert len(tracker._deferred) == 5
+    assert tracker.health()["waiting_device_rows"] == 5
     tracker.log_eval(iteration=4, val_loss=torch.tensor(1.5))  # eval resolves the batch
-    assert not tracker._deferred
+    assert tracker.health()["waiting_device_rows"] == 0
     history = tracker.log.metrics_history
     assert [type(r.train_loss) for r in history] == [float] * 5
     assert history[3].train_loss == pytest.approx(1.7)
