@@ -86,7 +86,8 @@ def test_note_and_rename_keep_the_run_id_and_files(logs: Path, capsys) -> None:
     names = sorted(p.name for p in logs.iterdir() if not p.name.endswith(".columns"))
     assert cli(capsys, "note", "alpha", "warmup 200 -> 500", *d)[0] == 0
     assert cli(capsys, "note", "alpha", "second thought", "--append", *d)[0] == 0
-    assert cli(capsys, "note", "alpha", *d)[1] == "warmup 200 -> 500\nsecond thought\n"
+    assert cli(capsys, "note", "alpha", "--append", "third", *d)[0] == 0  # the flag first
+    assert cli(capsys, "note", "alpha", *d)[1] == "warmup 200 -> 500\nsecond thought\nthird\n"
     for new in ("../../escaped/name", "/etc/passwd", "lr 1e-3 (again)"):
         code, out, _ = cli(capsys, "rename", str(alpha.stem), new, *d)
         assert code == 0 and "run id and files unchanged" in out
@@ -96,7 +97,7 @@ def test_note_and_rename_keep_the_run_id_and_files(logs: Path, capsys) -> None:
     assert not (logs.parent / "escaped").exists()
     listed = json.loads(cli(capsys, "list", "--json", *d)[1])
     assert sorted(r["run"] for r in listed) == ["beta", "lr 1e-3 (again)"]
-    assert load_experiment_log(alpha).notes == "warmup 200 -> 500\nsecond thought"
+    assert load_experiment_log(alpha).notes == "warmup 200 -> 500\nsecond thought\nthird"
 
 
 @pytest.mark.parametrize(

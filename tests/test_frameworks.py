@@ -59,6 +59,9 @@ def wandb_rows(log: Any) -> dict[int, dict[str, float]]:
     assert state["status"] == "finished" and state["mode"] == "offline", state
     merged: dict[int, dict[str, float]] = {}
     for row in wandb_records.history(state["sync_dir"]):
+        if "iteration" not in row:  # a system-metrics sample (system/* keys), every 10 s
+            assert any(key.startswith("system/") for key in row), row
+            continue
         merged.setdefault(int(row["iteration"]), {}).update(row)
     return merged
 

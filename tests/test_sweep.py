@@ -97,6 +97,14 @@ def test_default_storage_is_a_file_in_the_log_dir_that_is_no_run(tmp_path):
 
 
 @requires("yaml", "torch", "numpy")  # examples/sweep.py trains with the training example
+def test_the_sweep_script_explains_itself():
+    result = subprocess.run(
+        [sys.executable, str(SWEEP), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--study" in result.stdout and "tinylm_sweep)" in result.stdout  # its default
+
+
 def test_sweep_yaml_declares_the_same_search_space_and_the_mirrors_val_key():
     import yaml
 

@@ -249,6 +249,8 @@ def test_every_option_of_the_example_has_help_with_its_default():
     import argparse
 
     parser = example_module().build_parser()
+    text = parser.format_help()  # what --help prints (the -h line included)
+    assert "show this help message and exit" in text and "--max-iters" in text
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
             continue

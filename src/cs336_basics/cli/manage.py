@@ -62,7 +62,11 @@ def _usage(exc: ValueError | TypeError) -> UsageError:
 def prepare_argv(argv: list[str]) -> list[str]:
     """``tag RUN... +a -b``: ``-b`` is a tag to remove, not an option. Before argparse reads
     the line, the ``tag`` command's own options are put first and everything else after a
-    ``--`` (argparse would take ``-b`` for an unknown option)."""
+    ``--`` (argparse would take ``-b`` for an unknown option). ``note RUN --append TEXT``:
+    the flag is moved to the end (argparse would otherwise close the optional TEXT at the
+    flag and refuse the text after it)."""
+    if argv[:1] == ["note"] and "--append" in argv and "--" not in argv:
+        return [token for token in argv if token != "--append"] + ["--append"]
     if not argv or argv[0] != "tag":
         return argv
     options: list[str] = []

@@ -6,7 +6,7 @@
 | ``RANK``, ``LOCAL_RANK`` | tracker | torch.distributed rank: only rank 0 tracks; < 0: no ranks |
 | ``WANDB_PROJECT`` | W&B sink, push, drop-in | project when none is given (``cs336-basics``) |
 | ``WANDB_ENTITY`` | W&B sink, push, pull | entity when none is given |
-| ``WANDB_MODE`` | W&B sink | online, offline or disabled (wandb's own variable) |
+| ``WANDB_MODE`` | W&B sink, drop-in, push | online, offline or disabled (wandb's own variable) |
 | ``WANDB_HTTP_TIMEOUT`` | pull | seconds per W&B request when ``timeout`` is not given |
 | ``WANDB_SERVICE`` | mirror process | wandb's pointer to its service; not passed on to a mirror |
 | ``CS336_NO_CACHE`` | loading | ``1``: neither read nor write the documents' columnar caches |

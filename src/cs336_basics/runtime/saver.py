@@ -5,14 +5,16 @@ training and a crash at any moment loses nothing.
 thread (the document's small fields and the histories' immutable chunks: milliseconds,
 whatever the run's length), rotates the journal (:class:`~.journal_writer.JournalWriter`),
 keeping the old file as a *kept journal*, and hands the snapshot to :class:`DocumentSaver`.
-Its thread writes the document (streamed to a temporary file, fsynced, renamed over the
-old one) and its columnar cache, then removes the kept journals the new document holds.
+Its thread writes the document and its columnar cache through one
+``store.document.DocumentWriter`` per run (in O(new rows): appended in place behind an undo
+record during the run, a fresh file renamed over the old one when the head changes, as at
+``finish()``), then removes the kept journals the new document holds.
 
-Crash safety: at every moment the document on disk plus the kept journals from its
-``save_id`` on plus the live journal hold everything logged (``store.load.load_run``
-replays that chain). A SIGKILL mid-write leaves the old document (the rename did not happen) and
-its kept journals; after the rename the new document, and kept journals it holds that the
-next load ignores.
+Crash safety: at every moment the document on disk (or, after a crash mid-append, the old
+document its undo record gives back) plus the kept journals from its ``save_id`` on plus
+the live journal hold everything logged (``store.load.load_run`` replays that chain). A
+SIGKILL mid-write leaves the old document and its kept journals; after the write the new
+document, and kept journals it holds that the next load ignores.
 
 Records that threads other than the training thread add (system samples, alerts found
 by the journal thread, mirror states) may land in the run while a save rotates the
