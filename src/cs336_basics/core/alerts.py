@@ -192,6 +192,19 @@ class AlertDetector:
         self.rules = rules or AlertRules()
         self._baselines: dict[str, _Baseline] = {}
         self._in_nan: set[str] = set()
+        rules = self.rules
+        #: metric -> (its spike/explosion kind or None, under the NaN rule): one lookup a value
+        self._plan: dict[str, tuple[str | None, bool]] = {
+            metric: (
+                "spike"
+                if metric in rules.spike_metrics
+                else "explosion"
+                if metric in rules.explosion_metrics
+                else None,
+                metric in rules.nan_metrics,
+            )
+            for metric in rules.metrics
+        }
 
     def observe(
         self,
@@ -204,9 +217,32 @@ class AlertDetector:
         rules = self.rules
         out: list[Alert] = []
         for metric, raw in values.items():
-            if raw is None or isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            plan = self._plan.get(metric)
+            if plan is None:
                 continue
-            value = float(raw)
+            if type(raw) is float:
+                value = raw
+            elif raw is None or isinstance(raw, bool) or not isinstance(raw, (int, float)):
+                continue
+            else:
+                value = float(raw)
+            if plan[0] is not None and value - value == 0.0:  # finite: the common case first
+                state = self._baselines.get(metric)
+                if state is not None and state.count >= rules.warmup and not state.high:
+                    mean, dev = state.mean, state.dev
+                    floor = rules.rel_floor * (mean if mean >= 0 else -mean)
+                    if value <= mean + rules.k * (dev if dev > floor else floor):
+                        # not high (_judge's first branch), after warm-up: _Baseline.update
+                        if plan[1] and self._in_nan:
+                            self._in_nan.discard(metric)
+                        weight = rules.alpha
+                        count = state.count = state.count + 1
+                        if weight < 1.0 / count:
+                            weight = 1.0 / count
+                        diff = value - mean
+                        state.dev = dev + weight * ((diff if diff >= 0 else -diff) - dev)
+                        state.mean = mean + weight * diff
+                        continue
             finite = math.isfinite(value)
             if metric in rules.nan_metrics:
                 if not finite:
