@@ -170,6 +170,8 @@ class _Baseline:
     started: tuple[float, float] | None = None  # baseline and scale when the high run began
 
     def update(self, value: float, alpha: float) -> None:
+        # AlertDetector.observe inlines this for the common row (finite, not high, after
+        # warm-up: about half the detector's time on the journal thread); change both.
         if self.count == 0:
             self.mean, self.dev = value, 0.0
         else:
