@@ -416,3 +416,34 @@ def test_alert_positions_and_plot_markers(tmp_path: Path) -> None:
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "spike: train_loss" in texts and "explosion: grad_norm" in texts
     close(fig)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_fast_path_gives_what_the_rule_gives(seed: int) -> None:
+    """``observe`` judges the common row (finite, not high, after warm-up) inline; a detector
+    whose fast path is off (every metric planned as kind None: the rule's own branches
+    decide) gives the same alerts and ends in the same state, spikes, NaN and new levels
+    included."""
+    import random
+
+    rng = random.Random(seed)
+    fast, slow = AlertDetector(), AlertDetector()
+    slow._plan = {m: (None, nan) for m, (_, nan) in slow._plan.items()}
+    level = 3.0
+    for i in range(400):
+        x = level + rng.gauss(0, 0.1 * rng.random())
+        r = rng.random()
+        if r < 0.02:
+            x += rng.choice([5.0, 50.0, -1.0])
+        if r < 0.005:
+            x = rng.choice([math.nan, math.inf])
+        if rng.random() < 0.01:
+            level *= rng.choice([2.0, 0.5])
+        norm = abs(rng.gauss(1, 0.1)) * (30 if rng.random() < 0.03 else 1)
+        values = {"train_loss": x, "grad_norm": norm if i % 3 else int(norm * 10)}
+        if i % 10 == 0:
+            values["val_loss"] = x if rng.random() < 0.9 else math.nan
+        assert repr(fast.observe(i, i, 0.1 * i, dict(values))) == repr(
+            slow.observe(i, i, 0.1 * i, dict(values))
+        ), i
+    assert repr(fast._baselines) == repr(slow._baselines)
