@@ -141,14 +141,20 @@ def _number(query: dict[str, list[str]], name: str, default: str, low: float, hi
     return value
 
 
+def _axis(query: dict[str, list[str]]) -> str:
+    """``x``: an x-axis (``core.row.AXES``; default ``gradient_step``)."""
+    x = _one(query, "x", "gradient_step")
+    if x not in X_AXES:
+        raise BadRequest(f"x={x[:40]!r}: expected one of {', '.join(X_AXES)}")
+    return x
+
+
 def _curve_query(
     query: dict[str, list[str]],
 ) -> tuple[str, str, float, int, tuple[float, float] | None]:
     """``metric``, ``x``, ``smoothing``, ``points`` and the optional ``x0``/``x1`` range."""
     metric = _one(query, "metric")
-    x = _one(query, "x", "gradient_step")
-    if x not in X_AXES:
-        raise BadRequest(f"x={x[:40]!r}: expected one of {', '.join(X_AXES)}")
+    x = _axis(query)
     smoothing = _number(query, "smoothing", "0", 0.0, MAX_SMOOTHING)
     points = int(_number(query, "points", "1200", 2, MAX_POINTS))
     x_range = None
@@ -229,9 +235,7 @@ def at(store: RunStore, query: dict[str, list[str]]) -> dict[str, Any]:
     ``interpolate`` (``0``, the default, or ``1``): each run's values there by the rule of
     ``compare --at`` (``analysis.budget.value_at``: the last value logged at or before it,
     and how far before)."""
-    x = _one(query, "x", "gradient_step")
-    if x not in X_AXES:
-        raise BadRequest(f"x={x[:40]!r}: expected one of {', '.join(X_AXES)}")
+    x = _axis(query)
     budget = _number(query, "at", "0", -1e308, 1e308)
     metrics = [m for m in _one(query, "metric", "train_loss,val_loss").split(",") if m]
     if not metrics or len(metrics) > 8:

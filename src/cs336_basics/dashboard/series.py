@@ -11,6 +11,8 @@
   A whole curve of a long run is thinned from a finer thinning (8k points, itself min/max;
   made by the loading worker for the first chart, else cached), a zoomed range from the
   raw values in it.
+- Rows: a run's training rows, or its system-metrics samples (``source``: ``system``,
+  ``system:K`` for rank K; :func:`history_of`), the same way.
 - Non-finite values are left out of the curve; the x of the first one is returned as the
   place the run diverged, as the PNG plots mark it.
 - Groups: :func:`group_band`, the runs of one group as their mean and band
@@ -111,7 +113,7 @@ def check_source(source: str) -> str:
     raise ValueError(f"source={source[:40]!r}: expected {TRAIN}, {SYSTEM} or {SYSTEM}:RANK")
 
 
-def _prepared(log: ExperimentLog, metric: str, x: str, source: str = "train") -> Prepared | None:
+def _prepared(log: ExperimentLog, metric: str, x: str, source: str = TRAIN) -> Prepared | None:
     """Finite (x, y) of a metric in row order, and the x of its first non-finite value with
     the last finite value before it; None when the run has no values on axis ``x``.
     ``source``: which rows (:func:`history_of`)."""
@@ -158,13 +160,41 @@ def precompute(
     return fine
 
 
-def _fine(view: Any, metric: str, ys: array, smoothing: float) -> tuple[array, array]:
-    found = view.fine.get((metric, smoothing))
+def _fine(view: Any, source: str, metric: str, ys: array, smoothing: float) -> tuple[array, array]:
+    found = view.fine.get((metric, smoothing)) if source == TRAIN else None
     if found is not None:
         return found
     return _cache.get(
-        (view.run_id, view.version, metric, "fine", smoothing), lambda: fine_level(ys, smoothing)
+        (view.run_id, view.version, source, metric, "fine", smoothing),
+        lambda: fine_level(ys, smoothing),
     )
+
+
+def _prepared_of(view: Any, metric: str, x: str, source: str) -> Prepared | None:
+    """:func:`_prepared` of a run (a ``store.RunView``), cached per run version."""
+    return _cache.get(
+        (view.run_id, view.version, source, metric, x),
+        partial(_prepared, view.log, metric, x, source),
+    )
+
+
+def _smoothed(view: Any, source: str, metric: str, ys: array, weight: float) -> array:
+    """``ys`` smoothed with ``weight`` (cached per run version); ``ys`` itself for 0."""
+    if weight <= 0:
+        return ys
+    return _ema_cache.get(
+        (view.run_id, view.version, source, metric, weight), partial(ema, ys, weight)
+    )
+
+
+def _window(xs: array, x_range: tuple[float, float] | None) -> tuple[int, int]:
+    """The slice of ``xs`` (sorted) a range shows, one point beyond each edge so that
+    lines reach it; all of it without a range."""
+    if x_range is None:
+        return 0, len(xs)
+    lo = bisect.bisect_left(xs, x_range[0])
+    hi = bisect.bisect_right(xs, x_range[1])
+    return max(0, lo - 1), min(len(xs), hi + 1)
 
 
 def curve(
@@ -182,42 +212,37 @@ def curve(
     metric (``alerts``: where each event began on ``x``, its kind and value)."""
     if metric in UNSMOOTHED:
         smoothing = 0.0  # a schedule, not a noisy measurement: smoothing would move its peak
-    if source != TRAIN:
-        return _system_curve(view, metric, x, smoothing, points, x_range, source)
-    prepared = _cache.get(
-        (view.run_id, view.version, metric, x), lambda: _prepared(view.log, metric, x)
-    )
+    prepared = _prepared_of(view, metric, x, source)
     if prepared is None:
         return None
     xs, ys, diverged = prepared
     n = len(xs)
-    lo, hi = 0, n
-    if x_range is not None:
-        lo = bisect.bisect_left(xs, x_range[0])
-        hi = bisect.bisect_right(xs, x_range[1])
-        lo, hi = max(0, lo - 1), min(n, hi + 1)  # one point beyond each edge: lines reach it
+    lo, hi = _window(xs, x_range)
     whole = lo == 0 and hi == n
-    out: dict[str, Any] = {"run": view.run_id, "metric": metric, "points": n, "in_range": hi - lo}
+    out: dict[str, Any] = {
+        "run": view.run_id,
+        "metric": metric,
+        "source": source,
+        "points": n,
+        "in_range": hi - lo,
+    }
     for name, weight in (("y", 0.0), ("s", smoothing)):
         if name == "s" and smoothing <= 0:
             continue
         if whole and n > FINE_POINTS and points < FINE_POINTS:
-            idx, vals = _fine(view, metric, ys, weight)
+            idx, vals = _fine(view, source, metric, ys, weight)
             px, py = thin_min_max([xs[i] for i in idx], vals, points)
         else:
-            values = ys
-            if weight > 0:
-                values = _ema_cache.get(
-                    (view.run_id, view.version, metric, weight), partial(ema, ys, weight)
-                )
+            values = _smoothed(view, source, metric, ys, weight)
             px, py = _thin(xs[lo:hi], values[lo:hi], points)
         out[name] = py
         out["x" if name == "y" else "sx"] = px
     if diverged is not None:
         out["diverged"] = {"x": diverged[0], "y": diverged[1]}
-    marks = alert_marks(view.log, metric, x)
-    if marks:
-        out["alerts"] = marks
+    if source == TRAIN:
+        marks = alert_marks(view.log, metric, x)
+        if marks:
+            out["alerts"] = marks
     return out
 
 
@@ -237,41 +262,6 @@ def alert_marks(log: ExperimentLog, metric: str, x: str) -> list[dict[str, Any]]
     ]
 
 
-def _system_curve(
-    view: Any,
-    metric: str,
-    x: str,
-    smoothing: float,
-    points: int,
-    x_range: tuple[float, float] | None,
-    source: str,
-) -> dict[str, Any] | None:
-    """:func:`curve` of system-metrics samples: few points (one every few seconds), so
-    thinned from the raw values at every request, smoothed the same way."""
-    prepared = _cache.get(
-        (view.run_id, view.version, metric, x, source),
-        partial(_prepared, view.log, metric, x, source),
-    )
-    if prepared is None:
-        return None
-    xs, ys, _ = prepared
-    lo, hi = 0, len(xs)
-    if x_range is not None:
-        lo = max(0, bisect.bisect_left(xs, x_range[0]) - 1)
-        hi = min(len(xs), bisect.bisect_right(xs, x_range[1]) + 1)
-    out: dict[str, Any] = {
-        "run": view.run_id,
-        "metric": metric,
-        "source": source,
-        "points": len(xs),
-        "in_range": hi - lo,
-    }
-    out["x"], out["y"] = _thin(xs[lo:hi], ys[lo:hi], points)
-    if smoothing > 0:
-        out["sx"], out["s"] = _thin(xs[lo:hi], ema(ys, smoothing)[lo:hi], points)
-    return out
-
-
 def group_band(
     views: list[Any],
     metric: str,
@@ -288,20 +278,12 @@ def group_band(
     curves = []
     used = []
     for view in views:
-        prepared = _cache.get(
-            (view.run_id, view.version, metric, x), partial(_prepared, view.log, metric, x)
-        )
+        prepared = _prepared_of(view, metric, x, TRAIN)
         if prepared is None:
             continue
         xs, ys, _ = prepared
-        if smoothing > 0:
-            ys = _ema_cache.get(
-                (view.run_id, view.version, metric, smoothing), partial(ema, ys, smoothing)
-            )
-        lo, hi = 0, len(xs)
-        if x_range is not None:
-            lo = max(0, bisect.bisect_left(xs, x_range[0]) - 1)
-            hi = min(len(xs), bisect.bisect_right(xs, x_range[1]) + 1)
+        ys = _smoothed(view, TRAIN, metric, ys, smoothing)
+        lo, hi = _window(xs, x_range)
         curves.append((xs[lo:hi], ys[lo:hi]))
         used.append(view.run_id)
     found = band(curves, max(2, points // 2))
