@@ -774,6 +774,12 @@ def test_page_shows_system_charts_alert_markers_and_the_budget_cursor(tmp_path, 
         before = cursor["runs"][run]["val_loss"]["before"]
         assert "watched" in text and f"2.451 ({before:g} before)" in text
         wait_for(browser, "window.__dash.charts.loss.cursor === 75.5")
+        # Unticking the run empties the cursor's table (it lists the shown runs only).
+        browser.execute_script(
+            f"document.querySelector('#runs tbody tr[data-id=\"{run}\"] input').click()"
+        )
+        wait_for(browser, "window.__dash.cursor === null")
+        assert browser.execute_script("return document.getElementById('cursor').hidden")
         axes = browser.execute_script(
             "return [...document.getElementById('x').options].map(o => o.value)"
         )

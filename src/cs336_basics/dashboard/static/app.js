@@ -37,6 +37,7 @@ const S = {
   tagFilter: "", groupFilter: "", groupMode: "minmax",  // groups: "each" | "minmax" | "std"
   unsmoothed: new Set(["learning_rate"]),  // replaced by the server's list (api "unsmoothed")
   cursor: null, interpolate: false,  // the budget cursor's x (on S.x), or null
+  cursorRuns: "",  // the runs its table was asked for
 };
 const dash = window.__dash = { ready: false, runs: {}, charts: {}, draws: 0, previews: 0,
   firstChartMs: null, interactiveMs: null,
@@ -202,6 +203,8 @@ function renderTable() {
   });
   $("runs").tHead.replaceChildren(head);
   $("runs").tBodies[0].replaceChildren(...rows);
+  // The cursor's table lists the shown runs: asked again when they change (a checkbox, a filter).
+  if (S.cursor !== null && shownRuns().map((r) => r.id).join(",") !== S.cursorRuns) refreshCursor();
 }
 
 // "2026-12-05T11:17:00.082044" -> "2026-12-05 11:17:00" (the run's own clock, as written).
@@ -616,6 +619,7 @@ async function setCursor(x) {
 async function refreshCursor() {
   const box = $("cursor");
   const ids = shownRuns().map((r) => r.id);
+  S.cursorRuns = ids.join(",");
   if (S.cursor === null || !ids.length) {
     box.hidden = true; dash.cursor = null; return;
   }
@@ -678,8 +682,7 @@ function bind() {
   $("x").onchange = (e) => {
     S.x = dash.x = e.target.value;
     for (const c of S.charts.values()) c.range = null;
-    S.cursor = null;  // a number on another axis
-    setCursor(null);
+    setCursor(null);  // a number on another axis
     reloadAll();
   };
   const smooth = debounce(() => reloadAll(), 150);
