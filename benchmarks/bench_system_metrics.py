@@ -1,11 +1,14 @@
-"""Training-thread cost of ``log_metrics`` with system-metrics sampling on, against off.
+"""Training-thread cost of ``log_metrics`` with system-metrics sampling on, against off (and
+of the alert detector on the journal thread, against none).
 
 Modes, each in a fresh subprocess, interleaved in random order over repetitions:
 
 - ``off``: ``system_interval=0`` (the baseline);
 - ``on``: the default, a sample every 10 s (what a run pays);
 - ``stress``: a sample every 50 ms (200x the default: the sampler thread competes with the
-  loop for the GIL as often as it ever could).
+  loop for the GIL as often as it ever could);
+- ``no_alerts``: ``off`` without alert detection (``alert_rules=False``): what the detector
+  on the journal thread costs the loop, seen as ``off`` against it.
 
 Each subprocess times ``--calls`` calls of 6 scalars (val_loss every 1,000, journal and
 alert detection on), one call at a time, and reports the median, the p99 and the mean
@@ -26,14 +29,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = {"off": 0.0, "on": 10.0, "stress": 0.05}
+#: mode -> (seconds between system samples, alert detection on)
+MODES = {"off": (0.0, True), "on": (10.0, True), "stress": (0.05, True), "no_alerts": (0.0, False)}
 CHILD = """
 import sys, tempfile
 sys.path.insert(0, sys.argv[1])
 from timing import per_call
 from cs336_basics.experiment_log import ExperimentConfig, ExperimentTracker
 tracker = ExperimentTracker(ExperimentConfig(experiment_name="bench"),
-                            log_dir=tempfile.mkdtemp(), system_interval=float(sys.argv[3]))
+                            log_dir=tempfile.mkdtemp(), system_interval=float(sys.argv[3]),
+                            alert_rules=None if sys.argv[4] == "1" else False)
 tracker.start()
 def log(i):
     tracker.log_metrics(iteration=i, train_loss=3.0, learning_rate=1e-3,
@@ -49,9 +54,18 @@ print(median, p99, total / n * 1e6, samples)
 """
 
 
-def measure(interval: float, calls: int) -> tuple[float, float, float, int]:
+def measure(mode: tuple[float, bool], calls: int) -> tuple[float, float, float, int]:
+    interval, alerts = mode
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(ROOT / "benchmarks"), str(calls), str(interval)],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(ROOT / "benchmarks"),
+            str(calls),
+            str(interval),
+            "1" if alerts else "0",
+        ],
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
         capture_output=True,
         text=True,
@@ -82,7 +96,8 @@ def main() -> None:
         means = [a for _, _, a, _ in values]
         samples = statistics.median(s for _, _, _, s in values)
         line = (
-            f"{mode:>7} (interval {MODES[mode]:g} s): median per call "
+            f"{mode:>9} (interval {MODES[mode][0]:g} s, alerts "
+            f"{'on' if MODES[mode][1] else 'off'}): median per call "
             f"{statistics.median(medians):.3f} us (reps {min(medians):.3f}-{max(medians):.3f}), "
             f"p99 {statistics.median(p99s):.2f} us, mean {statistics.median(means):.3f} us, "
             f"{samples:g} samples taken"
